@@ -1,0 +1,294 @@
+//! Decoding a trapped guest load/store into an MMIO access.
+//!
+//! On a guest-page fault the hardware reports the guest-physical address
+//! (`htval << 2 | stval & 3`) and, where it can, a *transformed* instruction in
+//! `htinst` (privileged spec, "Transformed Instruction or Pseudoinstruction for
+//! mtinst or htinst"). When `htinst` is zero the hypervisor reads the instruction
+//! itself. Either way this module turns the bits into what the core needs: load
+//! or store, width, register, and instruction length. Portable and host-tested.
+
+use fv_vm::AccessWidth;
+
+/// A decoded guest memory-access instruction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemInsn {
+    /// Load or store, with its register.
+    pub op: MemOp,
+    /// Access width.
+    pub width: AccessWidth,
+    /// Instruction length in bytes (2 for compressed, 4 otherwise).
+    pub len: u8,
+}
+
+/// Direction of a decoded access.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemOp {
+    /// A load into `rd`, sign- or zero-extended.
+    Load {
+        /// Destination register.
+        rd: u8,
+        /// Whether the value is sign-extended.
+        signed: bool,
+    },
+    /// A store of register `rs2`.
+    Store {
+        /// Source register.
+        rs2: u8,
+    },
+}
+
+/// Why an instruction could not be decoded as an MMIO access.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Not an integer load or store (AMO, LR/SC, floating point, anything else).
+    Unsupported,
+    /// `htinst` holds a pseudoinstruction: the fault happened during the guest's
+    /// own VS-stage page-table walk, not in an instruction's data access.
+    ImplicitPageTableAccess,
+}
+
+/// What `htinst` tells about a guest-page fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Htinst {
+    /// Zero: nothing known, the hypervisor must read the instruction.
+    Unknown,
+    /// A transformed load/store.
+    Insn(MemInsn),
+}
+
+fn bits(insn: u32, hi: u32, lo: u32) -> u32 {
+    (insn >> lo) & ((1 << (hi - lo + 1)) - 1)
+}
+
+fn width_of(funct3: u32) -> AccessWidth {
+    match funct3 & 0b11 {
+        0 => AccessWidth::Byte,
+        1 => AccessWidth::Half,
+        2 => AccessWidth::Word,
+        _ => AccessWidth::Double,
+    }
+}
+
+/// Decodes a 32-bit standard load/store (opcode LOAD 0x03 or STORE 0x23).
+fn decode32(insn: u32) -> Result<(MemOp, AccessWidth), DecodeError> {
+    let funct3 = bits(insn, 14, 12);
+    match insn & 0x7f {
+        0x03 => {
+            // LB LH LW LD LBU LHU LWU; funct3 7 is reserved.
+            if funct3 == 7 {
+                return Err(DecodeError::Unsupported);
+            }
+            Ok((
+                MemOp::Load {
+                    rd: bits(insn, 11, 7) as u8,
+                    signed: funct3 < 4 && funct3 != 3,
+                },
+                width_of(funct3),
+            ))
+        }
+        0x23 => {
+            if funct3 > 3 {
+                return Err(DecodeError::Unsupported);
+            }
+            Ok((
+                MemOp::Store {
+                    rs2: bits(insn, 24, 20) as u8,
+                },
+                width_of(funct3),
+            ))
+        }
+        _ => Err(DecodeError::Unsupported),
+    }
+}
+
+/// Decodes a 16-bit compressed load/store (C.LW, C.LD, C.SW, C.SD and the
+/// stack-pointer-relative forms).
+fn decode16(insn: u16) -> Result<(MemOp, AccessWidth), DecodeError> {
+    let insn = u32::from(insn);
+    let funct3 = bits(insn, 15, 13);
+    let rd_prime = (bits(insn, 4, 2) + 8) as u8;
+    match (insn & 0b11, funct3) {
+        (0b00, 0b010) => Ok((MemOp::Load { rd: rd_prime, signed: true }, AccessWidth::Word)),
+        (0b00, 0b011) => Ok((MemOp::Load { rd: rd_prime, signed: false }, AccessWidth::Double)),
+        (0b00, 0b110) => Ok((MemOp::Store { rs2: rd_prime }, AccessWidth::Word)),
+        (0b00, 0b111) => Ok((MemOp::Store { rs2: rd_prime }, AccessWidth::Double)),
+        (0b10, 0b010) | (0b10, 0b011) => {
+            let rd = bits(insn, 11, 7) as u8;
+            if rd == 0 {
+                return Err(DecodeError::Unsupported); // reserved encoding
+            }
+            if funct3 == 0b010 {
+                Ok((MemOp::Load { rd, signed: true }, AccessWidth::Word))
+            } else {
+                Ok((MemOp::Load { rd, signed: false }, AccessWidth::Double))
+            }
+        }
+        (0b10, 0b110) => Ok((MemOp::Store { rs2: bits(insn, 6, 2) as u8 }, AccessWidth::Word)),
+        (0b10, 0b111) => Ok((MemOp::Store { rs2: bits(insn, 6, 2) as u8 }, AccessWidth::Double)),
+        _ => Err(DecodeError::Unsupported),
+    }
+}
+
+/// Decodes raw instruction bits as fetched from guest memory (the low 16 bits
+/// decide whether it is compressed).
+pub fn decode_insn(insn: u32) -> Result<MemInsn, DecodeError> {
+    if insn & 0b11 == 0b11 {
+        let (op, width) = decode32(insn)?;
+        Ok(MemInsn { op, width, len: 4 })
+    } else {
+        let (op, width) = decode16(insn as u16)?;
+        Ok(MemInsn { op, width, len: 2 })
+    }
+}
+
+/// Decodes `htinst` after a guest-page fault.
+pub fn decode_htinst(htinst: u64) -> Result<Htinst, DecodeError> {
+    if htinst == 0 {
+        return Ok(Htinst::Unknown);
+    }
+    let insn = htinst as u32;
+    if htinst >> 32 != 0 {
+        return Err(DecodeError::Unsupported);
+    }
+    // Pseudoinstructions for implicit VS-stage page-table accesses: 0x2000/0x2020
+    // (32-bit read/write) and 0x3000/0x3020 (64-bit read/write).
+    if matches!(insn, 0x2000 | 0x2020 | 0x3000 | 0x3020) {
+        return Err(DecodeError::ImplicitPageTableAccess);
+    }
+    match insn & 0b11 {
+        // Transformed standard instruction: bit 1 set, 32-bit original.
+        0b11 => {
+            let (op, width) = decode32(insn)?;
+            Ok(Htinst::Insn(MemInsn { op, width, len: 4 }))
+        }
+        // Transformed compressed instruction: bit 1 clear, 16-bit original.
+        0b01 => {
+            let (op, width) = decode32(insn | 0b10)?;
+            Ok(Htinst::Insn(MemInsn { op, width, len: 2 }))
+        }
+        _ => Err(DecodeError::Unsupported),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    // Encodings assembled by hand from the ISA manual's tables.
+    fn load(funct3: u32, rd: u32, rs1: u32, imm: u32) -> u32 {
+        (imm << 20) | (rs1 << 15) | (funct3 << 12) | (rd << 7) | 0x03
+    }
+    fn store(funct3: u32, rs2: u32, rs1: u32) -> u32 {
+        (rs2 << 20) | (rs1 << 15) | (funct3 << 12) | 0x23
+    }
+
+    #[test]
+    fn standard_loads() {
+        let cases = [
+            (0, AccessWidth::Byte, true),
+            (1, AccessWidth::Half, true),
+            (2, AccessWidth::Word, true),
+            (3, AccessWidth::Double, false),
+            (4, AccessWidth::Byte, false),
+            (5, AccessWidth::Half, false),
+            (6, AccessWidth::Word, false),
+        ];
+        for (f3, width, signed) in cases {
+            let d = decode_insn(load(f3, 17, 10, 0x7f)).unwrap();
+            assert_eq!(d, MemInsn { op: MemOp::Load { rd: 17, signed }, width, len: 4 });
+        }
+        assert_eq!(decode_insn(load(7, 1, 1, 0)), Err(DecodeError::Unsupported));
+        // lw a5, 0(a0) = 0x00052783
+        assert_eq!(
+            decode_insn(0x0005_2783).unwrap(),
+            MemInsn { op: MemOp::Load { rd: 15, signed: true }, width: AccessWidth::Word, len: 4 }
+        );
+    }
+
+    #[test]
+    fn standard_stores() {
+        for (f3, width) in [(0, AccessWidth::Byte), (1, AccessWidth::Half), (2, AccessWidth::Word), (3, AccessWidth::Double)] {
+            let d = decode_insn(store(f3, 31, 2)).unwrap();
+            assert_eq!(d, MemInsn { op: MemOp::Store { rs2: 31 }, width, len: 4 });
+        }
+        assert_eq!(decode_insn(store(4, 1, 1)), Err(DecodeError::Unsupported));
+        // sd a1, 8(a0) = 0x00b53423
+        assert_eq!(
+            decode_insn(0x00b5_3423).unwrap(),
+            MemInsn { op: MemOp::Store { rs2: 11 }, width: AccessWidth::Double, len: 4 }
+        );
+    }
+
+    #[test]
+    fn compressed() {
+        // c.lw a5, 0(a0) = 0x411c ; c.sd a1, 8(a0) = 0xe50c ; c.ldsp ra, 8(sp) = 0x60a2 ; c.swsp a0, 4(sp) = 0xc22a
+        assert_eq!(
+            decode_insn(0x411c).unwrap(),
+            MemInsn { op: MemOp::Load { rd: 15, signed: true }, width: AccessWidth::Word, len: 2 }
+        );
+        assert_eq!(
+            decode_insn(0xe50c).unwrap(),
+            MemInsn { op: MemOp::Store { rs2: 11 }, width: AccessWidth::Double, len: 2 }
+        );
+        assert_eq!(
+            decode_insn(0x60a2).unwrap(),
+            MemInsn { op: MemOp::Load { rd: 1, signed: false }, width: AccessWidth::Double, len: 2 }
+        );
+        assert_eq!(
+            decode_insn(0xc22a).unwrap(),
+            MemInsn { op: MemOp::Store { rs2: 10 }, width: AccessWidth::Word, len: 2 }
+        );
+        // c.addi (quadrant 01) is not a memory access.
+        assert_eq!(decode_insn(0x0505), Err(DecodeError::Unsupported));
+        // c.fld (00, funct3 001) is floating point: unsupported for MMIO.
+        assert_eq!(decode_insn(0x2108), Err(DecodeError::Unsupported));
+    }
+
+    #[test]
+    fn non_memory_instructions() {
+        // amoadd.w (opcode 0x2f), flw (0x07), addi (0x13)
+        assert_eq!(decode_insn(0x00b5_202f), Err(DecodeError::Unsupported));
+        assert_eq!(decode_insn(0x0005_2007), Err(DecodeError::Unsupported));
+        assert_eq!(decode_insn(0x0015_0513), Err(DecodeError::Unsupported));
+    }
+
+    #[test]
+    fn htinst_forms() {
+        assert_eq!(decode_htinst(0), Ok(Htinst::Unknown));
+        for p in [0x2000, 0x2020, 0x3000, 0x3020] {
+            assert_eq!(decode_htinst(p), Err(DecodeError::ImplicitPageTableAccess));
+        }
+        // Transformed lw a5 (rs1 and offset zeroed): 0x00002783.
+        assert_eq!(
+            decode_htinst(0x2783),
+            Ok(Htinst::Insn(MemInsn { op: MemOp::Load { rd: 15, signed: true }, width: AccessWidth::Word, len: 4 }))
+        );
+        // The same from a compressed original: bit 1 cleared.
+        assert_eq!(
+            decode_htinst(0x2781),
+            Ok(Htinst::Insn(MemInsn { op: MemOp::Load { rd: 15, signed: true }, width: AccessWidth::Word, len: 2 }))
+        );
+        assert_eq!(decode_htinst(1 << 40), Err(DecodeError::Unsupported));
+    }
+
+    proptest! {
+        #[test]
+        fn decoder_never_panics(insn in any::<u32>(), ht in any::<u64>()) {
+            let _ = decode_insn(insn);
+            let _ = decode_htinst(ht);
+        }
+
+        #[test]
+        fn decoded_registers_are_valid(insn in any::<u32>()) {
+            if let Ok(d) = decode_insn(insn) {
+                match d.op {
+                    MemOp::Load { rd, .. } => prop_assert!(rd < 32),
+                    MemOp::Store { rs2 } => prop_assert!(rs2 < 32),
+                }
+                prop_assert!(d.len == 2 || d.len == 4);
+                prop_assert_eq!(d.len == 4, insn & 3 == 3);
+            }
+        }
+    }
+}

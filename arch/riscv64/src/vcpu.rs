@@ -1,0 +1,474 @@
+//! [`RiscvVcpu`]: the [`fv_vm::Vcpu`] implementation for the H extension.
+//!
+//! A vCPU is *loaded* on a hart ([`RiscvVcpu::load`]) before it runs: its VS
+//! CSRs, `hgatp`, `htimedelta`, delegation and FP registers are then live in the
+//! hardware, and every [`Vcpu`] method works on the live CSRs. [`RiscvVcpu::put`]
+//! saves them back so another vCPU can use the hart.
+
+use crate::csr;
+use crate::decode::{decode_htinst, decode_insn, DecodeError, Htinst, MemInsn, MemOp};
+use crate::regs::{self, exception, num, Counteren, Hstatus, Sstatus};
+use crate::switch::{enter_guest, SwitchContext};
+use core::arch::asm;
+use fv_addr::GuestPhysAddr;
+use fv_vm::{
+    Access, AccessWidth, GuestException, HostInterrupt, Vcpu, VcpuBoot, VcpuExit, VirtualInterrupt,
+};
+
+/// The WFI instruction's encoding.
+const INSN_WFI: u64 = 0x1050_0073;
+
+/// What the hart offers that changes how guests are run (probed once at boot).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HartFeatures {
+    /// Sstc: `stimecmp` / `vstimecmp` exist and `henvcfg.STCE` could be set.
+    pub sstc: bool,
+    /// Smstateen: `hstateen0` exists.
+    pub hstateen: bool,
+    /// The `henvcfg` value guests run with (what the hart accepted).
+    pub henvcfg: u64,
+    /// How many VMID bits `hgatp` implements (0: no VMIDs, flush on every VM switch).
+    pub vmid_bits: u32,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct VsCsrs {
+    vsstatus: u64,
+    vsie: u64,
+    vstvec: u64,
+    vsscratch: u64,
+    vsepc: u64,
+    vscause: u64,
+    vstval: u64,
+    vsatp: u64,
+    vstimecmp: u64,
+    senvcfg: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+struct FpRegs {
+    f: [u64; 32],
+    fcsr: u64,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum PendingMmio {
+    None,
+    Load { rd: u8, width: AccessWidth, signed: bool, len: u8 },
+    Store { len: u8 },
+}
+
+/// A RISC-V virtual CPU.
+#[derive(Debug)]
+pub struct RiscvVcpu {
+    ctx: SwitchContext,
+    vs: VsCsrs,
+    fp: FpRegs,
+    hvip: u64,
+    htimedelta: u64,
+    hgatp: u64,
+    features: HartFeatures,
+    pending: PendingMmio,
+    loaded: bool,
+}
+
+impl RiscvVcpu {
+    /// A vCPU of the VM whose G-stage table and VMID are in `hgatp`.
+    ///
+    /// # Safety
+    /// `hgatp` must select a G-stage table that maps only memory owned by this
+    /// VM, and that table must outlive the vCPU: every guest access goes through it.
+    pub unsafe fn new(features: HartFeatures, hgatp: u64) -> Self {
+        let mut v = Self {
+            ctx: SwitchContext::default(),
+            vs: VsCsrs::default(),
+            fp: FpRegs::default(),
+            hvip: 0,
+            htimedelta: 0,
+            hgatp,
+            features,
+            pending: PendingMmio::None,
+            loaded: false,
+        };
+        v.reset(VcpuBoot { pc: GuestPhysAddr::new(0), a0: 0, a1: 0 });
+        v
+    }
+
+    /// Makes this vCPU the one the hart runs: writes its VS CSRs, `hgatp`,
+    /// `htimedelta`, delegation and FP registers. `flush_vs` asks for the
+    /// guest's VS-stage TLB entries on this hart to be dropped (another vCPU of
+    /// the same VMID ran here since, or the vCPU moved harts); `flush_gstage`
+    /// drops the G-stage entries of this VMID (the hart has no VMIDs and ran
+    /// another VM, or the table changed).
+    ///
+    /// Context: the hart that will run the vCPU, interrupts masked, no other
+    /// vCPU loaded.
+    pub fn load(&mut self, flush_vs: bool, flush_gstage: bool) {
+        let f = self.features;
+        // SAFETY: these CSRs only shape VS/VU-mode execution; hgatp was vouched
+        // for in `new`. None of them affects HS-mode memory accesses.
+        unsafe {
+            csr::write::<{ num::HGATP }>(self.hgatp);
+            csr::write::<{ num::HEDELEG }>(regs::HEDELEG_GUEST);
+            csr::write::<{ num::HIDELEG }>(regs::HIDELEG_GUEST);
+            csr::write::<{ num::HCOUNTEREN }>((Counteren::CY | Counteren::TM | Counteren::IR).bits());
+            csr::write::<{ num::HTIMEDELTA }>(self.htimedelta);
+            csr::write::<{ num::HENVCFG }>(f.henvcfg);
+            if f.hstateen {
+                csr::write::<{ num::HSTATEEN0 }>(
+                    (regs::Hstateen0::SE0 | regs::Hstateen0::ENVCFG).bits(),
+                );
+            }
+            csr::write::<{ num::VSSTATUS }>(self.vs.vsstatus);
+            csr::write::<{ num::VSIE }>(self.vs.vsie);
+            csr::write::<{ num::VSTVEC }>(self.vs.vstvec);
+            csr::write::<{ num::VSSCRATCH }>(self.vs.vsscratch);
+            csr::write::<{ num::VSEPC }>(self.vs.vsepc);
+            csr::write::<{ num::VSCAUSE }>(self.vs.vscause);
+            csr::write::<{ num::VSTVAL }>(self.vs.vstval);
+            csr::write::<{ num::VSATP }>(self.vs.vsatp);
+            csr::write::<{ num::SENVCFG }>(self.vs.senvcfg);
+            if f.sstc {
+                csr::write::<{ num::VSTIMECMP }>(self.vs.vstimecmp);
+            }
+            csr::write::<{ num::HVIP }>(self.hvip);
+        }
+        if flush_gstage {
+            csr::hfence_gvma_vmid(self.vmid());
+        }
+        if flush_vs {
+            csr::hfence_vvma_all();
+        }
+        restore_fp(&self.fp);
+        self.loaded = true;
+    }
+
+    /// Saves the live state back into the vCPU so the hart can run another one.
+    ///
+    /// Context: the hart this vCPU is loaded on.
+    pub fn put(&mut self) {
+        self.vs = VsCsrs {
+            vsstatus: csr::read::<{ num::VSSTATUS }>(),
+            vsie: csr::read::<{ num::VSIE }>(),
+            vstvec: csr::read::<{ num::VSTVEC }>(),
+            vsscratch: csr::read::<{ num::VSSCRATCH }>(),
+            vsepc: csr::read::<{ num::VSEPC }>(),
+            vscause: csr::read::<{ num::VSCAUSE }>(),
+            vstval: csr::read::<{ num::VSTVAL }>(),
+            vsatp: csr::read::<{ num::VSATP }>(),
+            vstimecmp: if self.features.sstc {
+                csr::read::<{ num::VSTIMECMP }>()
+            } else {
+                self.vs.vstimecmp
+            },
+            senvcfg: csr::read::<{ num::SENVCFG }>(),
+        };
+        self.hvip = csr::read::<{ num::HVIP }>();
+        if self.ctx.guest.sstatus & regs::fs::MASK == regs::fs::DIRTY {
+            save_fp(&mut self.fp);
+            self.ctx.guest.sstatus = (self.ctx.guest.sstatus & !regs::fs::MASK) | regs::fs::CLEAN;
+        }
+        self.loaded = false;
+    }
+
+    /// The VMID this vCPU runs with.
+    pub fn vmid(&self) -> u64 {
+        (self.hgatp & regs::hgatp::VMID_MASK) >> regs::hgatp::VMID_SHIFT
+    }
+
+    /// Sets the offset added to the host's `time` to form the guest's.
+    pub fn set_htimedelta(&mut self, delta: u64) {
+        self.htimedelta = delta;
+        if self.loaded {
+            // SAFETY: htimedelta only affects what VS/VU-mode reads from `time`.
+            unsafe { csr::write::<{ num::HTIMEDELTA }>(delta) };
+        }
+    }
+
+    /// The host `time` at which this vCPU's own timer fires (Sstc: from
+    /// `vstimecmp`), so a hart can wake to run it; `None` without Sstc (the core
+    /// tracks emulated deadlines) or when no timer is armed.
+    pub fn hw_timer_deadline(&self) -> Option<u64> {
+        if !self.features.sstc {
+            return None;
+        }
+        let cmp = if self.loaded { csr::read::<{ num::VSTIMECMP }>() } else { self.vs.vstimecmp };
+        (cmp != u64::MAX).then(|| cmp.wrapping_sub(self.htimedelta))
+    }
+
+    /// Guest general-purpose register `i` (for logs and tests).
+    pub fn gpr(&self, i: usize) -> u64 {
+        self.ctx.guest.x.get(i).copied().unwrap_or(0)
+    }
+
+    fn decode_mem(&self) -> Result<MemInsn, DecodeError> {
+        match decode_htinst(self.ctx.trap.htinst)? {
+            Htinst::Insn(i) => Ok(i),
+            Htinst::Unknown => {
+                let insn = self.fetch_insn().ok_or(DecodeError::Unsupported)?;
+                decode_insn(insn)
+            }
+        }
+    }
+
+    /// Reads the trapped instruction from guest memory with the guest's own translation.
+    fn fetch_insn(&self) -> Option<u32> {
+        let pc = self.ctx.guest.sepc;
+        let guest_s = self.ctx.guest.sstatus & Sstatus::SPP.bits() != 0;
+        // SAFETY: SPVP only selects the privilege HLV/HLVX use; restored below.
+        unsafe {
+            if guest_s {
+                csr::set::<{ num::HSTATUS }>(Hstatus::SPVP.bits());
+            } else {
+                csr::clear::<{ num::HSTATUS }>(Hstatus::SPVP.bits());
+            }
+        }
+        let lo = csr::hlvx_hu(pc);
+        let hi = match lo {
+            Some(l) if l & 3 == 3 => csr::hlvx_hu(pc.wrapping_add(2)),
+            _ => Some(0),
+        };
+        // SAFETY: as above.
+        unsafe { csr::clear::<{ num::HSTATUS }>(Hstatus::SPVP.bits()) };
+        Some(u32::from(lo?) | (u32::from(hi?) << 16))
+    }
+
+    fn decode_exit(&mut self) -> VcpuExit {
+        let t = self.ctx.trap;
+        if t.scause & regs::CAUSE_INTERRUPT != 0 {
+            let code = t.scause & !regs::CAUSE_INTERRUPT;
+            return VcpuExit::HostInterrupt(match code {
+                regs::interrupt::SUPERVISOR_TIMER => HostInterrupt::Timer,
+                regs::interrupt::SUPERVISOR_SOFTWARE => HostInterrupt::Software,
+                regs::interrupt::SUPERVISOR_EXTERNAL => HostInterrupt::External,
+                c => HostInterrupt::Other(c),
+            });
+        }
+        let x = &self.ctx.guest.x;
+        match t.scause {
+            exception::ECALL_FROM_VS => VcpuExit::SbiCall {
+                eid: x[17],
+                fid: x[16],
+                args: [x[10], x[11], x[12], x[13], x[14], x[15]],
+            },
+            exception::LOAD_GUEST_PAGE_FAULT | exception::STORE_GUEST_PAGE_FAULT => {
+                let addr = GuestPhysAddr::new((t.htval << 2) | (t.stval & 3));
+                let is_load = t.scause == exception::LOAD_GUEST_PAGE_FAULT;
+                match (self.decode_mem(), is_load) {
+                    (Ok(MemInsn { op: MemOp::Load { rd, signed }, width, len }), true) => {
+                        self.pending = PendingMmio::Load { rd, width, signed, len };
+                        VcpuExit::MmioRead { addr, width, reg: rd, signed }
+                    }
+                    (Ok(MemInsn { op: MemOp::Store { rs2 }, width, len }), false) => {
+                        self.pending = PendingMmio::Store { len };
+                        let value = x[usize::from(rs2 & 31)] & width.mask();
+                        VcpuExit::MmioWrite { addr, width, value }
+                    }
+                    _ => VcpuExit::GuestPageFault {
+                        addr,
+                        access: if is_load { Access::Load } else { Access::Store },
+                    },
+                }
+            }
+            exception::INSTRUCTION_GUEST_PAGE_FAULT => VcpuExit::GuestPageFault {
+                addr: GuestPhysAddr::new((t.htval << 2) | (t.stval & 3)),
+                access: Access::Fetch,
+            },
+            exception::VIRTUAL_INSTRUCTION => {
+                if t.stval == INSN_WFI {
+                    VcpuExit::Wfi
+                } else {
+                    VcpuExit::VirtualInstruction { insn: t.stval }
+                }
+            }
+            cause => VcpuExit::Unhandled { cause, tval: t.stval, pc: self.ctx.guest.sepc },
+        }
+    }
+
+    fn advance(&mut self, len: u8) {
+        self.ctx.guest.sepc = self.ctx.guest.sepc.wrapping_add(u64::from(len));
+    }
+}
+
+impl Vcpu for RiscvVcpu {
+    fn run(&mut self) -> VcpuExit {
+        self.pending = PendingMmio::None;
+        // SAFETY: the vCPU is loaded (hgatp confines the guest, see `new`), we are
+        // in HS-mode with interrupts masked, and guest.hstatus always has SPV set
+        // (set in `reset`, and the exit path only saves what the hardware wrote
+        // on a trap from V=1, which has SPV = 1).
+        unsafe {
+            csr::write::<{ num::HVIP }>(self.hvip);
+            enter_guest(&mut self.ctx);
+        }
+        self.hvip = csr::read::<{ num::HVIP }>();
+        self.decode_exit()
+    }
+
+    fn complete_sbi(&mut self, error: i64, value: u64) {
+        self.ctx.guest.x[10] = error as u64;
+        self.ctx.guest.x[11] = value;
+        self.advance(4);
+    }
+
+    fn complete_mmio_read(&mut self, value: u64) {
+        if let PendingMmio::Load { rd, width, signed, len } = self.pending {
+            let v = value & width.mask();
+            let v = if signed && width != AccessWidth::Double {
+                let shift = 64 - width.bytes() * 8;
+                (((v << shift) as i64) >> shift) as u64
+            } else {
+                v
+            };
+            if rd != 0 {
+                self.ctx.guest.x[usize::from(rd & 31)] = v;
+            }
+            self.advance(len);
+        }
+        self.pending = PendingMmio::None;
+    }
+
+    fn complete_mmio_write(&mut self) {
+        if let PendingMmio::Store { len } = self.pending {
+            self.advance(len);
+        }
+        self.pending = PendingMmio::None;
+    }
+
+    fn fault_gva(&self) -> u64 {
+        self.ctx.trap.stval
+    }
+
+    fn skip_instruction(&mut self) {
+        self.advance(4);
+    }
+
+    fn inject_exception(&mut self, cause: GuestException, tval: u64) {
+        self.pending = PendingMmio::None;
+        let g = &mut self.ctx.guest;
+        let vsstatus = csr::read::<{ num::VSSTATUS }>();
+        let was_s = g.sstatus & Sstatus::SPP.bits() != 0;
+        let mut s = vsstatus & !(Sstatus::SPP | Sstatus::SPIE | Sstatus::SIE).bits();
+        if was_s {
+            s |= Sstatus::SPP.bits();
+        }
+        if vsstatus & Sstatus::SIE.bits() != 0 {
+            s |= Sstatus::SPIE.bits();
+        }
+        let vstvec = csr::read::<{ num::VSTVEC }>();
+        // SAFETY: VS CSRs only affect the guest.
+        unsafe {
+            csr::write::<{ num::VSEPC }>(g.sepc);
+            csr::write::<{ num::VSCAUSE }>(cause.code());
+            csr::write::<{ num::VSTVAL }>(tval);
+            csr::write::<{ num::VSSTATUS }>(s);
+        }
+        // The guest's handler runs in VS-mode at vstvec's base (exceptions never vector).
+        g.sstatus |= Sstatus::SPP.bits();
+        g.sepc = vstvec & !3;
+    }
+
+    fn set_interrupt(&mut self, irq: VirtualInterrupt, pending: bool) {
+        let bit = 1u64 << irq.hvip_bit();
+        if pending {
+            self.hvip |= bit;
+        } else {
+            self.hvip &= !bit;
+        }
+    }
+
+    fn interrupt_pending(&self) -> bool {
+        // hvip bits 2/6/10 appear in vsip at 1/5/9.
+        let mut pending = (self.hvip >> 1) & 0x222;
+        let (vsie, vstimecmp) = if self.loaded {
+            (
+                csr::read::<{ num::VSIE }>(),
+                if self.features.sstc { csr::read::<{ num::VSTIMECMP }>() } else { u64::MAX },
+            )
+        } else {
+            (self.vs.vsie, if self.features.sstc { self.vs.vstimecmp } else { u64::MAX })
+        };
+        if self.features.sstc && csr::time().wrapping_add(self.htimedelta) >= vstimecmp {
+            pending |= 1 << 5;
+        }
+        pending & vsie != 0
+    }
+
+    fn set_timer(&mut self, deadline: u64) -> Option<u64> {
+        if self.features.sstc {
+            self.vs.vstimecmp = deadline;
+            if self.loaded {
+                // SAFETY: vstimecmp only schedules the guest's own timer interrupt.
+                unsafe { csr::write::<{ num::VSTIMECMP }>(deadline) };
+            }
+            None
+        } else {
+            self.hvip &= !(1 << VirtualInterrupt::Timer.hvip_bit());
+            Some(deadline.wrapping_sub(self.htimedelta))
+        }
+    }
+
+    fn reset(&mut self, boot: VcpuBoot) {
+        self.ctx.guest = Default::default();
+        self.ctx.guest.x[10] = boot.a0;
+        self.ctx.guest.x[11] = boot.a1;
+        self.ctx.guest.sepc = boot.pc.raw();
+        // Enter in VS-mode (SPP = 1) with the FPU usable at HS level (FS =
+        // Initial); the guest's own vsstatus.FS starts Off.
+        self.ctx.guest.sstatus = Sstatus::SPP.bits() | regs::fs::INITIAL;
+        self.ctx.guest.hstatus =
+            (Hstatus::SPV | Hstatus::SPVP | Hstatus::VTW).bits() | regs::HSTATUS_VSXL_64;
+        self.vs = VsCsrs { vstimecmp: u64::MAX, ..Default::default() };
+        self.fp = FpRegs::default();
+        self.hvip = 0;
+        self.pending = PendingMmio::None;
+        if self.loaded {
+            // Re-load so the live CSRs match the reset state.
+            self.load(true, false);
+        }
+    }
+
+    fn pc(&self) -> u64 {
+        self.ctx.guest.sepc
+    }
+}
+
+fn save_fp(fp: &mut FpRegs) {
+    let p = fp as *mut FpRegs;
+    // SAFETY: `p` points at 33 writable u64s (FpRegs is repr(C)); HS sstatus.FS
+    // is on while the hypervisor runs, so the FP instructions do not trap.
+    unsafe {
+        asm!(
+            "fsd f0, 0*8({p})", "fsd f1, 1*8({p})", "fsd f2, 2*8({p})", "fsd f3, 3*8({p})",
+            "fsd f4, 4*8({p})", "fsd f5, 5*8({p})", "fsd f6, 6*8({p})", "fsd f7, 7*8({p})",
+            "fsd f8, 8*8({p})", "fsd f9, 9*8({p})", "fsd f10, 10*8({p})", "fsd f11, 11*8({p})",
+            "fsd f12, 12*8({p})", "fsd f13, 13*8({p})", "fsd f14, 14*8({p})", "fsd f15, 15*8({p})",
+            "fsd f16, 16*8({p})", "fsd f17, 17*8({p})", "fsd f18, 18*8({p})", "fsd f19, 19*8({p})",
+            "fsd f20, 20*8({p})", "fsd f21, 21*8({p})", "fsd f22, 22*8({p})", "fsd f23, 23*8({p})",
+            "fsd f24, 24*8({p})", "fsd f25, 25*8({p})", "fsd f26, 26*8({p})", "fsd f27, 27*8({p})",
+            "fsd f28, 28*8({p})", "fsd f29, 29*8({p})", "fsd f30, 30*8({p})", "fsd f31, 31*8({p})",
+            "frcsr {t}", "sd {t}, 32*8({p})",
+            p = in(reg) p, t = out(reg) _, options(nostack)
+        );
+    }
+}
+
+fn restore_fp(fp: &FpRegs) {
+    let p = fp as *const FpRegs;
+    // SAFETY: `p` points at 33 readable u64s; HS sstatus.FS is on (see save_fp).
+    unsafe {
+        asm!(
+            "fld f0, 0*8({p})", "fld f1, 1*8({p})", "fld f2, 2*8({p})", "fld f3, 3*8({p})",
+            "fld f4, 4*8({p})", "fld f5, 5*8({p})", "fld f6, 6*8({p})", "fld f7, 7*8({p})",
+            "fld f8, 8*8({p})", "fld f9, 9*8({p})", "fld f10, 10*8({p})", "fld f11, 11*8({p})",
+            "fld f12, 12*8({p})", "fld f13, 13*8({p})", "fld f14, 14*8({p})", "fld f15, 15*8({p})",
+            "fld f16, 16*8({p})", "fld f17, 17*8({p})", "fld f18, 18*8({p})", "fld f19, 19*8({p})",
+            "fld f20, 20*8({p})", "fld f21, 21*8({p})", "fld f22, 22*8({p})", "fld f23, 23*8({p})",
+            "fld f24, 24*8({p})", "fld f25, 25*8({p})", "fld f26, 26*8({p})", "fld f27, 27*8({p})",
+            "fld f28, 28*8({p})", "fld f29, 29*8({p})", "fld f30, 30*8({p})", "fld f31, 31*8({p})",
+            "ld {t}, 32*8({p})", "fscsr {t}",
+            p = in(reg) p, t = out(reg) _, options(nostack)
+        );
+    }
+}

@@ -1,0 +1,193 @@
+//! The SBI v2.0 implementation Ferrovisor's guests see.
+//!
+//! A guest kernel in VS-mode calls its "firmware" with `ecall`; the VM core
+//! traps it, packs the registers into an [`SbiCall`] and calls [`handle`]. This
+//! crate decodes the call, validates every argument against the SBI v2.0 spec
+//! and, only for valid calls, asks the VM (through the [`SbiEnv`] trait the core
+//! implements) to do the work. It never touches hardware. The answer is an
+//! [`SbiOutcome`]: return to the guest with an [`SbiRet`], stop or suspend the
+//! calling vCPU, or reset the whole VM.
+//!
+//! # Extensions
+//!
+//! | EID | name | functions |
+//! | --- | --- | --- |
+//! | `0x10` | BASE | all seven; spec version 2.0 |
+//! | `0x54494D45` | TIME | `set_timer` |
+//! | `0x735049` | IPI (`sPI`) | `send_ipi` |
+//! | `0x52464E43` | RFENCE | `remote_fence_i`, `remote_sfence_vma[_asid]`; the `hfence_*` ones return `SBI_ERR_NOT_SUPPORTED` (no nested virtualisation) |
+//! | `0x48534D` | HSM | `hart_start`, `hart_stop`, `hart_get_status`, `hart_suspend` (default retentive / non-retentive types only) |
+//! | `0x53525354` | SRST | `system_reset` (shutdown, cold and warm reboot; reasons "none" and "system failure") |
+//! | `0x4442434E` | DBCN | `console_write`, `console_read`, `console_write_byte` |
+//! | `0x00`, `0x01`, `0x02` | legacy | `set_timer`, `console_putchar`, `console_getchar` |
+//!
+//! Every other EID (legacy `0x03..=0x0F` included), and every unknown FID of a
+//! supported extension, returns `SBI_ERR_NOT_SUPPORTED`; `probe_extension`
+//! reports 1 exactly for the EIDs in the table ([`EXTENSIONS`]).
+//!
+//! # Argument conventions (RV64 guests)
+//!
+//! * EIDs and FIDs are signed 32-bit values sign-extended into `a7`/`a6`; the
+//!   whole register is compared, so stray upper bits mean "not supported".
+//! * Arguments the spec declares 32 bits wide (`suspend_type`, `reset_type`,
+//!   `reset_reason`) use only the low 32 bits of their register, and 8-bit ones
+//!   (`console_write_byte`, legacy `console_putchar`) only the low 8, as the
+//!   spec's binary-encoding chapter asks of the SBI implementation.
+//! * DBCN's physical address is `base_addr_lo` (the low XLEN = 64 bits) plus
+//!   `base_addr_hi` (the bits above 64): with XLEN = 64 a non-zero
+//!   `base_addr_hi` is an address beyond 2^64, which is never guest RAM, so it
+//!   is `SBI_ERR_INVALID_PARAM`.
+//! * The legacy extensions return only `a0`; see [`SbiRet`] for how that maps.
+//!
+//! # Which error wins
+//!
+//! When several arguments are wrong, the first failing check decides: the FID,
+//! then hart ids / the hart mask, then the target hart's HSM state, then
+//! addresses and ranges (`hart_start`: `INVALID_PARAM` before
+//! `ALREADY_AVAILABLE` before `INVALID_ADDRESS`). A call rejected for its
+//! arguments has asked the [`SbiEnv`] for nothing.
+#![no_std]
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+#[cfg(test)]
+extern crate std;
+
+mod dispatch;
+mod env;
+mod hart_mask;
+mod hsm;
+mod ret;
+
+use fv_addr::GuestPhysAddr;
+use sbi_spec::srst;
+
+pub use dispatch::{handle, probe_extension, DBCN_MAX_CHUNK, EXTENSIONS, SPEC_VERSION};
+pub use env::{ConsoleError, Fence, SbiEnv};
+pub use hart_mask::{HartMask, HartMaskIter, HART_MASK_BASE_ALL};
+pub use hsm::{HartState, HsmError, HsmStates, MAX_VCPUS};
+pub use ret::{SbiError, SbiRet};
+
+/// One trapped `ecall` from VS-mode: `a7` = EID, `a6` = FID, `a0..a5` = arguments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SbiCall {
+    /// Extension ID (`a7`).
+    pub eid: u64,
+    /// Function ID (`a6`); ignored by the legacy extensions.
+    pub fid: u64,
+    /// `a0..a5`.
+    pub args: [u64; 6],
+}
+
+impl SbiCall {
+    /// A call with the given registers.
+    pub const fn new(eid: u64, fid: u64, args: [u64; 6]) -> Self {
+        Self { eid, fid, args }
+    }
+}
+
+/// What the VM core must do after a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SbiOutcome {
+    /// Write `a0 = error`, `a1 = value`, advance `sepc` past the `ecall` (4
+    /// bytes) and keep running the vCPU.
+    Return(SbiRet),
+    /// `sbi_hart_stop`: the calling vCPU stops itself. Do not return to it;
+    /// move it STARTED → STOP_PENDING → STOPPED. (Were that ever to fail, return
+    /// `SBI_ERR_FAILED` to the caller instead.)
+    StopSelf,
+    /// `sbi_hart_suspend`: park the calling vCPU (STARTED → SUSPEND_PENDING →
+    /// SUSPENDED) until an interrupt is pending for it, then resume it as the
+    /// [`SuspendType`] says.
+    Suspend(SuspendType),
+    /// `sbi_system_reset`: shut down or reboot the whole VM.
+    SystemReset {
+        /// Shutdown, cold or warm reboot.
+        kind: ResetKind,
+        /// Why the guest asked.
+        reason: ResetReason,
+    },
+}
+
+/// How a suspended vCPU resumes (`suspend_type` of `sbi_hart_suspend`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SuspendType {
+    /// Default retentive suspend (`0x00000000`): on wake-up the call returns
+    /// `SBI_SUCCESS` (write `a0 = 0`, `a1 = 0`, `sepc += 4`); all other state is kept.
+    Retentive,
+    /// Default non-retentive suspend (`0x80000000`): on wake-up the vCPU
+    /// starts at `resume_addr` with `a0` = its hart id, `a1 = opaque`,
+    /// `vsatp = 0` and `vsstatus.SIE = 0`, like `hart_start`.
+    NonRetentive {
+        /// Where to resume (checked to be guest RAM).
+        resume_addr: GuestPhysAddr,
+        /// Value for `a1` on resume.
+        opaque: u64,
+    },
+}
+
+impl SuspendType {
+    /// The spec's `suspend_type` value.
+    pub const fn raw(&self) -> u32 {
+        match self {
+            SuspendType::Retentive => sbi_spec::hsm::suspend_type::RETENTIVE,
+            SuspendType::NonRetentive { .. } => sbi_spec::hsm::suspend_type::NON_RETENTIVE,
+        }
+    }
+}
+
+/// `reset_type` of `sbi_system_reset`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum ResetKind {
+    /// Shutdown (`0x00000000`): power the VM off.
+    Shutdown = srst::RESET_TYPE_SHUTDOWN,
+    /// Cold reboot (`0x00000001`): reset the whole VM, devices included.
+    ColdReboot = srst::RESET_TYPE_COLD_REBOOT,
+    /// Warm reboot (`0x00000002`): reset the vCPUs and "parts of the system".
+    WarmReboot = srst::RESET_TYPE_WARM_REBOOT,
+}
+
+impl ResetKind {
+    /// The spec's `reset_type` value.
+    pub const fn raw(self) -> u32 {
+        self as u32
+    }
+}
+
+/// `reset_reason` of `sbi_system_reset`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum ResetReason {
+    /// No reason (`0x00000000`).
+    NoReason = srst::RESET_REASON_NO_REASON,
+    /// System failure (`0x00000001`).
+    SystemFailure = srst::RESET_REASON_SYSTEM_FAILURE,
+}
+
+impl ResetReason {
+    /// The spec's `reset_reason` value.
+    pub const fn raw(self) -> u32 {
+        self as u32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn srst_and_suspend_values_match_the_spec() {
+        assert_eq!(ResetKind::Shutdown.raw(), 0);
+        assert_eq!(ResetKind::ColdReboot.raw(), 1);
+        assert_eq!(ResetKind::WarmReboot.raw(), 2);
+        assert_eq!(ResetReason::NoReason.raw(), 0);
+        assert_eq!(ResetReason::SystemFailure.raw(), 1);
+        assert_eq!(SuspendType::Retentive.raw(), 0);
+        let nr = SuspendType::NonRetentive {
+            resume_addr: GuestPhysAddr::new(0),
+            opaque: 0,
+        };
+        assert_eq!(nr.raw(), 0x8000_0000);
+    }
+}

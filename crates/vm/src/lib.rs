@@ -1,0 +1,20 @@
+//! The VM and vCPU model, independent of any architecture.
+//!
+//! * [`Vcpu`] is the contract every architecture implements: `run()` enters the
+//!   guest and returns a decoded [`VcpuExit`].
+//! * The core (this crate) decides what an exit means for the VM: emulate MMIO,
+//!   answer SBI, inject a fault, yield on WFI, or stop the VM with a reason.
+//! * [`GuestMemory`] is how the core and device models reach guest RAM.
+#![no_std]
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+extern crate alloc;
+
+pub mod exit;
+pub mod memory;
+pub mod vcpu;
+
+pub use exit::{Access, AccessWidth, HostInterrupt, VcpuExit};
+pub use memory::{GuestMemory, GuestMemoryError, VecMemory};
+pub use vcpu::{GuestException, Vcpu, VcpuBoot, VirtualInterrupt};

@@ -1,0 +1,356 @@
+//! Ferrovisor, the bare-metal hypervisor binary (RISC-V, HS-mode).
+//!
+//! Power-on path: OpenSBI jumps to `_start` (boot.rs) → [`rust_main`] reads the
+//! DTB OpenSBI handed over, checks for the H extension, probes the hart, sets up
+//! the frame allocator, reads the boot package (QEMU's `-initrd`), creates every
+//! VM, starts the other harts, and every hart enters its run loop
+//! ([`sched::run_hart`]), where guest exits are handled.
+#![no_std]
+#![no_main]
+#![deny(missing_docs)]
+
+extern crate alloc;
+
+mod boot;
+mod console;
+mod heap;
+mod mem;
+mod sched;
+mod vm;
+
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
+use fv_addr::{HostPhysAddr, Range, PAGE_SIZE};
+use fv_arch_riscv64::firmware::{self, ShutdownReason};
+use fv_arch_riscv64::regs::{self, num, Henvcfg};
+use fv_arch_riscv64::vcpu::{HartFeatures, RiscvVcpu};
+use fv_arch_riscv64::{csr, trap};
+use fv_platform::{IsaExtensions, PlatformInfo};
+use fv_stage2::Mode;
+
+/// `time` when the boot hart reached Rust (for the boot-latency figure).
+pub static BOOT_TIME: AtomicU64 = AtomicU64::new(0);
+
+/// Physical address of QEMU's SiFive test finisher, if the DTB's poweroff
+/// syscon is one (its poweroff value is FINISHER_PASS, 0x5555).
+static FINISHER: AtomicU64 = AtomicU64::new(0);
+
+/// Turns the machine off. A failure must be visible to whoever started the
+/// machine: OpenSBI's SRST always powers QEMU off with exit status 0, so on
+/// failure the hypervisor writes FINISHER_FAIL with exit code 1 to the test
+/// finisher itself when the DTB describes one.
+pub fn power_off(reason: ShutdownReason) -> ! {
+    let finisher = FINISHER.load(Ordering::Relaxed);
+    if reason == ShutdownReason::Failure && finisher != 0 {
+        // SAFETY: the address is the test finisher's register from the DTB
+        // (identity-mapped MMIO, owned by the hypervisor); writing FINISHER_FAIL
+        // with code 1 ends the machine, which is what we want here.
+        unsafe { core::ptr::write_volatile(finisher as *mut u32, (1 << 16) | 0x3333) };
+    }
+    firmware::shutdown(reason)
+}
+
+fn fatal(msg: core::fmt::Arguments<'_>) -> ! {
+    console::force_unlock();
+    console::write_fmt(format_args!("ferrovisor: FATAL: {}\n", msg));
+    power_off(ShutdownReason::Failure)
+}
+
+fn fatal_trap(t: &trap::HostTrap) -> ! {
+    fatal(format_args!(
+        "trap in hypervisor: scause={:#x} stval={:#x} sepc={:#x}",
+        t.scause, t.stval, t.sepc
+    ))
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    fatal(format_args!("panic: {}", info))
+}
+
+fn enable_host_fpu() {
+    // SAFETY: turning the FPU on (FS = Initial) lets the world switch save and
+    // restore guest FP registers; the hypervisor itself uses no FP.
+    unsafe { csr::set::<{ num::SSTATUS }>(regs::fs::INITIAL) };
+}
+
+/// Reads the DTB at `pa` (checking its header) as a byte slice.
+fn dtb_slice(pa: u64) -> &'static [u8] {
+    if pa == 0 || pa % 8 != 0 {
+        fatal(format_args!("no device tree (a1 = {:#x})", pa));
+    }
+    let mut hdr = [0u8; 8];
+    // SAFETY: OpenSBI passes the physical address of the DTB in a1; its first
+    // 8 bytes are the header's magic and totalsize.
+    unsafe { mem::copy_from(HostPhysAddr::new(pa), &mut hdr) };
+    let magic = u32::from_be_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]);
+    let size = u32::from_be_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]);
+    if magic != 0xd00d_feed || size > (4 << 20) {
+        fatal(format_args!("a1 = {:#x} is not a device tree", pa));
+    }
+    // SAFETY: the DTB's frames are reserved below and never handed out or written.
+    unsafe { mem::static_slice(HostPhysAddr::new(pa), u64::from(size)) }
+}
+
+fn probe_features(plat: &PlatformInfo) -> (HartFeatures, Mode) {
+    let ext = plat.common_extensions();
+    let sstc = ext.contains(IsaExtensions::SSTC) && csr::probe::<{ num::STIMECMP }>().is_some();
+    let hstateen = csr::probe::<{ num::HSTATEEN0 }>().is_some();
+    let mut want = Henvcfg::FIOM;
+    if sstc {
+        want |= Henvcfg::STCE;
+    }
+    if ext.contains(IsaExtensions::ZICBOM) {
+        want |= Henvcfg::CBIE_FLUSH | Henvcfg::CBCFE;
+    }
+    if ext.contains(IsaExtensions::ZICBOZ) {
+        want |= Henvcfg::CBZE;
+    }
+    if ext.contains(IsaExtensions::SVPBMT) {
+        want |= Henvcfg::PBMTE;
+    }
+    // SAFETY: henvcfg only shapes VS/VU-mode behaviour; no guest runs yet.
+    let henvcfg = unsafe { csr::probe_write::<{ num::HENVCFG }>(want.bits()) }.unwrap_or(0);
+    // VMIDLEN: write ones to every VMID bit and see which stick (privileged spec, hgatp).
+    // SAFETY: no guest runs; hgatp only affects guest translation.
+    let vmid_bits = unsafe { csr::probe_write::<{ num::HGATP }>(regs::hgatp::VMID_MASK) }
+        .map(|v| ((v & regs::hgatp::VMID_MASK) >> regs::hgatp::VMID_SHIFT).count_ones())
+        .unwrap_or(0);
+    // Prefer the shortest G-stage walk that covers guest RAM (Sv39x4: 41-bit GPAs).
+    let sv39x4 = regs::hgatp::MODE_SV39X4 << regs::hgatp::MODE_SHIFT;
+    let sv48x4 = regs::hgatp::MODE_SV48X4 << regs::hgatp::MODE_SHIFT;
+    // SAFETY: as above; PPN 0 is never used for translation (no guest runs).
+    let mode = if unsafe { csr::probe_write::<{ num::HGATP }>(sv39x4) } == Some(sv39x4) {
+        Mode::Sv39x4
+    } else if unsafe { csr::probe_write::<{ num::HGATP }>(sv48x4) } == Some(sv48x4) {
+        Mode::Sv48x4
+    } else {
+        fatal(format_args!("hgatp supports neither Sv39x4 nor Sv48x4"))
+    };
+    // SAFETY: back to Bare until a vCPU is loaded.
+    unsafe { csr::write::<{ num::HGATP }>(0) };
+    (HartFeatures { sstc, hstateen, henvcfg, vmid_bits }, mode)
+}
+
+/// Entry of the boot hart (from `_start`), with OpenSBI's `a0`/`a1`.
+pub extern "C" fn rust_main(hartid: u64, dtb_pa: u64) -> ! {
+    BOOT_TIME.store(csr::time(), Ordering::Relaxed);
+    heap::init();
+    trap::install();
+    trap::set_fatal_hook(fatal_trap);
+    enable_host_fpu();
+    log!("Ferrovisor {} starting on hart {}", env!("CARGO_PKG_VERSION"), hartid);
+
+    let dtb = dtb_slice(dtb_pa);
+    let plat = match fv_platform::parse(dtb) {
+        Ok(p) => p,
+        Err(e) => fatal(format_args!("cannot read the device tree: {}", e)),
+    };
+    if let Some(u) = &plat.uart {
+        console::use_uart(u.base.raw(), u.reg_shift);
+    }
+    if let Some(p) = plat.poweroff.as_ref().filter(|p| p.value == 0x5555) {
+        FINISHER.store(p.regmap.start.raw() + u64::from(p.offset), Ordering::Relaxed);
+    }
+    let Some(me) = plat.hart(hartid) else {
+        fatal(format_args!("boot hart {} is not in the device tree", hartid))
+    };
+    if csr::probe::<{ num::HSTATUS }>().is_none() || !me.extensions.contains(IsaExtensions::H) {
+        log!("FATAL: hart {} has no hypervisor (H) extension (riscv,isa = \"{}\")", hartid, me.isa);
+        log!("Ferrovisor needs the H extension: run QEMU with a CPU that has it (e.g. -cpu rv64).");
+        power_off(ShutdownReason::Failure);
+    }
+    let (features, mode) = probe_features(&plat);
+    banner(&plat, &features, mode);
+
+    // Frames: all RAM minus firmware, reserved memory, this image, the DTB and the boot package.
+    let mut fa = fv_frame_alloc::FrameAllocator::new();
+    for r in &plat.memory {
+        if let Err(e) = fa.add_region(*r) {
+            log!("ignoring RAM region {:?}: {}", r, e);
+        }
+    }
+    let (img_start, img_end) = boot::image_range();
+    let mut reserved: Vec<Range<HostPhysAddr>> = plat.reserved.clone();
+    reserved.extend(Range::new(HostPhysAddr::new(img_start), img_end - img_start));
+    reserved.extend(Range::new(HostPhysAddr::new(dtb_pa), dtb.len() as u64));
+    let Some(pkg_range) = plat.initrd else {
+        fatal(format_args!("no boot package: start QEMU with -initrd <package> (ferrovisor run does this)"))
+    };
+    reserved.push(pkg_range);
+    for r in &reserved {
+        if let Err(e) = fa.reserve(*r) {
+            fatal(format_args!("cannot reserve {:?}: {}", r, e));
+        }
+    }
+    log!(
+        "memory: {} MiB usable of {} MiB (image {:#x}..{:#x}, {} reserved ranges)",
+        fa.free_frames() as u64 * PAGE_SIZE >> 20,
+        fa.total_frames() as u64 * PAGE_SIZE >> 20,
+        img_start,
+        img_end,
+        reserved.len()
+    );
+    *mem::FRAMES.lock() = Some(fa);
+
+    // SAFETY: the package's frames are reserved above and never written.
+    let pkg_bytes = unsafe { mem::static_slice(pkg_range.start, pkg_range.size) };
+    let pkg = match fv_bootpkg::Package::parse(pkg_bytes) {
+        Ok(p) => p,
+        Err(e) => fatal(format_args!("bad boot package at {:?}: {}", pkg_range.start, e)),
+    };
+
+    // Harts: the boot hart is logical CPU 0; others with H follow in hart-ID order.
+    let mut hartids = [0u64; boot::MAX_HARTS];
+    hartids[0] = hartid;
+    let mut ncpus = 1;
+    for h in plat.harts.iter().filter(|h| h.enabled && h.hartid != hartid) {
+        if ncpus == boot::MAX_HARTS {
+            log!("hart {} not used: at most {} harts", h.hartid, boot::MAX_HARTS);
+            continue;
+        }
+        if !h.extensions.contains(IsaExtensions::H) {
+            log!("hart {} not used: no H extension", h.hartid);
+            continue;
+        }
+        hartids[ncpus] = h.hartid;
+        ncpus += 1;
+    }
+    sched::HOST.call_once(|| sched::Host { features, timebase: plat.timebase_frequency, ncpus, hartids });
+
+    // VMs.
+    let guest_isa = fv_platform::guest_isa(&me.isa);
+    let mut next_cpu = 0usize;
+    let mut place = || {
+        let c = next_cpu % ncpus;
+        next_cpu += 1;
+        c
+    };
+    let mut vms = Vec::new();
+    for (i, spec) in pkg.vms().enumerate() {
+        let dtb = match guest_dtb(&plat, &spec, guest_isa.as_ref()) {
+            Ok(d) => d,
+            Err(e) => {
+                log!("VM '{}' not created: device tree: {:?}", spec.name, e);
+                continue;
+            }
+        };
+        let vmid = (i + 1) as u16;
+        match vm::Vm::create(i, vmid, features.vmid_bits, mode, spec, dtb, &mut place) {
+            Ok(v) => vms.push(v),
+            Err(e) => log!("VM '{}' not created: {:?}", spec.name, e),
+        }
+    }
+    if vms.is_empty() {
+        fatal(format_args!("no VM could be created"));
+    }
+    for (i, v) in vms.iter_mut().enumerate() {
+        v.id = i;
+    }
+    for v in &vms {
+        for (j, sh) in v.vcpus.iter().enumerate() {
+            // SAFETY: v.hgatp selects the VM's own G-stage table, which lives in
+            // the VM (and so in VMS, forever).
+            let mut arch = unsafe { RiscvVcpu::new(features, v.hgatp) };
+            let run = if j == 0 {
+                use fv_vm::Vcpu;
+                arch.reset(v.boot_state());
+                sched::Run::Runnable
+            } else {
+                sched::Run::Stopped
+            };
+            sched::QUEUES[sh.cpu].lock().push(sched::Slot {
+                vm: v.id,
+                vcpu: j,
+                arch,
+                run,
+                timer: None,
+                generation: 0,
+            });
+        }
+        sched::report_vm(v);
+    }
+    sched::RUNNING_VMS.store(vms.len(), Ordering::Release);
+    sched::VMS.call_once(|| vms);
+    log!("heap in use: {} KiB", heap::used() >> 10);
+
+    for (cpu, id) in hartids.iter().enumerate().take(ncpus).skip(1) {
+        if let Err(e) = boot::start_secondary(*id, cpu) {
+            log!("could not start hart {}: SBI error {}", id, e);
+        }
+    }
+    sched::run_hart(0)
+}
+
+/// Entry of a secondary hart (from `_start_secondary`).
+pub extern "C" fn secondary_main(_hartid: u64, cpu: usize) -> ! {
+    trap::install();
+    enable_host_fpu();
+    sched::run_hart(cpu)
+}
+
+fn guest_dtb(
+    plat: &PlatformInfo,
+    spec: &fv_bootpkg::VmSpec<'_>,
+    isa: Option<&fv_platform::GuestIsa>,
+) -> Result<Vec<u8>, fv_platform::FdtWriteError> {
+    let Some(isa) = isa else {
+        return Err(fv_platform::FdtWriteError::BadIsa);
+    };
+    let memory = Range::new(fv_bootpkg::GUEST_RAM_BASE, spec.memory_bytes)
+        .map_err(|_| fv_platform::FdtWriteError::BadMemory)?;
+    let initrd = spec.initrd.and_then(|s| Range::new(s.gpa, s.data.len() as u64).ok());
+    let cmdline = (!spec.cmdline.is_empty()).then_some(spec.cmdline);
+    let cfg = fv_platform::GuestFdtConfig {
+        vcpus: spec.vcpus,
+        memory,
+        timebase_frequency: plat.timebase_frequency,
+        isa: &isa.isa,
+        isa_extensions: &isa.extensions,
+        mmu_type: fv_platform::MmuType::Sv39,
+        bootargs: cmdline,
+        initrd,
+        stdout: fv_platform::Stdout::None,
+        uart: None,
+        plic: None,
+        syscon: None,
+        rng_seed: plat.rng_seed.as_deref(),
+    };
+    fv_platform::build_guest_fdt(&cfg)
+}
+
+fn banner(plat: &PlatformInfo, f: &HartFeatures, mode: Mode) {
+    log!("platform: {} hart(s), timebase {} Hz", plat.harts.len(), plat.timebase_frequency);
+    for h in &plat.harts {
+        log!("  hart {}{}: {}", h.hartid, if h.enabled { "" } else { " (disabled)" }, h.isa);
+    }
+    for r in &plat.memory {
+        log!("  RAM {:#x}..{:#x}", r.start.raw(), r.end().raw());
+    }
+    for r in &plat.reserved {
+        log!("  reserved {:#x}..{:#x}", r.start.raw(), r.end().raw());
+    }
+    if let Some(u) = &plat.uart {
+        log!("  UART ns16550a at {:#x} irq {:?}", u.base.raw(), u.irq);
+    }
+    if let Some(p) = &plat.plic {
+        log!("  PLIC at {:#x}, {} sources, {} contexts", p.base.raw(), p.ndev, p.contexts.len());
+    }
+    if let Some(a) = &plat.aplic {
+        log!("  APLIC at {:#x}, {} sources", a.base.raw(), a.num_sources);
+    }
+    if let Some(i) = &plat.imsic {
+        log!("  IMSIC at {:#x}, guest index bits {}", i.base.raw(), i.guest_index_bits);
+    }
+    if let Some(c) = &plat.clint {
+        log!("  CLINT at {:#x}", c.start.raw());
+    }
+    for m in &plat.aclint_mtimer {
+        log!("  ACLINT MTIMER at {:#x}", m.start.raw());
+    }
+    log!("  {} virtio-mmio slot(s)", plat.virtio_mmio.len());
+    log!(
+        "hart features: Sstc {}, Smstateen {}, VMID bits {}, henvcfg {:#x}, G-stage {:?}",
+        f.sstc, f.hstateen, f.vmid_bits, f.henvcfg, mode
+    );
+}

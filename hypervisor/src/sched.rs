@@ -1,0 +1,625 @@
+//! Per-hart run loops: pick a runnable vCPU, run it for a time slice, and act
+//! on each exit. vCPUs are placed on harts when their VM is created; harts talk
+//! to each other only through the atomics in [`crate::vm::VcpuShared`] and IPIs.
+
+use crate::boot::MAX_HARTS;
+use crate::vm::{state, StopReason, Vm, FENCE_I, FENCE_VVMA};
+use crate::log;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use fv_addr::GuestPhysAddr;
+use fv_arch_riscv64::csr;
+use fv_arch_riscv64::firmware::{self, ShutdownReason};
+use fv_arch_riscv64::regs::{num, Irq};
+use fv_arch_riscv64::vcpu::{HartFeatures, RiscvVcpu};
+use fv_guest_sbi::{ConsoleError, Fence, HartState, HsmError, ResetKind, ResetReason, SbiCall, SbiEnv, SbiOutcome, SuspendType};
+use fv_vm::{Access, GuestException, GuestMemory, HostInterrupt, Vcpu, VcpuExit, VirtualInterrupt};
+use spin::{Mutex, Once};
+
+/// Facts about the host every hart needs.
+#[derive(Debug)]
+pub struct Host {
+    /// Per-hart features guests run with (the same on every hart).
+    pub features: HartFeatures,
+    /// Timer ticks per second.
+    pub timebase: u64,
+    /// Number of harts in use.
+    pub ncpus: usize,
+    /// Physical hart ID of each logical CPU.
+    pub hartids: [u64; MAX_HARTS],
+}
+
+/// Host facts, set once by the boot hart.
+pub static HOST: Once<Host> = Once::new();
+/// Every VM, created once at boot.
+pub static VMS: Once<Vec<Vm>> = Once::new();
+/// Each hart's run queue.
+pub static QUEUES: [Mutex<Vec<Slot>>; MAX_HARTS] = [const { Mutex::new(Vec::new()) }; MAX_HARTS];
+/// VMs not yet stopped.
+pub static RUNNING_VMS: AtomicUsize = AtomicUsize::new(0);
+/// Whether any VM ended uncleanly.
+static ANY_FAILURE: AtomicBool = AtomicBool::new(false);
+/// Exits handled, all harts.
+pub static EXITS: AtomicU64 = AtomicU64::new(0);
+
+/// Guest SBI implementation ID. Not a registered ID: chosen outside the
+/// registered range so no guest mistakes Ferrovisor for another implementation.
+pub const SBI_IMPL_ID: u64 = 0x4656_5200; // "FVR\0"
+
+/// A vCPU's place in a run queue.
+pub struct Slot {
+    /// VM index.
+    pub vm: usize,
+    /// vCPU index within the VM (= the hart ID the guest sees).
+    pub vcpu: usize,
+    /// The arch state.
+    pub arch: RiscvVcpu,
+    /// Scheduling state.
+    pub run: Run,
+    /// Emulated guest timer deadline in host `time` (no Sstc).
+    pub timer: Option<u64>,
+    /// VM generation this vCPU's state belongs to.
+    pub generation: u32,
+}
+
+/// Scheduling state of a vCPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Run {
+    /// HSM stopped (or its VM is stopped): waits for a start request.
+    Stopped,
+    /// Ready to run.
+    Runnable,
+    /// In WFI or retentive suspend: waits for an interrupt.
+    Blocked,
+}
+
+/// What the run loop does after an exit.
+enum Next {
+    Continue,
+    Block,
+    Stopped,
+    Yield,
+}
+
+fn host() -> &'static Host {
+    HOST.get().expect("HOST is set before any hart runs guests")
+}
+
+fn vms() -> &'static [Vm] {
+    VMS.get().map(|v| v.as_slice()).unwrap_or(&[])
+}
+
+/// Arms the host timer for `deadline` (host `time`).
+fn arm_timer(deadline: u64) {
+    if host().features.sstc {
+        // SAFETY: stimecmp only schedules the hypervisor's own timer interrupt.
+        unsafe { csr::write::<{ num::STIMECMP }>(deadline) };
+    } else {
+        firmware::set_timer(deadline);
+    }
+}
+
+fn clear_ipi() {
+    // SAFETY: clearing SSIP acknowledges a host IPI; nothing else depends on it.
+    unsafe { csr::clear::<{ num::SIP }>(Irq::SSI.bits()) };
+}
+
+/// Interrupts a hart so it re-reads the shared state of its vCPUs.
+pub fn kick(cpu: usize) {
+    if cpu == crate::boot::cpu_index() {
+        return;
+    }
+    if let Some(id) = host().hartids.get(cpu) {
+        firmware::send_ipi(*id as usize);
+    }
+}
+
+fn kick_vm(vm: &Vm) {
+    let mut seen = [false; MAX_HARTS];
+    for v in &vm.vcpus {
+        if let Some(s) = seen.get_mut(v.cpu) {
+            if !*s {
+                *s = true;
+                kick(v.cpu);
+            }
+        }
+    }
+}
+
+fn slice_ticks() -> u64 {
+    host().timebase / 100 // 10 ms
+}
+
+/// The run loop of logical CPU `cpu`. Never returns: the boot hart shuts the
+/// machine down when every VM has stopped; the others park.
+pub fn run_hart(cpu: usize) -> ! {
+    // Host interrupts we take while a guest runs: IPIs and the timer.
+    // SAFETY: enables interrupt sources; sstatus.SIE stays 0 so the hypervisor
+    // itself is never interrupted (they only cause exits from the guest).
+    unsafe { csr::set::<{ num::SIE }>((Irq::SSI | Irq::STI).bits()) };
+    let mut last: Option<(usize, usize)> = None;
+    let mut rr = 0usize;
+    let queue = &QUEUES[cpu];
+    loop {
+        clear_ipi();
+        if RUNNING_VMS.load(Ordering::Acquire) == 0 {
+            finish(cpu);
+        }
+        let mut q = queue.lock();
+        let now = csr::time();
+        for slot in q.iter_mut() {
+            refresh(slot, now);
+        }
+        let n = q.len();
+        let pick = (0..n).map(|k| (rr + k) % n).find(|&i| q[i].run == Run::Runnable);
+        match pick {
+            Some(i) => {
+                rr = i + 1;
+                let others = q.iter().enumerate().any(|(j, s)| j != i && s.run == Run::Runnable);
+                run_slot(&mut q[i], &mut last, others);
+            }
+            None => {
+                let wake = q
+                    .iter()
+                    .filter(|s| s.run == Run::Blocked)
+                    .filter_map(|s| match (s.timer, s.arch.hw_timer_deadline()) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    })
+                    .min();
+                drop(q);
+                arm_timer(wake.unwrap_or(now.saturating_add(host().timebase)));
+                csr::wfi();
+            }
+        }
+    }
+}
+
+/// Brings a queued vCPU up to date with requests made while it was not running.
+fn refresh(slot: &mut Slot, now: u64) {
+    let Some(vm) = vms().get(slot.vm) else { return };
+    if vm.is_stopped() {
+        slot.run = Run::Stopped;
+        return;
+    }
+    let generation = vm.generation.load(Ordering::Acquire);
+    if generation != slot.generation {
+        slot.generation = generation;
+        slot.timer = None;
+        if slot.vcpu == 0 {
+            slot.arch.reset(vm.boot_state());
+            slot.run = Run::Runnable;
+        } else {
+            slot.run = Run::Stopped;
+        }
+    }
+    let sh = &vm.vcpus[slot.vcpu];
+    if slot.run == Run::Stopped {
+        if let Some(boot) = sh.start.lock().take() {
+            slot.arch.reset(boot);
+            slot.timer = None;
+            slot.run = Run::Runnable;
+            let _ = vm.inner.lock().hsm.start_complete(slot.vcpu);
+        }
+    }
+    if let Some(d) = slot.timer {
+        if now >= d {
+            slot.arch.set_interrupt(VirtualInterrupt::Timer, true);
+            slot.timer = None;
+        }
+    }
+    if slot.run == Run::Blocked
+        && (sh.pending_irq.load(Ordering::Acquire) != 0 || slot.arch.interrupt_pending())
+    {
+        slot.run = Run::Runnable;
+    }
+}
+
+fn run_slot(slot: &mut Slot, last: &mut Option<(usize, usize)>, others: bool) {
+    let Some(vm) = vms().get(slot.vm) else { return };
+    let sh = &vm.vcpus[slot.vcpu];
+    let me = (slot.vm, slot.vcpu);
+    let flush_gstage = host().features.vmid_bits == 0 && last.map(|l| l.0) != Some(slot.vm);
+    sh.running.store(true, Ordering::Release);
+    slot.arch.load(*last != Some(me), flush_gstage);
+    *last = Some(me);
+    let slice_end = csr::time().saturating_add(slice_ticks());
+    loop {
+        let irq = sh.pending_irq.swap(0, Ordering::AcqRel);
+        if irq & (1 << VirtualInterrupt::Software.hvip_bit()) != 0 {
+            slot.arch.set_interrupt(VirtualInterrupt::Software, true);
+        }
+        let fences = sh.fence.swap(0, Ordering::AcqRel);
+        if fences & FENCE_I != 0 {
+            // SAFETY: fence.i only synchronises instruction fetch.
+            unsafe { core::arch::asm!("fence.i") };
+        }
+        if fences & FENCE_VVMA != 0 {
+            csr::hfence_vvma_all();
+        }
+        if vm.state.load(Ordering::Acquire) != state::RUNNING
+            || vm.generation.load(Ordering::Acquire) != slot.generation
+        {
+            break;
+        }
+        let now = csr::time();
+        if let Some(d) = slot.timer {
+            if now >= d {
+                slot.arch.set_interrupt(VirtualInterrupt::Timer, true);
+                slot.timer = None;
+            }
+        }
+        let deadline = match slot.timer {
+            Some(t) if others => t.min(slice_end),
+            Some(t) => t,
+            None if others => slice_end,
+            None => now.saturating_add(host().timebase),
+        };
+        arm_timer(deadline);
+        let exit = slot.arch.run();
+        EXITS.fetch_add(1, Ordering::Relaxed);
+        match handle_exit(vm, slot, exit) {
+            Next::Continue => {}
+            Next::Block => {
+                slot.run = Run::Blocked;
+                break;
+            }
+            Next::Stopped => {
+                slot.run = Run::Stopped;
+                break;
+            }
+            Next::Yield => break,
+        }
+        if others && csr::time() >= slice_end {
+            break;
+        }
+    }
+    slot.arch.put();
+    sh.running.store(false, Ordering::Release);
+}
+
+fn handle_exit(vm: &Vm, slot: &mut Slot, exit: VcpuExit) -> Next {
+    match exit {
+        VcpuExit::HostInterrupt(HostInterrupt::Software) => {
+            clear_ipi();
+            Next::Continue
+        }
+        VcpuExit::HostInterrupt(_) => Next::Continue,
+        VcpuExit::SbiCall { eid, fid, args } => sbi_call(vm, slot, SbiCall { eid, fid, args }),
+        VcpuExit::MmioRead { addr, .. } => memory_exit(vm, slot, addr, Access::Load),
+        VcpuExit::MmioWrite { addr, .. } => memory_exit(vm, slot, addr, Access::Store),
+        VcpuExit::GuestPageFault { addr, access } => memory_exit(vm, slot, addr, access),
+        VcpuExit::Wfi => {
+            slot.arch.skip_instruction();
+            if slot.arch.interrupt_pending()
+                || vm.vcpus[slot.vcpu].pending_irq.load(Ordering::Acquire) != 0
+            {
+                Next::Continue
+            } else {
+                Next::Block
+            }
+        }
+        VcpuExit::VirtualInstruction { insn } => {
+            // Not emulated: to the guest it is an instruction it may not execute.
+            slot.arch.inject_exception(GuestException::IllegalInstruction, insn);
+            vm.inner.lock().stats.injected_faults += 1;
+            Next::Continue
+        }
+        VcpuExit::Unhandled { cause, tval, pc } => {
+            log!(
+                "VM '{}' vCPU {}: unhandled trap scause={:#x} stval={:#x} pc={:#x}",
+                vm.name, slot.vcpu, cause, tval, pc
+            );
+            stop_vm(vm, StopReason::Fault);
+            Next::Stopped
+        }
+    }
+}
+
+/// A guest access to a guest-physical address that the G-stage table does not
+/// map: first touch of RAM (map it), or nothing there (access fault, as
+/// hardware raises for an unbacked physical address).
+fn memory_exit(vm: &Vm, slot: &mut Slot, addr: GuestPhysAddr, access: Access) -> Next {
+    if vm.ram.contains(addr) {
+        let mut inner = vm.inner.lock();
+        match inner.ensure_mapped(vm.ram, addr) {
+            Ok(true) => {}
+            // Mapped already: this hart saw a stale invalid entry.
+            Ok(false) => csr::hfence_gvma_addr(addr.raw(), u64::from(vm.vmid)),
+            Err(e) => {
+                drop(inner);
+                log!("VM '{}': cannot map guest RAM at {}: {:?}", vm.name, addr, e);
+                stop_vm(vm, StopReason::Fault);
+                return Next::Stopped;
+            }
+        }
+        return Next::Continue;
+    }
+    let cause = match access {
+        Access::Load => GuestException::LoadAccessFault,
+        Access::Store => GuestException::StoreAccessFault,
+        Access::Fetch => GuestException::InstructionAccessFault,
+    };
+    let n = {
+        let mut inner = vm.inner.lock();
+        inner.stats.injected_faults += 1;
+        inner.stats.injected_faults
+    };
+    if n <= 8 {
+        log!(
+            "VM '{}' vCPU {}: {:?} at {} (nothing there): access fault injected",
+            vm.name, slot.vcpu, access, addr
+        );
+    }
+    let gva = slot.arch.fault_gva();
+    slot.arch.inject_exception(cause, gva);
+    Next::Continue
+}
+
+fn sbi_call(vm: &Vm, slot: &mut Slot, call: SbiCall) -> Next {
+    let outcome = {
+        let mut env = Env { vm, vcpu: slot.vcpu, arch: &mut slot.arch, timer: &mut slot.timer };
+        fv_guest_sbi::handle(&mut env, &call)
+    };
+    vm.inner.lock().stats.sbi_calls += 1;
+    match outcome {
+        SbiOutcome::Return(r) => {
+            slot.arch.complete_sbi(r.error, r.value);
+            Next::Continue
+        }
+        SbiOutcome::StopSelf => {
+            let _ = vm.inner.lock().hsm.stop_complete(slot.vcpu);
+            Next::Stopped
+        }
+        SbiOutcome::Suspend(kind) => {
+            match kind {
+                SuspendType::Retentive => slot.arch.complete_sbi(0, 0),
+                SuspendType::NonRetentive { resume_addr, opaque } => slot.arch.reset(fv_vm::VcpuBoot {
+                    pc: resume_addr,
+                    a0: slot.vcpu as u64,
+                    a1: opaque,
+                }),
+            }
+            let mut inner = vm.inner.lock();
+            let _ = inner.hsm.suspend_complete(slot.vcpu);
+            let _ = inner.hsm.resume(slot.vcpu);
+            let _ = inner.hsm.resume_complete(slot.vcpu);
+            Next::Block
+        }
+        SbiOutcome::SystemReset { kind: ResetKind::Shutdown, reason } => {
+            stop_vm(
+                vm,
+                if reason == ResetReason::SystemFailure { StopReason::GuestFailure } else { StopReason::PowerOff },
+            );
+            Next::Stopped
+        }
+        SbiOutcome::SystemReset { .. } => {
+            reboot_vm(vm, slot);
+            Next::Yield
+        }
+    }
+}
+
+/// Stops a VM for good and logs why.
+pub fn stop_vm(vm: &Vm, reason: StopReason) {
+    let prev = vm.state.swap(state::STOPPED, Ordering::AcqRel);
+    if prev == state::STOPPED {
+        return;
+    }
+    {
+        let mut inner = vm.inner.lock();
+        flush_line(vm, &mut inner.line);
+        inner.stop_reason = Some(reason);
+    }
+    let why = match reason {
+        StopReason::PowerOff => "powered off",
+        StopReason::GuestFailure => "powered off reporting a failure",
+        StopReason::Fault => "stopped by the hypervisor",
+    };
+    log!("VM '{}' {}", vm.name, why);
+    if !reason.is_clean() {
+        ANY_FAILURE.store(true, Ordering::Release);
+    }
+    kick_vm(vm);
+    if RUNNING_VMS.fetch_sub(1, Ordering::AcqRel) == 1 {
+        for cpu in 0..host().ncpus {
+            kick(cpu);
+        }
+    }
+}
+
+/// Reboots a VM: stops all its vCPUs, reloads its images, restarts vCPU 0.
+fn reboot_vm(vm: &Vm, slot: &mut Slot) {
+    if vm
+        .state
+        .compare_exchange(state::RUNNING, state::REBOOTING, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        return;
+    }
+    log!("VM '{}' rebooting", vm.name);
+    kick_vm(vm);
+    for (i, v) in vm.vcpus.iter().enumerate() {
+        if i != slot.vcpu {
+            while v.running.load(Ordering::Acquire) {
+                core::hint::spin_loop();
+            }
+        }
+        v.pending_irq.store(0, Ordering::Release);
+        v.fence.store(0, Ordering::Release);
+        *v.start.lock() = None;
+    }
+    if let Err(e) = vm.load_images() {
+        log!("VM '{}': reboot failed: {:?}", vm.name, e);
+        vm.state.store(state::RUNNING, Ordering::Release);
+        stop_vm(vm, StopReason::Fault);
+        return;
+    }
+    {
+        let mut inner = vm.inner.lock();
+        let _ = inner.hsm.reset(0);
+        inner.line.clear();
+    }
+    vm.generation.fetch_add(1, Ordering::AcqRel);
+    vm.state.store(state::RUNNING, Ordering::Release);
+    kick_vm(vm);
+}
+
+fn flush_line(vm: &Vm, line: &mut Vec<u8>) {
+    if !line.is_empty() {
+        crate::console::write_fmt(format_args!("[{}] ", vm.name));
+        crate::console::write_bytes(line);
+        crate::console::write_bytes(b"\n");
+        line.clear();
+    }
+}
+
+/// Appends guest console output; prints whole lines prefixed with the VM's name.
+fn console_out(vm: &Vm, line: &mut Vec<u8>, bytes: &[u8]) {
+    for &b in bytes {
+        match b {
+            b'\n' => {
+                if line.is_empty() {
+                    crate::console::write_fmt(format_args!("[{}] \n", vm.name));
+                } else {
+                    flush_line(vm, line);
+                }
+            }
+            b'\r' => {}
+            _ => {
+                line.push(b);
+                if line.len() >= 512 {
+                    flush_line(vm, line);
+                }
+            }
+        }
+    }
+}
+
+fn finish(cpu: usize) -> ! {
+    if cpu != 0 {
+        loop {
+            csr::wfi();
+        }
+    }
+    let failed = ANY_FAILURE.load(Ordering::Acquire);
+    log!(
+        "all VMs stopped ({}); {} exits handled",
+        if failed { "some failed" } else { "all clean" },
+        EXITS.load(Ordering::Relaxed)
+    );
+    crate::power_off(if failed { ShutdownReason::Failure } else { ShutdownReason::Clean })
+}
+
+/// The SBI implementation's view of the calling vCPU and its VM.
+struct Env<'a> {
+    vm: &'a Vm,
+    vcpu: usize,
+    arch: &'a mut RiscvVcpu,
+    timer: &'a mut Option<u64>,
+}
+
+impl SbiEnv for Env<'_> {
+    fn vcpu_count(&self) -> usize {
+        self.vm.vcpus.len()
+    }
+
+    fn current_vcpu(&self) -> usize {
+        self.vcpu
+    }
+
+    fn hart_state(&self, vcpu: usize) -> HartState {
+        self.vm.inner.lock().hsm.get(vcpu).unwrap_or(HartState::Stopped)
+    }
+
+    fn start_vcpu(&mut self, vcpu: usize, start_addr: GuestPhysAddr, opaque: u64) -> Result<(), HsmError> {
+        self.vm.inner.lock().hsm.start(vcpu)?;
+        let sh = &self.vm.vcpus[vcpu];
+        *sh.start.lock() = Some(fv_vm::VcpuBoot { pc: start_addr, a0: vcpu as u64, a1: opaque });
+        kick(sh.cpu);
+        Ok(())
+    }
+
+    fn set_timer(&mut self, stime_value: u64) {
+        let host_deadline = self.arch.set_timer(stime_value);
+        *self.timer = if stime_value == u64::MAX { None } else { host_deadline };
+    }
+
+    fn send_ipi(&mut self, vcpu: usize) {
+        let sh = &self.vm.vcpus[vcpu];
+        sh.pending_irq
+            .fetch_or(1 << VirtualInterrupt::Software.hvip_bit(), Ordering::AcqRel);
+        kick(sh.cpu);
+    }
+
+    fn remote_fence(&mut self, vcpu: usize, fence: Fence) {
+        let sh = &self.vm.vcpus[vcpu];
+        let bit = match fence {
+            Fence::I => FENCE_I,
+            _ => FENCE_VVMA,
+        };
+        sh.fence.fetch_or(bit, Ordering::AcqRel);
+        kick(sh.cpu);
+    }
+
+    fn is_guest_ram(&self, gpa: GuestPhysAddr, len: u64) -> bool {
+        self.vm.ram.contains_span(gpa, len)
+    }
+
+    fn console_write(&mut self, gpa: GuestPhysAddr, len: u64) -> Result<u64, ConsoleError> {
+        let mut buf = [0u8; fv_guest_sbi::DBCN_MAX_CHUNK as usize];
+        let n = (len as usize).min(buf.len());
+        let mut inner = self.vm.inner.lock();
+        let inner = &mut *inner;
+        let mut memory = crate::vm::GStageMemory { inner, ram: self.vm.ram };
+        memory.read(gpa, &mut buf[..n]).map_err(|_| ConsoleError::Denied)?;
+        console_out(self.vm, &mut memory.inner.line, &buf[..n]);
+        Ok(n as u64)
+    }
+
+    fn console_read(&mut self, _gpa: GuestPhysAddr, _len: u64) -> Result<u64, ConsoleError> {
+        Ok(0) // Console input arrives with the virtual UART.
+    }
+
+    fn console_putchar(&mut self, byte: u8) -> Result<(), ConsoleError> {
+        let mut inner = self.vm.inner.lock();
+        console_out(self.vm, &mut inner.line, &[byte]);
+        Ok(())
+    }
+
+    fn console_getchar(&mut self) -> Option<u8> {
+        None
+    }
+
+    fn impl_id(&self) -> u64 {
+        SBI_IMPL_ID
+    }
+
+    fn impl_version(&self) -> u64 {
+        0x0001_0000
+    }
+
+    fn mvendorid(&self) -> u64 {
+        0
+    }
+
+    fn marchid(&self) -> u64 {
+        0
+    }
+
+    fn mimpid(&self) -> u64 {
+        0
+    }
+}
+
+/// Logs a summary of one VM's resource use (for the benchmark).
+pub fn report_vm(vm: &Vm) {
+    log!(
+        "VM '{}': vmid {} vcpus {} ram {} MiB, hypervisor overhead {} bytes",
+        vm.name,
+        vm.vmid,
+        vm.vcpus.len(),
+        vm.ram.size >> 20,
+        vm.overhead_bytes.load(Ordering::Relaxed)
+    );
+}

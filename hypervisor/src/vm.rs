@@ -1,0 +1,364 @@
+//! VMs as the hypervisor holds them: guest RAM, the G-stage table, HSM states,
+//! console, and the state shared between the harts that run a VM's vCPUs.
+
+use crate::mem::{self, FrameTables, FRAMES};
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use fv_addr::{GuestPhysAddr, HostPhysAddr, Range, MEGA_PAGE_SIZE, PAGE_SIZE};
+use fv_bootpkg::VmSpec;
+use fv_guest_sbi::HsmStates;
+use fv_stage2::{GStage, Mode, Perms};
+use fv_vm::{GuestMemory, GuestMemoryError, VcpuBoot};
+use spin::Mutex;
+
+/// Guest RAM is handed out and mapped in 2 MiB chunks.
+pub const CHUNK: u64 = MEGA_PAGE_SIZE;
+
+/// Why a VM stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// The guest powered off (SBI SRST shutdown, no reason).
+    PowerOff,
+    /// The guest powered off reporting a system failure (SRST reason 1).
+    GuestFailure,
+    /// The hypervisor stopped it: it did something the hypervisor cannot let it continue from.
+    Fault,
+}
+
+impl StopReason {
+    /// Whether this counts as a clean end.
+    pub fn is_clean(self) -> bool {
+        self == StopReason::PowerOff
+    }
+}
+
+/// VM run state values (in [`Vm::state`]).
+pub mod state {
+    /// Running (vCPUs may be scheduled).
+    pub const RUNNING: u8 = 0;
+    /// Being rebooted: no vCPU may enter the guest.
+    pub const REBOOTING: u8 = 1;
+    /// Stopped for good.
+    pub const STOPPED: u8 = 2;
+}
+
+/// Per-vCPU requests other harts make (IPIs, starts, fences), and where it runs.
+#[derive(Debug)]
+pub struct VcpuShared {
+    /// Logical CPU (hart) whose run queue holds the vCPU.
+    pub cpu: usize,
+    /// `hvip` bits to assert on the next entry.
+    pub pending_irq: AtomicU64,
+    /// Fence requests ([`FENCE_I`], [`FENCE_VVMA`]).
+    pub fence: AtomicU32,
+    /// HSM start request.
+    pub start: Mutex<Option<VcpuBoot>>,
+    /// Whether the vCPU is between `load` and `put` on some hart.
+    pub running: AtomicBool,
+}
+
+/// Fence request: `fence.i` before the next entry.
+pub const FENCE_I: u32 = 1;
+/// Fence request: `hfence.vvma` (all of this VMID's VS-stage entries) before the next entry.
+pub const FENCE_VVMA: u32 = 2;
+
+/// The lock-protected part of a VM.
+pub struct VmInner {
+    /// The VM's G-stage table.
+    pub gstage: GStage<FrameTables>,
+    /// Host frames backing each 2 MiB chunk of guest RAM.
+    pub chunks: Vec<HostPhysAddr>,
+    /// Whether a chunk is mapped (zeroed and in the G-stage table).
+    pub mapped: Vec<bool>,
+    /// HSM state of every vCPU.
+    pub hsm: HsmStates,
+    /// Console bytes not yet printed (an unfinished line).
+    pub line: Vec<u8>,
+    /// Why the VM stopped, once it has.
+    pub stop_reason: Option<StopReason>,
+    /// Counters.
+    pub stats: VmStats,
+}
+
+/// Per-VM counters.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct VmStats {
+    /// SBI calls handled.
+    pub sbi_calls: u64,
+    /// Lazy RAM mappings made (first touches of a 2 MiB chunk).
+    pub ram_faults: u64,
+    /// Faults injected into the guest.
+    pub injected_faults: u64,
+}
+
+/// One VM.
+pub struct Vm {
+    /// Index in the VM table.
+    pub id: usize,
+    /// Name from the boot package.
+    pub name: String,
+    /// VMID in hgatp.
+    pub vmid: u16,
+    /// `hgatp` value for its vCPUs.
+    pub hgatp: u64,
+    /// Guest RAM range.
+    pub ram: Range<GuestPhysAddr>,
+    /// What the package says about it (images are reloaded from here on reboot).
+    pub spec: VmSpec<'static>,
+    /// Run state ([`state`]).
+    pub state: AtomicU8,
+    /// Bumped on every reboot; vCPUs reset themselves when they see it change.
+    pub generation: AtomicU32,
+    /// Cross-hart per-vCPU state.
+    pub vcpus: Vec<VcpuShared>,
+    /// Everything else, under a lock.
+    pub inner: Mutex<VmInner>,
+    /// The guest DTB (regenerated never: identical across reboots).
+    pub dtb: Vec<u8>,
+    /// Host bytes used for this VM outside guest RAM (tables + descriptor), at creation.
+    pub overhead_bytes: AtomicU64,
+}
+
+/// Why creating a VM failed.
+#[derive(Debug)]
+pub enum CreateError {
+    /// Not enough free frames for its RAM or tables.
+    OutOfMemory,
+    /// The G-stage table could not be built.
+    Stage2(fv_stage2::Stage2Error),
+    /// A bad boot package entry.
+    BadImage(&'static str),
+}
+
+impl Vm {
+    /// Builds a VM from its package entry: allocates (but does not yet zero or
+    /// map) all of its RAM, builds the G-stage root, loads its images and DTB.
+    pub fn create(
+        id: usize,
+        vmid: u16,
+        vmid_bits: u32,
+        mode: Mode,
+        spec: VmSpec<'static>,
+        dtb: Vec<u8>,
+        cpus: &mut impl FnMut() -> usize,
+    ) -> Result<Self, CreateError> {
+        let ram = Range::<GuestPhysAddr>::new(fv_bootpkg::GUEST_RAM_BASE, spec.memory_bytes)
+            .map_err(|_| CreateError::BadImage("RAM range overflows"))?;
+        if spec.memory_bytes % CHUNK != 0 || spec.memory_bytes == 0 {
+            return Err(CreateError::BadImage("RAM size is not a multiple of 2 MiB"));
+        }
+        let nchunks = (spec.memory_bytes / CHUNK) as usize;
+        let mut chunks = Vec::new();
+        chunks.try_reserve(nchunks).map_err(|_| CreateError::OutOfMemory)?;
+        {
+            let mut g = FRAMES.lock();
+            let fa = g.as_mut().ok_or(CreateError::OutOfMemory)?;
+            for _ in 0..nchunks {
+                match fa.alloc_contiguous((CHUNK / PAGE_SIZE) as usize, CHUNK) {
+                    Ok(hpa) => chunks.push(hpa),
+                    Err(_) => {
+                        for c in &chunks {
+                            let _ = fa.free(*c, (CHUNK / PAGE_SIZE) as usize);
+                        }
+                        return Err(CreateError::OutOfMemory);
+                    }
+                }
+            }
+        }
+        let gstage = GStage::new(FrameTables::default(), mode).map_err(CreateError::Stage2)?;
+        let vmid = if vmid_bits == 0 { 0 } else { vmid };
+        let hgatp = gstage.hgatp(vmid);
+        let hsm = HsmStates::new(spec.vcpus as usize, 0).map_err(|_| CreateError::BadImage("bad vCPU count"))?;
+        let vcpus = (0..spec.vcpus)
+            .map(|_| VcpuShared {
+                cpu: cpus(),
+                pending_irq: AtomicU64::new(0),
+                fence: AtomicU32::new(0),
+                start: Mutex::new(None),
+                running: AtomicBool::new(false),
+            })
+            .collect();
+        let vm = Vm {
+            id,
+            name: String::from(spec.name),
+            vmid,
+            hgatp,
+            ram,
+            spec,
+            state: AtomicU8::new(state::RUNNING),
+            generation: AtomicU32::new(0),
+            vcpus,
+            inner: Mutex::new(VmInner {
+                gstage,
+                mapped: alloc::vec![false; nchunks],
+                chunks,
+                hsm,
+                line: Vec::new(),
+                stop_reason: None,
+                stats: VmStats::default(),
+            }),
+            dtb,
+            overhead_bytes: AtomicU64::new(0),
+        };
+        vm.load_images()?;
+        let tables = vm.inner.lock().gstage.table_frames() as u64 * PAGE_SIZE;
+        let desc = core::mem::size_of::<Vm>() as u64
+            + vm.vcpus.len() as u64 * core::mem::size_of::<VcpuShared>() as u64
+            + nchunks as u64 * 9
+            + vm.dtb.len() as u64;
+        vm.overhead_bytes.store(tables + desc, Ordering::Relaxed);
+        Ok(vm)
+    }
+
+    /// Copies the kernel segments, initrd and DTB into guest RAM (boot and reboot).
+    pub fn load_images(&self) -> Result<(), CreateError> {
+        let mut inner = self.inner.lock();
+        let spec = self.spec;
+        for seg in spec.segments() {
+            inner.fill(self.ram, seg.gpa, seg.data, seg.mem_size)?;
+        }
+        if let Some(initrd) = spec.initrd {
+            inner.fill(self.ram, initrd.gpa, initrd.data, initrd.mem_size)?;
+        }
+        inner.fill(self.ram, spec.dtb_gpa, &self.dtb, self.dtb.len() as u64)?;
+        Ok(())
+    }
+
+    /// The boot vCPU's initial state.
+    pub fn boot_state(&self) -> VcpuBoot {
+        VcpuBoot { pc: self.spec.entry, a0: 0, a1: self.spec.dtb_gpa.raw() }
+    }
+
+    /// Whether the VM is stopped for good.
+    pub fn is_stopped(&self) -> bool {
+        self.state.load(Ordering::Acquire) == state::STOPPED
+    }
+}
+
+impl VmInner {
+    /// Index of the chunk holding `gpa`, if it is RAM.
+    fn chunk_of(ram: Range<GuestPhysAddr>, gpa: GuestPhysAddr) -> Option<usize> {
+        if !ram.contains(gpa) {
+            return None;
+        }
+        Some((gpa.offset_from(ram.start).ok()? / CHUNK) as usize)
+    }
+
+    /// Makes sure the chunk holding `gpa` is zeroed and mapped. Returns whether
+    /// this call mapped it (false: it already was).
+    pub fn ensure_mapped(&mut self, ram: Range<GuestPhysAddr>, gpa: GuestPhysAddr) -> Result<bool, CreateError> {
+        let idx = Self::chunk_of(ram, gpa).ok_or(CreateError::BadImage("not guest RAM"))?;
+        if self.mapped.get(idx).copied().unwrap_or(true) {
+            return Ok(false);
+        }
+        let hpa = *self.chunks.get(idx).ok_or(CreateError::BadImage("not guest RAM"))?;
+        // SAFETY: the chunk was allocated for this VM at creation and is not yet
+        // mapped, so neither the guest nor anything else uses it.
+        unsafe { mem::zero(hpa, CHUNK) };
+        let gpa_chunk = ram
+            .start
+            .checked_add(idx as u64 * CHUNK)
+            .map_err(|_| CreateError::BadImage("RAM range overflows"))?;
+        self.gstage.map(gpa_chunk, hpa, CHUNK, Perms::R | Perms::W | Perms::X).map_err(CreateError::Stage2)?;
+        if let Some(m) = self.mapped.get_mut(idx) {
+            *m = true;
+        }
+        self.stats.ram_faults += 1;
+        Ok(true)
+    }
+
+    /// Writes `data` at `gpa` and zeroes up to `mem_size`, mapping chunks as needed.
+    fn fill(&mut self, ram: Range<GuestPhysAddr>, gpa: GuestPhysAddr, data: &[u8], mem_size: u64) -> Result<(), CreateError> {
+        if !ram.contains_span(gpa, mem_size.max(data.len() as u64)) {
+            return Err(CreateError::BadImage("segment outside guest RAM"));
+        }
+        let mut off = 0u64;
+        let total = mem_size.max(data.len() as u64);
+        while off < total {
+            let at = gpa.checked_add(off).map_err(|_| CreateError::BadImage("overflow"))?;
+            self.ensure_mapped(ram, at)?;
+            let idx = Self::chunk_of(ram, at).ok_or(CreateError::BadImage("not guest RAM"))?;
+            let in_chunk = at.offset_from(ram.start).map_err(|_| CreateError::BadImage("overflow"))? % CHUNK;
+            let n = (CHUNK - in_chunk).min(total - off);
+            let hpa = self.chunks[idx].checked_add(in_chunk).map_err(|_| CreateError::BadImage("overflow"))?;
+            let data_end = (data.len() as u64).min(off + n);
+            // SAFETY: [hpa, hpa+n) lies inside one of this VM's chunks.
+            unsafe {
+                if off < data_end {
+                    mem::copy_to(hpa, &data[off as usize..data_end as usize]);
+                }
+                let copied = data_end.saturating_sub(off);
+                if copied < n {
+                    mem::zero(hpa.checked_add(copied).map_err(|_| CreateError::BadImage("overflow"))?, n - copied);
+                }
+            }
+            off += n;
+        }
+        Ok(())
+    }
+
+    /// Frees all of the VM's frames (RAM and tables). The VM must never run again.
+    pub fn release(&mut self) {
+        let mut g = FRAMES.lock();
+        if let Some(fa) = g.as_mut() {
+            for c in self.chunks.drain(..) {
+                let _ = fa.free(c, (CHUNK / PAGE_SIZE) as usize);
+            }
+        }
+    }
+}
+
+/// Guest memory access through the VM's G-stage mapping (so the guest can only
+/// ever name its own RAM).
+pub struct GStageMemory<'a> {
+    /// The VM's locked state.
+    pub inner: &'a mut VmInner,
+    /// The VM's RAM range.
+    pub ram: Range<GuestPhysAddr>,
+}
+
+impl GStageMemory<'_> {
+    /// Calls `f` for each host-physical piece (never crossing a page) of
+    /// `[gpa, gpa + len)`, mapping untouched RAM first.
+    fn walk(
+        &mut self,
+        gpa: GuestPhysAddr,
+        len: usize,
+        mut f: impl FnMut(HostPhysAddr, core::ops::Range<usize>),
+    ) -> Result<(), GuestMemoryError> {
+        if !self.ram.contains_span(gpa, len as u64) {
+            return Err(GuestMemoryError::NotRam);
+        }
+        let mut done = 0usize;
+        while done < len {
+            let at = gpa.checked_add(done as u64).map_err(|_| GuestMemoryError::Overflow)?;
+                // Untouched RAM reads as zeros: map it (zeroed) so reads and writes agree.
+            self.inner.ensure_mapped(self.ram, at).map_err(|_| GuestMemoryError::NotRam)?;
+            let (hpa, _) = self.inner.gstage.translate(at).ok_or(GuestMemoryError::NotRam)?;
+            let n = ((PAGE_SIZE - at.page_offset()) as usize).min(len - done);
+            f(hpa, done..done + n);
+            done += n;
+        }
+        Ok(())
+    }
+
+}
+
+impl GuestMemory for GStageMemory<'_> {
+    fn read(&mut self, gpa: GuestPhysAddr, buf: &mut [u8]) -> Result<(), GuestMemoryError> {
+        let len = buf.len();
+        self.walk(gpa, len, |hpa, r| {
+            // SAFETY: hpa..hpa+r.len() is inside a page the G-stage table maps for
+            // this VM, i.e. one of its own chunks.
+            unsafe { mem::copy_from(hpa, &mut buf[r]) }
+        })
+    }
+
+    fn write(&mut self, gpa: GuestPhysAddr, data: &[u8]) -> Result<(), GuestMemoryError> {
+        self.walk(gpa, data.len(), |hpa, r| {
+            // SAFETY: as in read_into.
+            unsafe { mem::copy_to(hpa, &data[r]) }
+        })
+    }
+}
