@@ -15,7 +15,7 @@ pub const STACK_SIZE: usize = 64 * 1024;
 #[repr(C, align(4096))]
 struct Stacks([[u8; STACK_SIZE]; MAX_HARTS]);
 
-#[unsafe(link_section = ".bss.stack")]
+#[unsafe(link_section = ".noinit.stacks")]
 #[unsafe(no_mangle)]
 static mut __FV_STACKS: Stacks = Stacks([[0; STACK_SIZE]; MAX_HARTS]);
 
@@ -23,12 +23,14 @@ global_asm!(
     ".section .text.entry",
     ".global _start",
     "_start:",
+    // The very first instruction: when the hypervisor started (boot-latency figure).
+    "csrr a2, time",
     // Boot hart: logical CPU 0. tp holds the logical CPU index while in the hypervisor.
     "li tp, 0",
     "la sp, __FV_STACKS",
     "li t0, {stack_size}",
     "add sp, sp, t0",
-    // Zero .bss (the stacks are in it too, but ours is not in use yet beyond its top).
+    // Zero .bss (stacks and heap live in .noinit and are not cleared).
     "la t0, __bss_start",
     "la t1, __bss_end",
     "1: bgeu t0, t1, 2f",
@@ -58,7 +60,6 @@ global_asm!(
 );
 
 unsafe extern "C" {
-    fn _start();
     fn _start_secondary();
     static __image_start: u8;
     static __image_end: u8;
@@ -66,18 +67,10 @@ unsafe extern "C" {
 
 /// Physical address range of the hypervisor image (text, data, bss, stacks).
 pub fn image_range() -> (u64, u64) {
-    // SAFETY: only the addresses of the linker symbols are taken; nothing is read.
-    unsafe {
-        (
-            core::ptr::addr_of!(__image_start) as u64,
-            core::ptr::addr_of!(__image_end) as u64,
-        )
-    }
-}
-
-/// Where the image was linked to run.
-pub fn link_address() -> u64 {
-    _start as *const () as u64
+    (
+        core::ptr::addr_of!(__image_start) as u64,
+        core::ptr::addr_of!(__image_end) as u64,
+    )
 }
 
 /// The logical CPU index of the calling hart (kept in `tp` while in the hypervisor).

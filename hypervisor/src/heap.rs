@@ -10,6 +10,7 @@ pub const HEAP_SIZE: usize = 8 << 20;
 #[repr(C, align(4096))]
 struct HeapSpace([u8; HEAP_SIZE]);
 
+#[unsafe(link_section = ".noinit.heap")]
 static mut HEAP_SPACE: HeapSpace = HeapSpace([0; HEAP_SIZE]);
 
 #[global_allocator]

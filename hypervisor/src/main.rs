@@ -28,7 +28,7 @@ use fv_arch_riscv64::{csr, trap};
 use fv_platform::{IsaExtensions, PlatformInfo};
 use fv_stage2::Mode;
 
-/// `time` when the boot hart reached Rust (for the boot-latency figure).
+/// `time` at the hypervisor's first instruction (for the boot-latency figure).
 pub static BOOT_TIME: AtomicU64 = AtomicU64::new(0);
 
 /// Physical address of QEMU's SiFive test finisher, if the DTB's poweroff
@@ -133,8 +133,8 @@ fn probe_features(plat: &PlatformInfo) -> (HartFeatures, Mode) {
 }
 
 /// Entry of the boot hart (from `_start`), with OpenSBI's `a0`/`a1`.
-pub extern "C" fn rust_main(hartid: u64, dtb_pa: u64) -> ! {
-    BOOT_TIME.store(csr::time(), Ordering::Relaxed);
+pub extern "C" fn rust_main(hartid: u64, dtb_pa: u64, start_time: u64) -> ! {
+    BOOT_TIME.store(start_time, Ordering::Relaxed);
     heap::init();
     trap::install();
     trap::set_fatal_hook(fatal_trap);
@@ -160,7 +160,7 @@ pub extern "C" fn rust_main(hartid: u64, dtb_pa: u64) -> ! {
         log!("Ferrovisor needs the H extension: run QEMU with a CPU that has it (e.g. -cpu rv64).");
         power_off(ShutdownReason::Failure);
     }
-    let (features, mode) = probe_features(&plat);
+    let (mut features, mode) = probe_features(&plat);
     banner(&plat, &features, mode);
 
     // Frames: all RAM minus firmware, reserved memory, this image, the DTB and the boot package.
@@ -200,6 +200,14 @@ pub extern "C" fn rust_main(hartid: u64, dtb_pa: u64) -> ! {
         Err(e) => fatal(format_args!("bad boot package at {:?}: {}", pkg_range.start, e)),
     };
 
+    // VMIDs: VM i gets VMID i + 1. With too few VMID bits for every VM, run
+    // without VMIDs and flush G-stage translations on every VM switch instead.
+    if features.vmid_bits < 32 && pkg.vm_count() as u64 >= (1u64 << features.vmid_bits) {
+        if features.vmid_bits != 0 {
+            log!("{} VMs need more than {} VMID bits: VMIDs off, G-stage flushed on VM switches", pkg.vm_count(), features.vmid_bits);
+        }
+        features.vmid_bits = 0;
+    }
     // Harts: the boot hart is logical CPU 0; others with H follow in hart-ID order.
     let mut hartids = [0u64; boot::MAX_HARTS];
     hartids[0] = hartid;

@@ -39,6 +39,8 @@ pub static QUEUES: [Mutex<Vec<Slot>>; MAX_HARTS] = [const { Mutex::new(Vec::new(
 pub static RUNNING_VMS: AtomicUsize = AtomicUsize::new(0);
 /// Whether any VM ended uncleanly.
 static ANY_FAILURE: AtomicBool = AtomicBool::new(false);
+/// Whether any vCPU has entered a guest yet.
+static FIRST_ENTRY: AtomicBool = AtomicBool::new(false);
 /// Exits handled, all harts.
 pub static EXITS: AtomicU64 = AtomicU64::new(0);
 
@@ -224,6 +226,14 @@ fn run_slot(slot: &mut Slot, last: &mut Option<(usize, usize)>, others: bool) {
     slot.arch.load(*last != Some(me), flush_gstage);
     *last = Some(me);
     let slice_end = csr::time().saturating_add(slice_ticks());
+    if !FIRST_ENTRY.swap(true, Ordering::AcqRel) {
+        let ticks = csr::time().saturating_sub(crate::BOOT_TIME.load(Ordering::Relaxed));
+        log!(
+            "first guest entry {} ticks ({} us) after the hypervisor's first instruction",
+            ticks,
+            ticks.saturating_mul(1_000_000) / host().timebase.max(1)
+        );
+    }
     loop {
         let irq = sh.pending_irq.swap(0, Ordering::AcqRel);
         if irq & (1 << VirtualInterrupt::Software.hvip_bit()) != 0 {
