@@ -53,7 +53,10 @@ static CONSOLE: Mutex<Console> = Mutex::new(Console { uart: None });
 
 /// Switches output to the UART at `base` (registers `1 << shift` bytes apart).
 pub fn use_uart(base: u64, shift: u32) {
-    CONSOLE.lock().uart = Some(Uart { base: base as usize, shift });
+    CONSOLE.lock().uart = Some(Uart {
+        base: base as usize,
+        shift,
+    });
 }
 
 /// Writes formatted text (used by the macros).

@@ -76,7 +76,7 @@ fn enable_host_fpu() {
 
 /// Reads the DTB at `pa` (checking its header) as a byte slice.
 fn dtb_slice(pa: u64) -> &'static [u8] {
-    if pa == 0 || pa % 8 != 0 {
+    if pa == 0 || !pa.is_multiple_of(8) {
         fatal(format_args!("no device tree (a1 = {:#x})", pa));
     }
     let mut hdr = [0u8; 8];
@@ -129,7 +129,15 @@ fn probe_features(plat: &PlatformInfo) -> (HartFeatures, Mode) {
     };
     // SAFETY: back to Bare until a vCPU is loaded.
     unsafe { csr::write::<{ num::HGATP }>(0) };
-    (HartFeatures { sstc, hstateen, henvcfg, vmid_bits }, mode)
+    (
+        HartFeatures {
+            sstc,
+            hstateen,
+            henvcfg,
+            vmid_bits,
+        },
+        mode,
+    )
 }
 
 /// Entry of the boot hart (from `_start`), with OpenSBI's `a0`/`a1`.
@@ -139,7 +147,11 @@ pub extern "C" fn rust_main(hartid: u64, dtb_pa: u64, start_time: u64) -> ! {
     trap::install();
     trap::set_fatal_hook(fatal_trap);
     enable_host_fpu();
-    log!("Ferrovisor {} starting on hart {}", env!("CARGO_PKG_VERSION"), hartid);
+    log!(
+        "Ferrovisor {} starting on hart {}",
+        env!("CARGO_PKG_VERSION"),
+        hartid
+    );
 
     let dtb = dtb_slice(dtb_pa);
     let plat = match fv_platform::parse(dtb) {
@@ -150,13 +162,23 @@ pub extern "C" fn rust_main(hartid: u64, dtb_pa: u64, start_time: u64) -> ! {
         console::use_uart(u.base.raw(), u.reg_shift);
     }
     if let Some(p) = plat.poweroff.as_ref().filter(|p| p.value == 0x5555) {
-        FINISHER.store(p.regmap.start.raw() + u64::from(p.offset), Ordering::Relaxed);
+        FINISHER.store(
+            p.regmap.start.raw() + u64::from(p.offset),
+            Ordering::Relaxed,
+        );
     }
     let Some(me) = plat.hart(hartid) else {
-        fatal(format_args!("boot hart {} is not in the device tree", hartid))
+        fatal(format_args!(
+            "boot hart {} is not in the device tree",
+            hartid
+        ))
     };
     if csr::probe::<{ num::HSTATUS }>().is_none() || !me.extensions.contains(IsaExtensions::H) {
-        log!("FATAL: hart {} has no hypervisor (H) extension (riscv,isa = \"{}\")", hartid, me.isa);
+        log!(
+            "FATAL: hart {} has no hypervisor (H) extension (riscv,isa = \"{}\")",
+            hartid,
+            me.isa
+        );
         log!("Ferrovisor needs the H extension: run QEMU with a CPU that has it (e.g. -cpu rv64).");
         power_off(ShutdownReason::Failure);
     }
@@ -172,10 +194,15 @@ pub extern "C" fn rust_main(hartid: u64, dtb_pa: u64, start_time: u64) -> ! {
     }
     let (img_start, img_end) = boot::image_range();
     let mut reserved: Vec<Range<HostPhysAddr>> = plat.reserved.clone();
-    reserved.extend(Range::new(HostPhysAddr::new(img_start), img_end - img_start));
+    reserved.extend(Range::new(
+        HostPhysAddr::new(img_start),
+        img_end - img_start,
+    ));
     reserved.extend(Range::new(HostPhysAddr::new(dtb_pa), dtb.len() as u64));
     let Some(pkg_range) = plat.initrd else {
-        fatal(format_args!("no boot package: start QEMU with -initrd <package> (ferrovisor run does this)"))
+        fatal(format_args!(
+            "no boot package: start QEMU with -initrd <package> (ferrovisor run does this)"
+        ))
     };
     reserved.push(pkg_range);
     for r in &reserved {
@@ -185,8 +212,8 @@ pub extern "C" fn rust_main(hartid: u64, dtb_pa: u64, start_time: u64) -> ! {
     }
     log!(
         "memory: {} MiB usable of {} MiB (image {:#x}..{:#x}, {} reserved ranges)",
-        fa.free_frames() as u64 * PAGE_SIZE >> 20,
-        fa.total_frames() as u64 * PAGE_SIZE >> 20,
+        (fa.free_frames() as u64 * PAGE_SIZE) >> 20,
+        (fa.total_frames() as u64 * PAGE_SIZE) >> 20,
         img_start,
         img_end,
         reserved.len()
@@ -197,14 +224,21 @@ pub extern "C" fn rust_main(hartid: u64, dtb_pa: u64, start_time: u64) -> ! {
     let pkg_bytes = unsafe { mem::static_slice(pkg_range.start, pkg_range.size) };
     let pkg = match fv_bootpkg::Package::parse(pkg_bytes) {
         Ok(p) => p,
-        Err(e) => fatal(format_args!("bad boot package at {:?}: {}", pkg_range.start, e)),
+        Err(e) => fatal(format_args!(
+            "bad boot package at {:?}: {}",
+            pkg_range.start, e
+        )),
     };
 
     // VMIDs: VM i gets VMID i + 1. With too few VMID bits for every VM, run
     // without VMIDs and flush G-stage translations on every VM switch instead.
     if features.vmid_bits < 32 && pkg.vm_count() as u64 >= (1u64 << features.vmid_bits) {
         if features.vmid_bits != 0 {
-            log!("{} VMs need more than {} VMID bits: VMIDs off, G-stage flushed on VM switches", pkg.vm_count(), features.vmid_bits);
+            log!(
+                "{} VMs need more than {} VMID bits: VMIDs off, G-stage flushed on VM switches",
+                pkg.vm_count(),
+                features.vmid_bits
+            );
         }
         features.vmid_bits = 0;
     }
@@ -212,9 +246,17 @@ pub extern "C" fn rust_main(hartid: u64, dtb_pa: u64, start_time: u64) -> ! {
     let mut hartids = [0u64; boot::MAX_HARTS];
     hartids[0] = hartid;
     let mut ncpus = 1;
-    for h in plat.harts.iter().filter(|h| h.enabled && h.hartid != hartid) {
+    for h in plat
+        .harts
+        .iter()
+        .filter(|h| h.enabled && h.hartid != hartid)
+    {
         if ncpus == boot::MAX_HARTS {
-            log!("hart {} not used: at most {} harts", h.hartid, boot::MAX_HARTS);
+            log!(
+                "hart {} not used: at most {} harts",
+                h.hartid,
+                boot::MAX_HARTS
+            );
             continue;
         }
         if !h.extensions.contains(IsaExtensions::H) {
@@ -224,7 +266,12 @@ pub extern "C" fn rust_main(hartid: u64, dtb_pa: u64, start_time: u64) -> ! {
         hartids[ncpus] = h.hartid;
         ncpus += 1;
     }
-    sched::HOST.call_once(|| sched::Host { features, timebase: plat.timebase_frequency, ncpus, hartids });
+    sched::HOST.call_once(|| sched::Host {
+        features,
+        timebase: plat.timebase_frequency,
+        ncpus,
+        hartids,
+    });
 
     // VMs.
     let guest_isa = fv_platform::guest_isa(&me.isa);
@@ -246,7 +293,7 @@ pub extern "C" fn rust_main(hartid: u64, dtb_pa: u64, start_time: u64) -> ! {
         let vmid = (i + 1) as u16;
         match vm::Vm::create(i, vmid, features.vmid_bits, mode, spec, dtb, &mut place) {
             Ok(v) => vms.push(v),
-            Err(e) => log!("VM '{}' not created: {:?}", spec.name, e),
+            Err(e) => log!("VM '{}' not created: {}", spec.name, e),
         }
     }
     if vms.is_empty() {
@@ -307,7 +354,9 @@ fn guest_dtb(
     };
     let memory = Range::new(fv_bootpkg::GUEST_RAM_BASE, spec.memory_bytes)
         .map_err(|_| fv_platform::FdtWriteError::BadMemory)?;
-    let initrd = spec.initrd.and_then(|s| Range::new(s.gpa, s.data.len() as u64).ok());
+    let initrd = spec
+        .initrd
+        .and_then(|s| Range::new(s.gpa, s.data.len() as u64).ok());
     let cmdline = (!spec.cmdline.is_empty()).then_some(spec.cmdline);
     let cfg = fv_platform::GuestFdtConfig {
         vcpus: spec.vcpus,
@@ -328,9 +377,18 @@ fn guest_dtb(
 }
 
 fn banner(plat: &PlatformInfo, f: &HartFeatures, mode: Mode) {
-    log!("platform: {} hart(s), timebase {} Hz", plat.harts.len(), plat.timebase_frequency);
+    log!(
+        "platform: {} hart(s), timebase {} Hz",
+        plat.harts.len(),
+        plat.timebase_frequency
+    );
     for h in &plat.harts {
-        log!("  hart {}{}: {}", h.hartid, if h.enabled { "" } else { " (disabled)" }, h.isa);
+        log!(
+            "  hart {}{}: {}",
+            h.hartid,
+            if h.enabled { "" } else { " (disabled)" },
+            h.isa
+        );
     }
     for r in &plat.memory {
         log!("  RAM {:#x}..{:#x}", r.start.raw(), r.end().raw());
@@ -342,13 +400,22 @@ fn banner(plat: &PlatformInfo, f: &HartFeatures, mode: Mode) {
         log!("  UART ns16550a at {:#x} irq {:?}", u.base.raw(), u.irq);
     }
     if let Some(p) = &plat.plic {
-        log!("  PLIC at {:#x}, {} sources, {} contexts", p.base.raw(), p.ndev, p.contexts.len());
+        log!(
+            "  PLIC at {:#x}, {} sources, {} contexts",
+            p.base.raw(),
+            p.ndev,
+            p.contexts.len()
+        );
     }
     if let Some(a) = &plat.aplic {
         log!("  APLIC at {:#x}, {} sources", a.base.raw(), a.num_sources);
     }
     if let Some(i) = &plat.imsic {
-        log!("  IMSIC at {:#x}, guest index bits {}", i.base.raw(), i.guest_index_bits);
+        log!(
+            "  IMSIC at {:#x}, guest index bits {}",
+            i.base.raw(),
+            i.guest_index_bits
+        );
     }
     if let Some(c) = &plat.clint {
         log!("  CLINT at {:#x}", c.start.raw());
@@ -359,6 +426,10 @@ fn banner(plat: &PlatformInfo, f: &HartFeatures, mode: Mode) {
     log!("  {} virtio-mmio slot(s)", plat.virtio_mmio.len());
     log!(
         "hart features: Sstc {}, Smstateen {}, VMID bits {}, henvcfg {:#x}, G-stage {:?}",
-        f.sstc, f.hstateen, f.vmid_bits, f.henvcfg, mode
+        f.sstc,
+        f.hstateen,
+        f.vmid_bits,
+        f.henvcfg,
+        mode
     );
 }

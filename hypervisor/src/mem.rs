@@ -44,7 +44,9 @@ pub unsafe fn copy_to(hpa: HostPhysAddr, data: &[u8]) {
 /// The range must be RAM the caller may read (frames of a VM it holds the lock of).
 pub unsafe fn copy_from(hpa: HostPhysAddr, buf: &mut [u8]) {
     // SAFETY: the caller may read the range; identity mapping makes hva valid.
-    unsafe { core::ptr::copy_nonoverlapping(hva(hpa).raw() as *const u8, buf.as_mut_ptr(), buf.len()) };
+    unsafe {
+        core::ptr::copy_nonoverlapping(hva(hpa).raw() as *const u8, buf.as_mut_ptr(), buf.len())
+    };
 }
 
 /// A byte slice over physical memory that the boot package lives in.
@@ -61,13 +63,6 @@ pub unsafe fn static_slice(hpa: HostPhysAddr, len: u64) -> &'static [u8] {
 #[derive(Debug, Default)]
 pub struct FrameTables {
     frames: usize,
-}
-
-impl FrameTables {
-    /// Frames currently used by tables.
-    pub fn frames(&self) -> usize {
-        self.frames
-    }
 }
 
 impl TableMemory for FrameTables {

@@ -3,8 +3,8 @@
 //! to each other only through the atomics in [`crate::vm::VcpuShared`] and IPIs.
 
 use crate::boot::MAX_HARTS;
-use crate::vm::{state, StopReason, Vm, FENCE_I, FENCE_VVMA};
 use crate::log;
+use crate::vm::{state, StopReason, Vm, FENCE_I, FENCE_VVMA};
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use fv_addr::GuestPhysAddr;
@@ -12,7 +12,10 @@ use fv_arch_riscv64::csr;
 use fv_arch_riscv64::firmware::{self, ShutdownReason};
 use fv_arch_riscv64::regs::{num, Irq};
 use fv_arch_riscv64::vcpu::{HartFeatures, RiscvVcpu};
-use fv_guest_sbi::{ConsoleError, Fence, HartState, HsmError, ResetKind, ResetReason, SbiCall, SbiEnv, SbiOutcome, SuspendType};
+use fv_guest_sbi::{
+    ConsoleError, Fence, HartState, HsmError, ResetKind, ResetReason, SbiCall, SbiEnv, SbiOutcome,
+    SuspendType,
+};
 use fv_vm::{Access, GuestException, GuestMemory, HostInterrupt, Vcpu, VcpuExit, VirtualInterrupt};
 use spin::{Mutex, Once};
 
@@ -153,11 +156,16 @@ pub fn run_hart(cpu: usize) -> ! {
             refresh(slot, now);
         }
         let n = q.len();
-        let pick = (0..n).map(|k| (rr + k) % n).find(|&i| q[i].run == Run::Runnable);
+        let pick = (0..n)
+            .map(|k| (rr + k) % n)
+            .find(|&i| q[i].run == Run::Runnable);
         match pick {
             Some(i) => {
                 rr = i + 1;
-                let others = q.iter().enumerate().any(|(j, s)| j != i && s.run == Run::Runnable);
+                let others = q
+                    .iter()
+                    .enumerate()
+                    .any(|(j, s)| j != i && s.run == Run::Runnable);
                 run_slot(&mut q[i], &mut last, others);
             }
             None => {
@@ -311,14 +319,19 @@ fn handle_exit(vm: &Vm, slot: &mut Slot, exit: VcpuExit) -> Next {
         }
         VcpuExit::VirtualInstruction { insn } => {
             // Not emulated: to the guest it is an instruction it may not execute.
-            slot.arch.inject_exception(GuestException::IllegalInstruction, insn);
+            slot.arch
+                .inject_exception(GuestException::IllegalInstruction, insn);
             vm.inner.lock().stats.injected_faults += 1;
             Next::Continue
         }
         VcpuExit::Unhandled { cause, tval, pc } => {
             log!(
                 "VM '{}' vCPU {}: unhandled trap scause={:#x} stval={:#x} pc={:#x}",
-                vm.name, slot.vcpu, cause, tval, pc
+                vm.name,
+                slot.vcpu,
+                cause,
+                tval,
+                pc
             );
             stop_vm(vm, StopReason::Fault);
             Next::Stopped
@@ -338,7 +351,7 @@ fn memory_exit(vm: &Vm, slot: &mut Slot, addr: GuestPhysAddr, access: Access) ->
             Ok(false) => csr::hfence_gvma_addr(addr.raw(), u64::from(vm.vmid)),
             Err(e) => {
                 drop(inner);
-                log!("VM '{}': cannot map guest RAM at {}: {:?}", vm.name, addr, e);
+                log!("VM '{}': cannot map guest RAM at {}: {}", vm.name, addr, e);
                 stop_vm(vm, StopReason::Fault);
                 return Next::Stopped;
             }
@@ -358,7 +371,10 @@ fn memory_exit(vm: &Vm, slot: &mut Slot, addr: GuestPhysAddr, access: Access) ->
     if n <= 8 {
         log!(
             "VM '{}' vCPU {}: {:?} at {} (nothing there): access fault injected",
-            vm.name, slot.vcpu, access, addr
+            vm.name,
+            slot.vcpu,
+            access,
+            addr
         );
     }
     let gva = slot.arch.fault_gva();
@@ -368,7 +384,12 @@ fn memory_exit(vm: &Vm, slot: &mut Slot, addr: GuestPhysAddr, access: Access) ->
 
 fn sbi_call(vm: &Vm, slot: &mut Slot, call: SbiCall) -> Next {
     let outcome = {
-        let mut env = Env { vm, vcpu: slot.vcpu, arch: &mut slot.arch, timer: &mut slot.timer };
+        let mut env = Env {
+            vm,
+            vcpu: slot.vcpu,
+            arch: &mut slot.arch,
+            timer: &mut slot.timer,
+        };
         fv_guest_sbi::handle(&mut env, &call)
     };
     vm.inner.lock().stats.sbi_calls += 1;
@@ -384,7 +405,10 @@ fn sbi_call(vm: &Vm, slot: &mut Slot, call: SbiCall) -> Next {
         SbiOutcome::Suspend(kind) => {
             match kind {
                 SuspendType::Retentive => slot.arch.complete_sbi(0, 0),
-                SuspendType::NonRetentive { resume_addr, opaque } => slot.arch.reset(fv_vm::VcpuBoot {
+                SuspendType::NonRetentive {
+                    resume_addr,
+                    opaque,
+                } => slot.arch.reset(fv_vm::VcpuBoot {
                     pc: resume_addr,
                     a0: slot.vcpu as u64,
                     a1: opaque,
@@ -396,10 +420,17 @@ fn sbi_call(vm: &Vm, slot: &mut Slot, call: SbiCall) -> Next {
             let _ = inner.hsm.resume_complete(slot.vcpu);
             Next::Block
         }
-        SbiOutcome::SystemReset { kind: ResetKind::Shutdown, reason } => {
+        SbiOutcome::SystemReset {
+            kind: ResetKind::Shutdown,
+            reason,
+        } => {
             stop_vm(
                 vm,
-                if reason == ResetReason::SystemFailure { StopReason::GuestFailure } else { StopReason::PowerOff },
+                if reason == ResetReason::SystemFailure {
+                    StopReason::GuestFailure
+                } else {
+                    StopReason::PowerOff
+                },
             );
             Next::Stopped
         }
@@ -442,7 +473,12 @@ pub fn stop_vm(vm: &Vm, reason: StopReason) {
 fn reboot_vm(vm: &Vm, slot: &mut Slot) {
     if vm
         .state
-        .compare_exchange(state::RUNNING, state::REBOOTING, Ordering::AcqRel, Ordering::Acquire)
+        .compare_exchange(
+            state::RUNNING,
+            state::REBOOTING,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        )
         .is_err()
     {
         return;
@@ -460,7 +496,7 @@ fn reboot_vm(vm: &Vm, slot: &mut Slot) {
         *v.start.lock() = None;
     }
     if let Err(e) = vm.load_images() {
-        log!("VM '{}': reboot failed: {:?}", vm.name, e);
+        log!("VM '{}': reboot failed: {}", vm.name, e);
         vm.state.store(state::RUNNING, Ordering::Release);
         stop_vm(vm, StopReason::Fault);
         return;
@@ -518,7 +554,11 @@ fn finish(cpu: usize) -> ! {
         if failed { "some failed" } else { "all clean" },
         EXITS.load(Ordering::Relaxed)
     );
-    crate::power_off(if failed { ShutdownReason::Failure } else { ShutdownReason::Clean })
+    crate::power_off(if failed {
+        ShutdownReason::Failure
+    } else {
+        ShutdownReason::Clean
+    })
 }
 
 /// The SBI implementation's view of the calling vCPU and its VM.
@@ -539,20 +579,38 @@ impl SbiEnv for Env<'_> {
     }
 
     fn hart_state(&self, vcpu: usize) -> HartState {
-        self.vm.inner.lock().hsm.get(vcpu).unwrap_or(HartState::Stopped)
+        self.vm
+            .inner
+            .lock()
+            .hsm
+            .get(vcpu)
+            .unwrap_or(HartState::Stopped)
     }
 
-    fn start_vcpu(&mut self, vcpu: usize, start_addr: GuestPhysAddr, opaque: u64) -> Result<(), HsmError> {
+    fn start_vcpu(
+        &mut self,
+        vcpu: usize,
+        start_addr: GuestPhysAddr,
+        opaque: u64,
+    ) -> Result<(), HsmError> {
         self.vm.inner.lock().hsm.start(vcpu)?;
         let sh = &self.vm.vcpus[vcpu];
-        *sh.start.lock() = Some(fv_vm::VcpuBoot { pc: start_addr, a0: vcpu as u64, a1: opaque });
+        *sh.start.lock() = Some(fv_vm::VcpuBoot {
+            pc: start_addr,
+            a0: vcpu as u64,
+            a1: opaque,
+        });
         kick(sh.cpu);
         Ok(())
     }
 
     fn set_timer(&mut self, stime_value: u64) {
         let host_deadline = self.arch.set_timer(stime_value);
-        *self.timer = if stime_value == u64::MAX { None } else { host_deadline };
+        *self.timer = if stime_value == u64::MAX {
+            None
+        } else {
+            host_deadline
+        };
     }
 
     fn send_ipi(&mut self, vcpu: usize) {
@@ -581,8 +639,13 @@ impl SbiEnv for Env<'_> {
         let n = (len as usize).min(buf.len());
         let mut inner = self.vm.inner.lock();
         let inner = &mut *inner;
-        let mut memory = crate::vm::GStageMemory { inner, ram: self.vm.ram };
-        memory.read(gpa, &mut buf[..n]).map_err(|_| ConsoleError::Denied)?;
+        let mut memory = crate::vm::GStageMemory {
+            inner,
+            ram: self.vm.ram,
+        };
+        memory
+            .read(gpa, &mut buf[..n])
+            .map_err(|_| ConsoleError::Denied)?;
         console_out(self.vm, &mut memory.inner.line, &buf[..n]);
         Ok(n as u64)
     }

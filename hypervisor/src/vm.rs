@@ -131,6 +131,16 @@ pub enum CreateError {
     BadImage(&'static str),
 }
 
+impl core::fmt::Display for CreateError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            CreateError::OutOfMemory => f.write_str("not enough free memory"),
+            CreateError::Stage2(e) => write!(f, "G-stage table: {e}"),
+            CreateError::BadImage(what) => write!(f, "bad boot package entry: {what}"),
+        }
+    }
+}
+
 impl Vm {
     /// Builds a VM from its package entry: allocates (but does not yet zero or
     /// map) all of its RAM, builds the G-stage root, loads its images and DTB.
@@ -145,12 +155,14 @@ impl Vm {
     ) -> Result<Self, CreateError> {
         let ram = Range::<GuestPhysAddr>::new(fv_bootpkg::GUEST_RAM_BASE, spec.memory_bytes)
             .map_err(|_| CreateError::BadImage("RAM range overflows"))?;
-        if spec.memory_bytes % CHUNK != 0 || spec.memory_bytes == 0 {
+        if !spec.memory_bytes.is_multiple_of(CHUNK) || spec.memory_bytes == 0 {
             return Err(CreateError::BadImage("RAM size is not a multiple of 2 MiB"));
         }
         let nchunks = (spec.memory_bytes / CHUNK) as usize;
         let mut chunks = Vec::new();
-        chunks.try_reserve(nchunks).map_err(|_| CreateError::OutOfMemory)?;
+        chunks
+            .try_reserve(nchunks)
+            .map_err(|_| CreateError::OutOfMemory)?;
         {
             let mut g = FRAMES.lock();
             let fa = g.as_mut().ok_or(CreateError::OutOfMemory)?;
@@ -169,7 +181,8 @@ impl Vm {
         let gstage = GStage::new(FrameTables::default(), mode).map_err(CreateError::Stage2)?;
         let vmid = if vmid_bits == 0 { 0 } else { vmid };
         let hgatp = gstage.hgatp(vmid);
-        let hsm = HsmStates::new(spec.vcpus as usize, 0).map_err(|_| CreateError::BadImage("bad vCPU count"))?;
+        let hsm = HsmStates::new(spec.vcpus as usize, 0)
+            .map_err(|_| CreateError::BadImage("bad vCPU count"))?;
         let vcpus = (0..spec.vcpus)
             .map(|_| VcpuShared {
                 cpu: cpus(),
@@ -227,7 +240,11 @@ impl Vm {
 
     /// The boot vCPU's initial state.
     pub fn boot_state(&self) -> VcpuBoot {
-        VcpuBoot { pc: self.spec.entry, a0: 0, a1: self.spec.dtb_gpa.raw() }
+        VcpuBoot {
+            pc: self.spec.entry,
+            a0: 0,
+            a1: self.spec.dtb_gpa.raw(),
+        }
     }
 
     /// Whether the VM is stopped for good.
@@ -247,12 +264,19 @@ impl VmInner {
 
     /// Makes sure the chunk holding `gpa` is zeroed and mapped. Returns whether
     /// this call mapped it (false: it already was).
-    pub fn ensure_mapped(&mut self, ram: Range<GuestPhysAddr>, gpa: GuestPhysAddr) -> Result<bool, CreateError> {
+    pub fn ensure_mapped(
+        &mut self,
+        ram: Range<GuestPhysAddr>,
+        gpa: GuestPhysAddr,
+    ) -> Result<bool, CreateError> {
         let idx = Self::chunk_of(ram, gpa).ok_or(CreateError::BadImage("not guest RAM"))?;
         if self.mapped.get(idx).copied().unwrap_or(true) {
             return Ok(false);
         }
-        let hpa = *self.chunks.get(idx).ok_or(CreateError::BadImage("not guest RAM"))?;
+        let hpa = *self
+            .chunks
+            .get(idx)
+            .ok_or(CreateError::BadImage("not guest RAM"))?;
         // SAFETY: the chunk was allocated for this VM at creation and is not yet
         // mapped, so neither the guest nor anything else uses it.
         unsafe { mem::zero(hpa, CHUNK) };
@@ -260,7 +284,9 @@ impl VmInner {
             .start
             .checked_add(idx as u64 * CHUNK)
             .map_err(|_| CreateError::BadImage("RAM range overflows"))?;
-        self.gstage.map(gpa_chunk, hpa, CHUNK, Perms::R | Perms::W | Perms::X).map_err(CreateError::Stage2)?;
+        self.gstage
+            .map(gpa_chunk, hpa, CHUNK, Perms::R | Perms::W | Perms::X)
+            .map_err(CreateError::Stage2)?;
         if let Some(m) = self.mapped.get_mut(idx) {
             *m = true;
         }
@@ -269,19 +295,32 @@ impl VmInner {
     }
 
     /// Writes `data` at `gpa` and zeroes up to `mem_size`, mapping chunks as needed.
-    fn fill(&mut self, ram: Range<GuestPhysAddr>, gpa: GuestPhysAddr, data: &[u8], mem_size: u64) -> Result<(), CreateError> {
+    fn fill(
+        &mut self,
+        ram: Range<GuestPhysAddr>,
+        gpa: GuestPhysAddr,
+        data: &[u8],
+        mem_size: u64,
+    ) -> Result<(), CreateError> {
         if !ram.contains_span(gpa, mem_size.max(data.len() as u64)) {
             return Err(CreateError::BadImage("segment outside guest RAM"));
         }
         let mut off = 0u64;
         let total = mem_size.max(data.len() as u64);
         while off < total {
-            let at = gpa.checked_add(off).map_err(|_| CreateError::BadImage("overflow"))?;
+            let at = gpa
+                .checked_add(off)
+                .map_err(|_| CreateError::BadImage("overflow"))?;
             self.ensure_mapped(ram, at)?;
             let idx = Self::chunk_of(ram, at).ok_or(CreateError::BadImage("not guest RAM"))?;
-            let in_chunk = at.offset_from(ram.start).map_err(|_| CreateError::BadImage("overflow"))? % CHUNK;
+            let in_chunk = at
+                .offset_from(ram.start)
+                .map_err(|_| CreateError::BadImage("overflow"))?
+                % CHUNK;
             let n = (CHUNK - in_chunk).min(total - off);
-            let hpa = self.chunks[idx].checked_add(in_chunk).map_err(|_| CreateError::BadImage("overflow"))?;
+            let hpa = self.chunks[idx]
+                .checked_add(in_chunk)
+                .map_err(|_| CreateError::BadImage("overflow"))?;
             let data_end = (data.len() as u64).min(off + n);
             // SAFETY: [hpa, hpa+n) lies inside one of this VM's chunks.
             unsafe {
@@ -290,22 +329,16 @@ impl VmInner {
                 }
                 let copied = data_end.saturating_sub(off);
                 if copied < n {
-                    mem::zero(hpa.checked_add(copied).map_err(|_| CreateError::BadImage("overflow"))?, n - copied);
+                    mem::zero(
+                        hpa.checked_add(copied)
+                            .map_err(|_| CreateError::BadImage("overflow"))?,
+                        n - copied,
+                    );
                 }
             }
             off += n;
         }
         Ok(())
-    }
-
-    /// Frees all of the VM's frames (RAM and tables). The VM must never run again.
-    pub fn release(&mut self) {
-        let mut g = FRAMES.lock();
-        if let Some(fa) = g.as_mut() {
-            for c in self.chunks.drain(..) {
-                let _ = fa.free(c, (CHUNK / PAGE_SIZE) as usize);
-            }
-        }
     }
 }
 
@@ -332,17 +365,24 @@ impl GStageMemory<'_> {
         }
         let mut done = 0usize;
         while done < len {
-            let at = gpa.checked_add(done as u64).map_err(|_| GuestMemoryError::Overflow)?;
-                // Untouched RAM reads as zeros: map it (zeroed) so reads and writes agree.
-            self.inner.ensure_mapped(self.ram, at).map_err(|_| GuestMemoryError::NotRam)?;
-            let (hpa, _) = self.inner.gstage.translate(at).ok_or(GuestMemoryError::NotRam)?;
+            let at = gpa
+                .checked_add(done as u64)
+                .map_err(|_| GuestMemoryError::Overflow)?;
+            // Untouched RAM reads as zeros: map it (zeroed) so reads and writes agree.
+            self.inner
+                .ensure_mapped(self.ram, at)
+                .map_err(|_| GuestMemoryError::NotRam)?;
+            let (hpa, _) = self
+                .inner
+                .gstage
+                .translate(at)
+                .ok_or(GuestMemoryError::NotRam)?;
             let n = ((PAGE_SIZE - at.page_offset()) as usize).min(len - done);
             f(hpa, done..done + n);
             done += n;
         }
         Ok(())
     }
-
 }
 
 impl GuestMemory for GStageMemory<'_> {
@@ -357,7 +397,7 @@ impl GuestMemory for GStageMemory<'_> {
 
     fn write(&mut self, gpa: GuestPhysAddr, data: &[u8]) -> Result<(), GuestMemoryError> {
         self.walk(gpa, data.len(), |hpa, r| {
-            // SAFETY: as in read_into.
+            // SAFETY: as in `read`: the page is one of this VM's own chunks.
             unsafe { mem::copy_to(hpa, &data[r]) }
         })
     }

@@ -136,7 +136,15 @@ pub fn time() -> u64 {
 #[inline(always)]
 pub fn hfence_gvma_all() {
     // SAFETY: a TLB fence only discards cached translations.
-    unsafe { asm!(".option push", ".option arch, +h", "hfence.gvma zero, zero", ".option pop", options(nostack)) };
+    unsafe {
+        asm!(
+            ".option push",
+            ".option arch, +h",
+            "hfence.gvma zero, zero",
+            ".option pop",
+            options(nostack)
+        )
+    };
 }
 
 /// `hfence.gvma x0, vmid`: invalidates the G-stage translations of one VMID on this hart.
@@ -162,7 +170,15 @@ pub fn hfence_gvma_addr(gpa: u64, vmid: u64) {
 #[inline(always)]
 pub fn hfence_vvma_all() {
     // SAFETY: a TLB fence only discards cached translations.
-    unsafe { asm!(".option push", ".option arch, +h", "hfence.vvma zero, zero", ".option pop", options(nostack)) };
+    unsafe {
+        asm!(
+            ".option push",
+            ".option arch, +h",
+            "hfence.vvma zero, zero",
+            ".option pop",
+            options(nostack)
+        )
+    };
 }
 
 /// Waits for an interrupt (returns also when one is pending but masked).

@@ -108,8 +108,20 @@ fn decode16(insn: u16) -> Result<(MemOp, AccessWidth), DecodeError> {
     let funct3 = bits(insn, 15, 13);
     let rd_prime = (bits(insn, 4, 2) + 8) as u8;
     match (insn & 0b11, funct3) {
-        (0b00, 0b010) => Ok((MemOp::Load { rd: rd_prime, signed: true }, AccessWidth::Word)),
-        (0b00, 0b011) => Ok((MemOp::Load { rd: rd_prime, signed: false }, AccessWidth::Double)),
+        (0b00, 0b010) => Ok((
+            MemOp::Load {
+                rd: rd_prime,
+                signed: true,
+            },
+            AccessWidth::Word,
+        )),
+        (0b00, 0b011) => Ok((
+            MemOp::Load {
+                rd: rd_prime,
+                signed: false,
+            },
+            AccessWidth::Double,
+        )),
         (0b00, 0b110) => Ok((MemOp::Store { rs2: rd_prime }, AccessWidth::Word)),
         (0b00, 0b111) => Ok((MemOp::Store { rs2: rd_prime }, AccessWidth::Double)),
         (0b10, 0b010) | (0b10, 0b011) => {
@@ -123,8 +135,18 @@ fn decode16(insn: u16) -> Result<(MemOp, AccessWidth), DecodeError> {
                 Ok((MemOp::Load { rd, signed: false }, AccessWidth::Double))
             }
         }
-        (0b10, 0b110) => Ok((MemOp::Store { rs2: bits(insn, 6, 2) as u8 }, AccessWidth::Word)),
-        (0b10, 0b111) => Ok((MemOp::Store { rs2: bits(insn, 6, 2) as u8 }, AccessWidth::Double)),
+        (0b10, 0b110) => Ok((
+            MemOp::Store {
+                rs2: bits(insn, 6, 2) as u8,
+            },
+            AccessWidth::Word,
+        )),
+        (0b10, 0b111) => Ok((
+            MemOp::Store {
+                rs2: bits(insn, 6, 2) as u8,
+            },
+            AccessWidth::Double,
+        )),
         _ => Err(DecodeError::Unsupported),
     }
 }
@@ -196,27 +218,57 @@ mod tests {
         ];
         for (f3, width, signed) in cases {
             let d = decode_insn(load(f3, 17, 10, 0x7f)).unwrap();
-            assert_eq!(d, MemInsn { op: MemOp::Load { rd: 17, signed }, width, len: 4 });
+            assert_eq!(
+                d,
+                MemInsn {
+                    op: MemOp::Load { rd: 17, signed },
+                    width,
+                    len: 4
+                }
+            );
         }
         assert_eq!(decode_insn(load(7, 1, 1, 0)), Err(DecodeError::Unsupported));
         // lw a5, 0(a0) = 0x00052783
         assert_eq!(
             decode_insn(0x0005_2783).unwrap(),
-            MemInsn { op: MemOp::Load { rd: 15, signed: true }, width: AccessWidth::Word, len: 4 }
+            MemInsn {
+                op: MemOp::Load {
+                    rd: 15,
+                    signed: true
+                },
+                width: AccessWidth::Word,
+                len: 4
+            }
         );
     }
 
     #[test]
     fn standard_stores() {
-        for (f3, width) in [(0, AccessWidth::Byte), (1, AccessWidth::Half), (2, AccessWidth::Word), (3, AccessWidth::Double)] {
+        for (f3, width) in [
+            (0, AccessWidth::Byte),
+            (1, AccessWidth::Half),
+            (2, AccessWidth::Word),
+            (3, AccessWidth::Double),
+        ] {
             let d = decode_insn(store(f3, 31, 2)).unwrap();
-            assert_eq!(d, MemInsn { op: MemOp::Store { rs2: 31 }, width, len: 4 });
+            assert_eq!(
+                d,
+                MemInsn {
+                    op: MemOp::Store { rs2: 31 },
+                    width,
+                    len: 4
+                }
+            );
         }
         assert_eq!(decode_insn(store(4, 1, 1)), Err(DecodeError::Unsupported));
         // sd a1, 8(a0) = 0x00b53423
         assert_eq!(
             decode_insn(0x00b5_3423).unwrap(),
-            MemInsn { op: MemOp::Store { rs2: 11 }, width: AccessWidth::Double, len: 4 }
+            MemInsn {
+                op: MemOp::Store { rs2: 11 },
+                width: AccessWidth::Double,
+                len: 4
+            }
         );
     }
 
@@ -225,19 +277,41 @@ mod tests {
         // c.lw a5, 0(a0) = 0x411c ; c.sd a1, 8(a0) = 0xe50c ; c.ldsp ra, 8(sp) = 0x60a2 ; c.swsp a0, 4(sp) = 0xc22a
         assert_eq!(
             decode_insn(0x411c).unwrap(),
-            MemInsn { op: MemOp::Load { rd: 15, signed: true }, width: AccessWidth::Word, len: 2 }
+            MemInsn {
+                op: MemOp::Load {
+                    rd: 15,
+                    signed: true
+                },
+                width: AccessWidth::Word,
+                len: 2
+            }
         );
         assert_eq!(
             decode_insn(0xe50c).unwrap(),
-            MemInsn { op: MemOp::Store { rs2: 11 }, width: AccessWidth::Double, len: 2 }
+            MemInsn {
+                op: MemOp::Store { rs2: 11 },
+                width: AccessWidth::Double,
+                len: 2
+            }
         );
         assert_eq!(
             decode_insn(0x60a2).unwrap(),
-            MemInsn { op: MemOp::Load { rd: 1, signed: false }, width: AccessWidth::Double, len: 2 }
+            MemInsn {
+                op: MemOp::Load {
+                    rd: 1,
+                    signed: false
+                },
+                width: AccessWidth::Double,
+                len: 2
+            }
         );
         assert_eq!(
             decode_insn(0xc22a).unwrap(),
-            MemInsn { op: MemOp::Store { rs2: 10 }, width: AccessWidth::Word, len: 2 }
+            MemInsn {
+                op: MemOp::Store { rs2: 10 },
+                width: AccessWidth::Word,
+                len: 2
+            }
         );
         // c.addi (quadrant 01) is not a memory access.
         assert_eq!(decode_insn(0x0505), Err(DecodeError::Unsupported));
@@ -262,12 +336,26 @@ mod tests {
         // Transformed lw a5 (rs1 and offset zeroed): 0x00002783.
         assert_eq!(
             decode_htinst(0x2783),
-            Ok(Htinst::Insn(MemInsn { op: MemOp::Load { rd: 15, signed: true }, width: AccessWidth::Word, len: 4 }))
+            Ok(Htinst::Insn(MemInsn {
+                op: MemOp::Load {
+                    rd: 15,
+                    signed: true
+                },
+                width: AccessWidth::Word,
+                len: 4
+            }))
         );
         // The same from a compressed original: bit 1 cleared.
         assert_eq!(
             decode_htinst(0x2781),
-            Ok(Htinst::Insn(MemInsn { op: MemOp::Load { rd: 15, signed: true }, width: AccessWidth::Word, len: 2 }))
+            Ok(Htinst::Insn(MemInsn {
+                op: MemOp::Load {
+                    rd: 15,
+                    signed: true
+                },
+                width: AccessWidth::Word,
+                len: 2
+            }))
         );
         assert_eq!(decode_htinst(1 << 40), Err(DecodeError::Unsupported));
     }

@@ -396,7 +396,13 @@ mod tests {
     fn hgatp_fields() {
         assert_eq!(hgatp::VMID_MASK, 0x03ff_f000_0000_0000);
         assert_eq!(hgatp::PPN_MASK, 0x0000_0fff_ffff_ffff);
-        assert_eq!(hgatp::MODE_SV39X4 << hgatp::MODE_SHIFT, 0x8000_0000_0000_0000);
-        assert_eq!(hgatp::MODE_SV48X4 << hgatp::MODE_SHIFT, 0x9000_0000_0000_0000);
+        assert_eq!(
+            hgatp::MODE_SV39X4 << hgatp::MODE_SHIFT,
+            0x8000_0000_0000_0000
+        );
+        assert_eq!(
+            hgatp::MODE_SV48X4 << hgatp::MODE_SHIFT,
+            0x9000_0000_0000_0000
+        );
     }
 }

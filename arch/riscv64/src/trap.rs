@@ -40,7 +40,11 @@ global_asm!(
 );
 
 extern "C" fn fv_host_trap(scause: u64, stval: u64, sepc: u64) -> ! {
-    let t = HostTrap { scause, stval, sepc };
+    let t = HostTrap {
+        scause,
+        stval,
+        sepc,
+    };
     if let Some(hook) = HOOK.get() {
         hook(&t);
     }

@@ -55,8 +55,15 @@ struct FpRegs {
 #[derive(Clone, Copy, Debug)]
 enum PendingMmio {
     None,
-    Load { rd: u8, width: AccessWidth, signed: bool, len: u8 },
-    Store { len: u8 },
+    Load {
+        rd: u8,
+        width: AccessWidth,
+        signed: bool,
+        len: u8,
+    },
+    Store {
+        len: u8,
+    },
 }
 
 /// A RISC-V virtual CPU.
@@ -91,7 +98,11 @@ impl RiscvVcpu {
             pending: PendingMmio::None,
             loaded: false,
         };
-        v.reset(VcpuBoot { pc: GuestPhysAddr::new(0), a0: 0, a1: 0 });
+        v.reset(VcpuBoot {
+            pc: GuestPhysAddr::new(0),
+            a0: 0,
+            a1: 0,
+        });
         v
     }
 
@@ -112,7 +123,9 @@ impl RiscvVcpu {
             csr::write::<{ num::HGATP }>(self.hgatp);
             csr::write::<{ num::HEDELEG }>(regs::HEDELEG_GUEST);
             csr::write::<{ num::HIDELEG }>(regs::HIDELEG_GUEST);
-            csr::write::<{ num::HCOUNTEREN }>((Counteren::CY | Counteren::TM | Counteren::IR).bits());
+            csr::write::<{ num::HCOUNTEREN }>(
+                (Counteren::CY | Counteren::TM | Counteren::IR).bits(),
+            );
             csr::write::<{ num::HTIMEDELTA }>(self.htimedelta);
             csr::write::<{ num::HENVCFG }>(f.henvcfg);
             if f.hstateen {
@@ -193,7 +206,11 @@ impl RiscvVcpu {
         if !self.features.sstc {
             return None;
         }
-        let cmp = if self.loaded { csr::read::<{ num::VSTIMECMP }>() } else { self.vs.vstimecmp };
+        let cmp = if self.loaded {
+            csr::read::<{ num::VSTIMECMP }>()
+        } else {
+            self.vs.vstimecmp
+        };
         (cmp != u64::MAX).then(|| cmp.wrapping_sub(self.htimedelta))
     }
 
@@ -256,11 +273,35 @@ impl RiscvVcpu {
                 let addr = GuestPhysAddr::new((t.htval << 2) | (t.stval & 3));
                 let is_load = t.scause == exception::LOAD_GUEST_PAGE_FAULT;
                 match (self.decode_mem(), is_load) {
-                    (Ok(MemInsn { op: MemOp::Load { rd, signed }, width, len }), true) => {
-                        self.pending = PendingMmio::Load { rd, width, signed, len };
-                        VcpuExit::MmioRead { addr, width, reg: rd, signed }
+                    (
+                        Ok(MemInsn {
+                            op: MemOp::Load { rd, signed },
+                            width,
+                            len,
+                        }),
+                        true,
+                    ) => {
+                        self.pending = PendingMmio::Load {
+                            rd,
+                            width,
+                            signed,
+                            len,
+                        };
+                        VcpuExit::MmioRead {
+                            addr,
+                            width,
+                            reg: rd,
+                            signed,
+                        }
                     }
-                    (Ok(MemInsn { op: MemOp::Store { rs2 }, width, len }), false) => {
+                    (
+                        Ok(MemInsn {
+                            op: MemOp::Store { rs2 },
+                            width,
+                            len,
+                        }),
+                        false,
+                    ) => {
                         self.pending = PendingMmio::Store { len };
                         let value = x[usize::from(rs2 & 31)] & width.mask();
                         VcpuExit::MmioWrite { addr, width, value }
@@ -282,7 +323,11 @@ impl RiscvVcpu {
                     VcpuExit::VirtualInstruction { insn: t.stval }
                 }
             }
-            cause => VcpuExit::Unhandled { cause, tval: t.stval, pc: self.ctx.guest.sepc },
+            cause => VcpuExit::Unhandled {
+                cause,
+                tval: t.stval,
+                pc: self.ctx.guest.sepc,
+            },
         }
     }
 
@@ -313,7 +358,13 @@ impl Vcpu for RiscvVcpu {
     }
 
     fn complete_mmio_read(&mut self, value: u64) {
-        if let PendingMmio::Load { rd, width, signed, len } = self.pending {
+        if let PendingMmio::Load {
+            rd,
+            width,
+            signed,
+            len,
+        } = self.pending
+        {
             let v = value & width.mask();
             let v = if signed && width != AccessWidth::Double {
                 let shift = 64 - width.bytes() * 8;
@@ -384,10 +435,21 @@ impl Vcpu for RiscvVcpu {
         let (vsie, vstimecmp) = if self.loaded {
             (
                 csr::read::<{ num::VSIE }>(),
-                if self.features.sstc { csr::read::<{ num::VSTIMECMP }>() } else { u64::MAX },
+                if self.features.sstc {
+                    csr::read::<{ num::VSTIMECMP }>()
+                } else {
+                    u64::MAX
+                },
             )
         } else {
-            (self.vs.vsie, if self.features.sstc { self.vs.vstimecmp } else { u64::MAX })
+            (
+                self.vs.vsie,
+                if self.features.sstc {
+                    self.vs.vstimecmp
+                } else {
+                    u64::MAX
+                },
+            )
         };
         if self.features.sstc && csr::time().wrapping_add(self.htimedelta) >= vstimecmp {
             pending |= 1 << 5;
@@ -419,7 +481,10 @@ impl Vcpu for RiscvVcpu {
         self.ctx.guest.sstatus = Sstatus::SPP.bits() | regs::fs::INITIAL;
         self.ctx.guest.hstatus =
             (Hstatus::SPV | Hstatus::SPVP | Hstatus::VTW).bits() | regs::HSTATUS_VSXL_64;
-        self.vs = VsCsrs { vstimecmp: u64::MAX, ..Default::default() };
+        self.vs = VsCsrs {
+            vstimecmp: u64::MAX,
+            ..Default::default()
+        };
         self.fp = FpRegs::default();
         self.hvip = 0;
         self.pending = PendingMmio::None;

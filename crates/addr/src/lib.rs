@@ -236,7 +236,10 @@ mod tests {
         let a = GuestPhysAddr::new(u64::MAX - 1);
         assert_eq!(a.checked_add(1), Ok(GuestPhysAddr::new(u64::MAX)));
         assert_eq!(a.checked_add(2), Err(AddrError::Overflow));
-        assert_eq!(HostPhysAddr::new(3).checked_sub(4), Err(AddrError::Overflow));
+        assert_eq!(
+            HostPhysAddr::new(3).checked_sub(4),
+            Err(AddrError::Overflow)
+        );
         assert_eq!(
             HostPhysAddr::new(0x1000).offset_from(HostPhysAddr::new(0x2000)),
             Err(AddrError::Overflow)
@@ -249,7 +252,10 @@ mod tests {
         assert_eq!(a.align_down(PAGE_SIZE), Ok(HostPhysAddr::new(0x8020_0000)));
         assert_eq!(a.align_up(PAGE_SIZE), Ok(HostPhysAddr::new(0x8020_1000)));
         assert_eq!(a.align_up(3), Err(AddrError::BadAlignment));
-        assert_eq!(HostPhysAddr::new(u64::MAX).align_up(PAGE_SIZE), Err(AddrError::Overflow));
+        assert_eq!(
+            HostPhysAddr::new(u64::MAX).align_up(PAGE_SIZE),
+            Err(AddrError::Overflow)
+        );
         assert!(HostPhysAddr::new(0x20_0000).is_aligned(MEGA_PAGE_SIZE));
         assert!(!HostPhysAddr::new(0x20_1000).is_aligned(MEGA_PAGE_SIZE));
         assert!(!HostPhysAddr::new(0).is_aligned(0));

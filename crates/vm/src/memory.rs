@@ -40,8 +40,14 @@ impl VecMemory {
         }
     }
 
-    fn span(&self, gpa: GuestPhysAddr, len: usize) -> Result<core::ops::Range<usize>, GuestMemoryError> {
-        let off = gpa.offset_from(self.base).map_err(|_| GuestMemoryError::NotRam)?;
+    fn span(
+        &self,
+        gpa: GuestPhysAddr,
+        len: usize,
+    ) -> Result<core::ops::Range<usize>, GuestMemoryError> {
+        let off = gpa
+            .offset_from(self.base)
+            .map_err(|_| GuestMemoryError::NotRam)?;
         let off = usize::try_from(off).map_err(|_| GuestMemoryError::NotRam)?;
         let end = off.checked_add(len).ok_or(GuestMemoryError::Overflow)?;
         if end > self.bytes.len() {
@@ -75,7 +81,8 @@ mod tests {
     #[test]
     fn vec_memory_bounds() {
         let mut m = VecMemory::new(GuestPhysAddr::new(0x8000_0000), 0x1000);
-        m.write(GuestPhysAddr::new(0x8000_0ffc), &[1, 2, 3, 4]).unwrap();
+        m.write(GuestPhysAddr::new(0x8000_0ffc), &[1, 2, 3, 4])
+            .unwrap();
         let mut b = [0u8; 4];
         m.read(GuestPhysAddr::new(0x8000_0ffc), &mut b).unwrap();
         assert_eq!(b, [1, 2, 3, 4]);
