@@ -162,11 +162,7 @@ pub fn run_hart(cpu: usize) -> ! {
         match pick {
             Some(i) => {
                 rr = i + 1;
-                let others = q
-                    .iter()
-                    .enumerate()
-                    .any(|(j, s)| j != i && s.run == Run::Runnable);
-                run_slot(&mut q[i], &mut last, others);
+                run_slot(&mut q[i], &mut last);
             }
             None => {
                 let wake = q
@@ -225,7 +221,7 @@ fn refresh(slot: &mut Slot, now: u64) {
     }
 }
 
-fn run_slot(slot: &mut Slot, last: &mut Option<(usize, usize)>, others: bool) {
+fn run_slot(slot: &mut Slot, last: &mut Option<(usize, usize)>) {
     let Some(vm) = vms().get(slot.vm) else { return };
     let sh = &vm.vcpus[slot.vcpu];
     let me = (slot.vm, slot.vcpu);
@@ -267,13 +263,9 @@ fn run_slot(slot: &mut Slot, last: &mut Option<(usize, usize)>, others: bool) {
                 slot.timer = None;
             }
         }
-        let deadline = match slot.timer {
-            Some(t) if others => t.min(slice_end),
-            Some(t) => t,
-            None if others => slice_end,
-            None => now.saturating_add(host().timebase),
-        };
-        arm_timer(deadline);
+        // The slice always ends on time, even with nothing else queued: requests
+        // that made another vCPU of this hart runnable are seen between slices.
+        arm_timer(slot.timer.map_or(slice_end, |t| t.min(slice_end)));
         let exit = slot.arch.run();
         EXITS.fetch_add(1, Ordering::Relaxed);
         match handle_exit(vm, slot, exit) {
@@ -288,7 +280,7 @@ fn run_slot(slot: &mut Slot, last: &mut Option<(usize, usize)>, others: bool) {
             }
             Next::Yield => break,
         }
-        if others && csr::time() >= slice_end {
+        if csr::time() >= slice_end {
             break;
         }
     }
@@ -399,8 +391,17 @@ fn sbi_call(vm: &Vm, slot: &mut Slot, call: SbiCall) -> Next {
             Next::Continue
         }
         SbiOutcome::StopSelf => {
-            let _ = vm.inner.lock().hsm.stop_complete(slot.vcpu);
-            Next::Stopped
+            let stopped = {
+                let mut inner = vm.inner.lock();
+                inner.hsm.stop(slot.vcpu).and_then(|()| inner.hsm.stop_complete(slot.vcpu))
+            };
+            match stopped {
+                Ok(()) => Next::Stopped,
+                Err(_) => {
+                    slot.arch.complete_sbi(fv_guest_sbi::SbiError::Failed.code(), 0);
+                    Next::Continue
+                }
+            }
         }
         SbiOutcome::Suspend(kind) => {
             match kind {
@@ -414,7 +415,10 @@ fn sbi_call(vm: &Vm, slot: &mut Slot, call: SbiCall) -> Next {
                     a1: opaque,
                 }),
             }
+            // The vCPU waits as in WFI; it is STARTED again by the time it can
+            // observe its own state.
             let mut inner = vm.inner.lock();
+            let _ = inner.hsm.suspend(slot.vcpu);
             let _ = inner.hsm.suspend_complete(slot.vcpu);
             let _ = inner.hsm.resume(slot.vcpu);
             let _ = inner.hsm.resume_complete(slot.vcpu);

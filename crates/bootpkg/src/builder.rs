@@ -1,0 +1,208 @@
+//! Writing packages (feature `alloc`).
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use crate::check::{check_vm, Extent, Facts};
+use crate::{
+    package_checksum, BootPkgError, GuestPhysAddr, Segment, VmFlags, CHECKSUM_OFFSET,
+    FORMAT_VERSION, HEADER_SIZE, MAGIC, MAX_VMS, PAGE_SIZE, SEGMENT_RECORD_SIZE, VM_RECORD_SIZE,
+};
+
+/// One VM to put in a package: the same information [`crate::VmSpec`] gives back.
+#[derive(Clone, Copy, Debug)]
+pub struct VmDescriptor<'a> {
+    /// The VM's name (unique in the package).
+    pub name: &'a str,
+    /// Number of vCPUs.
+    pub vcpus: u32,
+    /// Guest RAM size.
+    pub memory_bytes: u64,
+    /// The boot vCPU's first `pc`.
+    pub entry: GuestPhysAddr,
+    /// Where the hypervisor writes the guest device tree.
+    pub dtb_gpa: GuestPhysAddr,
+    /// The initial ramdisk (`mem_size` must equal its length).
+    pub initrd: Option<Segment<'a>>,
+    /// The kernel command line.
+    pub cmdline: &'a str,
+    /// Per-VM options.
+    pub flags: VmFlags,
+    /// The kernel image's pieces.
+    pub segments: &'a [Segment<'a>],
+}
+
+#[derive(Debug)]
+struct Blob {
+    gpa: u64,
+    data: Vec<u8>,
+    mem_size: u64,
+}
+
+impl Blob {
+    fn from_segment(s: &Segment<'_>) -> Self {
+        Blob {
+            gpa: s.gpa.raw(),
+            data: s.data.to_vec(),
+            mem_size: s.mem_size,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct OwnedVm {
+    name: String,
+    cmdline: String,
+    vcpus: u32,
+    flags: VmFlags,
+    memory_bytes: u64,
+    entry: u64,
+    dtb_gpa: u64,
+    initrd: Option<Blob>,
+    segments: Vec<Blob>,
+}
+
+/// Collects VMs (checking each as the parser would) and writes the package.
+#[derive(Debug, Default)]
+pub struct PackageBuilder {
+    vms: Vec<OwnedVm>,
+}
+
+impl PackageBuilder {
+    /// An empty builder.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of VMs added so far.
+    pub fn vm_count(&self) -> usize {
+        self.vms.len()
+    }
+
+    /// Checks `vm` with the parser's rules and adds a copy of it.
+    pub fn add_vm(&mut self, vm: &VmDescriptor<'_>) -> Result<(), BootPkgError> {
+        let index = u32::try_from(self.vms.len()).unwrap_or(u32::MAX);
+        if self.vms.len() >= MAX_VMS {
+            return Err(BootPkgError::TooManyVms(index.saturating_add(1)));
+        }
+        let facts = Facts {
+            name: vm.name,
+            cmdline: vm.cmdline,
+            vcpus: vm.vcpus,
+            memory_bytes: vm.memory_bytes,
+            entry: vm.entry.raw(),
+            dtb_gpa: vm.dtb_gpa.raw(),
+            initrd: vm.initrd.map(Extent::from),
+            segments: vm.segments.iter().copied().map(Extent::from),
+        };
+        check_vm(index, &facts)?;
+        if self.vms.iter().any(|v| v.name == vm.name) {
+            return Err(BootPkgError::DuplicateName { vm: index });
+        }
+        self.vms.push(OwnedVm {
+            name: vm.name.into(),
+            cmdline: vm.cmdline.into(),
+            vcpus: vm.vcpus,
+            flags: vm.flags,
+            memory_bytes: vm.memory_bytes,
+            entry: vm.entry.raw(),
+            dtb_gpa: vm.dtb_gpa.raw(),
+            initrd: vm.initrd.as_ref().map(Blob::from_segment),
+            segments: vm.segments.iter().map(Blob::from_segment).collect(),
+        });
+        Ok(())
+    }
+
+    /// Writes the package. With no VM added the result is a package that
+    /// [`crate::Package::parse`] rejects with [`BootPkgError::NoVms`].
+    pub fn build(&self) -> Vec<u8> {
+        let page = PAGE_SIZE as usize;
+        let mut out = alloc::vec![0u8; HEADER_SIZE + self.vms.len() * VM_RECORD_SIZE];
+        put(&mut out, 0, &MAGIC);
+        put(&mut out, 8, &FORMAT_VERSION.to_le_bytes());
+        put(&mut out, 12, &(self.vms.len() as u32).to_le_bytes());
+
+        // Segment tables and strings first; blob offsets are patched in later.
+        let mut seg_tables = Vec::with_capacity(self.vms.len());
+        for vm in &self.vms {
+            seg_tables.push(out.len());
+            out.resize(out.len() + vm.segments.len() * SEGMENT_RECORD_SIZE, 0);
+        }
+        let mut strings = Vec::with_capacity(self.vms.len());
+        for vm in &self.vms {
+            let name = out.len();
+            out.extend_from_slice(vm.name.as_bytes());
+            let cmdline = out.len();
+            out.extend_from_slice(vm.cmdline.as_bytes());
+            strings.push((name, cmdline));
+        }
+
+        for (i, vm) in self.vms.iter().enumerate() {
+            let rec = HEADER_SIZE + i * VM_RECORD_SIZE;
+            let (name, cmdline) = strings[i];
+            put_u64(&mut out, rec, name as u64);
+            put_u64(&mut out, rec + 8, vm.name.len() as u64);
+            put_u64(&mut out, rec + 16, cmdline as u64);
+            put_u64(&mut out, rec + 24, vm.cmdline.len() as u64);
+            put(&mut out, rec + 32, &vm.vcpus.to_le_bytes());
+            put(&mut out, rec + 36, &vm.flags.bits().to_le_bytes());
+            put_u64(&mut out, rec + 40, vm.memory_bytes);
+            put_u64(&mut out, rec + 48, vm.entry);
+            put_u64(&mut out, rec + 56, vm.dtb_gpa);
+            put_u64(&mut out, rec + 64, seg_tables[i] as u64);
+            put(
+                &mut out,
+                rec + 72,
+                &(vm.segments.len() as u32).to_le_bytes(),
+            );
+            if let Some(initrd) = &vm.initrd {
+                put(&mut out, rec + 76, &1u32.to_le_bytes());
+                let offset = place_blob(&mut out, initrd, page);
+                write_segment_record(&mut out, rec + 80, initrd, offset);
+            }
+            for (k, seg) in vm.segments.iter().enumerate() {
+                let offset = place_blob(&mut out, seg, page);
+                write_segment_record(
+                    &mut out,
+                    seg_tables[i] + k * SEGMENT_RECORD_SIZE,
+                    seg,
+                    offset,
+                );
+            }
+        }
+        // Pad to a whole page so every blob's last page lies inside the package.
+        out.resize(out.len().next_multiple_of(page), 0);
+        let total = out.len() as u64;
+        put_u64(&mut out, 16, total);
+        let checksum = package_checksum(&out);
+        put(&mut out, CHECKSUM_OFFSET, &checksum.to_le_bytes());
+        out
+    }
+}
+
+/// Appends `blob` on a fresh page at the offset congruent to its GPA; returns the
+/// offset (0 for an empty blob, which takes no space).
+fn place_blob(out: &mut Vec<u8>, blob: &Blob, page: usize) -> u64 {
+    if blob.data.is_empty() {
+        return 0;
+    }
+    let start = out.len().next_multiple_of(page) + (blob.gpa % PAGE_SIZE) as usize;
+    out.resize(start, 0);
+    out.extend_from_slice(&blob.data);
+    start as u64
+}
+
+fn write_segment_record(out: &mut [u8], at: usize, blob: &Blob, offset: u64) {
+    put_u64(out, at, blob.gpa);
+    put_u64(out, at + 8, offset);
+    put_u64(out, at + 16, blob.data.len() as u64);
+    put_u64(out, at + 24, blob.mem_size);
+}
+
+fn put(out: &mut [u8], at: usize, bytes: &[u8]) {
+    out[at..at + bytes.len()].copy_from_slice(bytes);
+}
+
+fn put_u64(out: &mut [u8], at: usize, v: u64) {
+    put(out, at, &v.to_le_bytes());
+}

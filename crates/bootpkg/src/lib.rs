@@ -1,0 +1,510 @@
+//! The boot package: what the host tool hands the hypervisor.
+//!
+//! QEMU loads the hypervisor with `-kernel` and the package with `-initrd`; the
+//! hypervisor finds it through `/chosen/linux,initrd-start` and `linux,initrd-end`
+//! and calls [`Package::parse`]. Parsing validates everything up front (with checked
+//! arithmetic and without allocating), so iterating afterwards cannot fail.
+//!
+//! # Format, version 1 (all integers little-endian)
+//!
+//! ```text
+//! offset  size  header
+//!      0     8  magic b"FVBOOTPK"
+//!      8     4  version (1)
+//!     12     4  vm_count (1..=MAX_VMS)
+//!     16     8  total_size: bytes of the package (the input may be longer; the rest is ignored)
+//!     24     4  checksum: CRC-32 (IEEE, as in zlib) of bytes [0, total_size) with this field as zero
+//!     28     4  reserved, zero
+//!     32        vm_count VM records of VM_RECORD_SIZE (128) bytes each
+//!
+//! VM record
+//!      0     8  name offset         8  name length        (UTF-8, 1..=MAX_NAME_LEN bytes, no control characters)
+//!     16     8  cmdline offset     24  cmdline length     (UTF-8, 0..=MAX_CMDLINE_LEN bytes, no NUL)
+//!     32     4  vcpus (1..=MAX_VCPUS)
+//!     36     4  flags (VmFlags; unknown bits are rejected)
+//!     40     8  memory_bytes (non-zero multiple of 2 MiB; RAM is [GUEST_RAM_BASE, +memory_bytes))
+//!     48     8  entry GPA (even, inside the file-backed part of a segment)
+//!     56     8  DTB GPA (4 KiB aligned; [dtb, dtb + DTB_SLOT_SIZE) inside RAM)
+//!     64     8  segment table offset
+//!     72     4  segment count (1..=MAX_SEGMENTS)
+//!     76     4  has_initrd (0 or 1)
+//!     80    32  initrd: a segment record (all zero when has_initrd is 0; mem_size = data length > 0)
+//!    112    16  reserved, zero
+//!
+//! segment record (SEGMENT_RECORD_SIZE = 32 bytes)
+//!      0     8  gpa
+//!      8     8  data offset (0 when data length is 0)
+//!     16     8  data length (bytes copied from the package)
+//!     24     8  mem_size (>= data length, > 0; the rest is zero-filled: ELF bss)
+//! ```
+//!
+//! Everything a VM record points at (strings, segment tables, blobs) lies after the
+//! VM table and inside `total_size`.
+//!
+//! **Page-copy guarantee.** A blob's data offset is congruent to its GPA modulo
+//! [`PAGE_SIZE`], the 4 KiB pages around the blob lie inside the package, and the
+//! bytes in those pages before and after the blob are zero. No two pieces of one VM
+//! (segments, initrd, DTB slot) share a guest page. So the hypervisor may copy whole
+//! pages: package page `align_down(data_offset)` + i goes to guest page
+//! `align_down(gpa)` + i, then the remaining pages up to `align_up(gpa + mem_size)`
+//! are zeroed. Copying byte-exactly is equally correct.
+#![no_std]
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+#[cfg(any(test, feature = "alloc"))]
+extern crate alloc;
+
+#[cfg(any(test, feature = "alloc"))]
+mod builder;
+mod check;
+mod crc;
+mod error;
+
+use core::fmt;
+
+pub use fv_addr::GuestPhysAddr;
+
+#[cfg(any(test, feature = "alloc"))]
+pub use builder::{PackageBuilder, VmDescriptor};
+pub use crc::{crc32, Crc32};
+pub use error::{BootPkgError, Part};
+
+/// The 8 bytes every package starts with.
+pub const MAGIC: [u8; 8] = *b"FVBOOTPK";
+/// The format version this crate reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+/// Size of the package header in bytes.
+pub const HEADER_SIZE: usize = 32;
+/// Size of one VM record in bytes.
+pub const VM_RECORD_SIZE: usize = 128;
+/// Size of one segment record in bytes.
+pub const SEGMENT_RECORD_SIZE: usize = 32;
+/// Most VMs one package may describe.
+pub const MAX_VMS: usize = 16;
+/// Most vCPUs one VM may have.
+pub const MAX_VCPUS: u32 = 64;
+/// Most kernel segments one VM may have.
+pub const MAX_SEGMENTS: usize = 64;
+/// Longest VM name, in bytes.
+pub const MAX_NAME_LEN: usize = 64;
+/// Longest kernel command line, in bytes.
+pub const MAX_CMDLINE_LEN: usize = 4096;
+/// Guest RAM starts here in every VM (as on `qemu-system-riscv64 -M virt`).
+pub const GUEST_RAM_BASE: GuestPhysAddr = GuestPhysAddr::new(0x8000_0000);
+/// Guest RAM sizes are multiples of this (the hypervisor maps RAM in 2 MiB runs).
+pub const MEMORY_GRANULE: u64 = 2 << 20;
+/// Bytes reserved at the DTB GPA for the device tree the hypervisor generates.
+pub const DTB_SLOT_SIZE: u64 = 64 << 10;
+/// Page size the blob alignment refers to.
+pub const PAGE_SIZE: u64 = fv_addr::PAGE_SIZE;
+
+/// Byte offset of the checksum field in the header.
+pub(crate) const CHECKSUM_OFFSET: usize = 24;
+
+bitflags::bitflags! {
+    /// Per-VM options. Unknown bits are rejected by the parser, so new flags need a
+    /// new format version or a reader that knows them.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub struct VmFlags: u32 {
+        /// The VM's console is the virtual ns16550a UART (at GPA `0x1000_0000`).
+        const CONSOLE_UART = 1 << 0;
+        /// The hypervisor starts the VM at boot rather than waiting to be told.
+        const AUTOSTART = 1 << 1;
+    }
+}
+
+/// A piece of guest memory to fill: `data` at `gpa`, then zeros up to `mem_size`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Segment<'a> {
+    /// Where the piece starts in guest physical memory.
+    pub gpa: GuestPhysAddr,
+    /// The bytes to copy to `gpa`.
+    pub data: &'a [u8],
+    /// Bytes of guest memory the piece covers (at least `data.len()`); the part past
+    /// the data is zero (ELF bss).
+    pub mem_size: u64,
+}
+
+impl fmt::Debug for Segment<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Segment")
+            .field("gpa", &self.gpa)
+            .field("data_len", &self.data.len())
+            .field("mem_size", &self.mem_size)
+            .finish()
+    }
+}
+
+/// One VM as the package describes it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct VmSpec<'a> {
+    /// The VM's name (unique in the package).
+    pub name: &'a str,
+    /// Number of vCPUs, `1..=MAX_VCPUS`.
+    pub vcpus: u32,
+    /// Guest RAM size; RAM is at [`GUEST_RAM_BASE`].
+    pub memory_bytes: u64,
+    /// The boot vCPU's first `pc`.
+    pub entry: GuestPhysAddr,
+    /// Where the hypervisor writes the guest's device tree (`a1` at entry); the
+    /// [`DTB_SLOT_SIZE`] bytes there are reserved for it.
+    pub dtb_gpa: GuestPhysAddr,
+    /// The initial ramdisk, placed at its GPA and reported in `/chosen`.
+    pub initrd: Option<Segment<'a>>,
+    /// The kernel command line (`/chosen/bootargs`).
+    pub cmdline: &'a str,
+    /// Per-VM options.
+    pub flags: VmFlags,
+    /// The VM's segment records (validated), `SEGMENT_RECORD_SIZE` bytes each.
+    segment_table: &'a [u8],
+    /// The whole package, which the segment records point into.
+    package: &'a [u8],
+}
+
+impl<'a> VmSpec<'a> {
+    /// The kernel image's pieces, in package order.
+    pub fn segments(&self) -> impl Iterator<Item = Segment<'a>> + 'a {
+        self.segments_iter()
+    }
+
+    pub(crate) fn segments_iter(&self) -> impl Iterator<Item = Segment<'a>> + Clone + 'a {
+        let package = self.package;
+        self.segment_table
+            .chunks_exact(SEGMENT_RECORD_SIZE)
+            .filter_map(move |rec| decode_blob(package, rec, 0, 0, Part::Segment(0)).ok())
+    }
+
+    /// Number of kernel segments.
+    pub fn segment_count(&self) -> usize {
+        self.segment_table.len() / SEGMENT_RECORD_SIZE
+    }
+}
+
+impl fmt::Debug for VmSpec<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VmSpec")
+            .field("name", &self.name)
+            .field("vcpus", &self.vcpus)
+            .field("memory_bytes", &self.memory_bytes)
+            .field("entry", &self.entry)
+            .field("dtb_gpa", &self.dtb_gpa)
+            .field("initrd", &self.initrd)
+            .field("cmdline", &self.cmdline)
+            .field("flags", &self.flags)
+            .field("segments", &self.segment_count())
+            .finish()
+    }
+}
+
+/// A validated boot package.
+#[derive(Clone, Copy, Debug)]
+pub struct Package<'a> {
+    /// The package bytes, exactly `total_size` long.
+    bytes: &'a [u8],
+    vm_count: usize,
+}
+
+impl<'a> Package<'a> {
+    /// Validates everything (magic, version, sizes, checksum, every offset/length in
+    /// bounds with checked arithmetic, UTF-8 names, counts ≤ [`MAX_VMS`], vcpus
+    /// `1..=MAX_VCPUS`, segments, initrd and DTB slot inside the VM's RAM and not
+    /// sharing a page) so that iteration afterwards cannot fail. Does not allocate.
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, BootPkgError> {
+        let header = bytes.get(..HEADER_SIZE).ok_or(BootPkgError::Truncated)?;
+        if header.get(..8) != Some(&MAGIC[..]) {
+            return Err(BootPkgError::BadMagic);
+        }
+        let version = read_u32(header, 8)?;
+        if version != FORMAT_VERSION {
+            return Err(BootPkgError::UnsupportedVersion(version));
+        }
+        let vm_count = read_u32(header, 12)?;
+        let total_size = read_u64(header, 16)?;
+        let stored_checksum = read_u32(header, CHECKSUM_OFFSET)?;
+        if read_u32(header, 28)? != 0 {
+            return Err(BootPkgError::ReservedNonZero { vm: None });
+        }
+        let total = usize::try_from(total_size).map_err(|_| BootPkgError::Truncated)?;
+        let bytes = bytes.get(..total).ok_or(BootPkgError::Truncated)?;
+        let actual = package_checksum(bytes);
+        if actual != stored_checksum {
+            return Err(BootPkgError::ChecksumMismatch {
+                stored: stored_checksum,
+                computed: actual,
+            });
+        }
+        let count = usize::try_from(vm_count).map_err(|_| BootPkgError::TooManyVms(vm_count))?;
+        if count == 0 {
+            return Err(BootPkgError::NoVms);
+        }
+        if count > MAX_VMS {
+            return Err(BootPkgError::TooManyVms(vm_count));
+        }
+        let data_start = data_start(count);
+        if total < data_start {
+            return Err(BootPkgError::BadTotalSize);
+        }
+        let package = Package {
+            bytes,
+            vm_count: count,
+        };
+        for i in 0..count {
+            let vm = decode_vm(bytes, i, data_start)?;
+            let index = vm_index(i);
+            // Every segment record must decode, with its blob checks.
+            for (k, rec) in vm
+                .segment_table
+                .chunks_exact(SEGMENT_RECORD_SIZE)
+                .enumerate()
+            {
+                decode_blob(bytes, rec, data_start, index, Part::Segment(vm_index(k)))?;
+            }
+            check::check_vm(index, &check::facts(&vm))?;
+            // Names are unique: compare with the VMs before this one.
+            for j in 0..i {
+                let other = decode_vm(bytes, j, data_start)?;
+                if other.name == vm.name {
+                    return Err(BootPkgError::DuplicateName { vm: index });
+                }
+            }
+        }
+        Ok(package)
+    }
+
+    /// The VMs, in package order.
+    pub fn vms(&self) -> impl Iterator<Item = VmSpec<'a>> + 'a {
+        let bytes = self.bytes;
+        let start = data_start(self.vm_count);
+        (0..self.vm_count).filter_map(move |i| decode_vm(bytes, i, start).ok())
+    }
+
+    /// Number of VMs in the package.
+    pub fn vm_count(&self) -> usize {
+        self.vm_count
+    }
+
+    /// The package's bytes (`total_size` long).
+    pub fn as_bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+}
+
+/// First byte after the header and VM table.
+fn data_start(vm_count: usize) -> usize {
+    // vm_count <= MAX_VMS, so this cannot overflow.
+    HEADER_SIZE + vm_count.min(MAX_VMS) * VM_RECORD_SIZE
+}
+
+fn vm_index(i: usize) -> u32 {
+    u32::try_from(i).unwrap_or(u32::MAX)
+}
+
+/// CRC-32 of the package with the checksum field taken as zero.
+pub(crate) fn package_checksum(bytes: &[u8]) -> u32 {
+    let mut crc = Crc32::new();
+    match (
+        bytes.get(..CHECKSUM_OFFSET),
+        bytes.get(CHECKSUM_OFFSET + 4..),
+    ) {
+        (Some(head), Some(tail)) => {
+            crc.update(head);
+            crc.update(&[0; 4]);
+            crc.update(tail);
+        }
+        _ => crc.update(bytes),
+    }
+    crc.finish()
+}
+
+pub(crate) fn read_u32(b: &[u8], off: usize) -> Result<u32, BootPkgError> {
+    let end = off.checked_add(4).ok_or(BootPkgError::Truncated)?;
+    let s = b.get(off..end).ok_or(BootPkgError::Truncated)?;
+    let mut a = [0u8; 4];
+    a.copy_from_slice(s);
+    Ok(u32::from_le_bytes(a))
+}
+
+pub(crate) fn read_u64(b: &[u8], off: usize) -> Result<u64, BootPkgError> {
+    let end = off.checked_add(8).ok_or(BootPkgError::Truncated)?;
+    let s = b.get(off..end).ok_or(BootPkgError::Truncated)?;
+    let mut a = [0u8; 8];
+    a.copy_from_slice(s);
+    Ok(u64::from_le_bytes(a))
+}
+
+/// `package[offset, offset + len)`, provided it lies in `[data_start, package.len())`.
+fn region(
+    package: &[u8],
+    offset: u64,
+    len: u64,
+    data_start: usize,
+    vm: u32,
+    part: Part,
+) -> Result<&[u8], BootPkgError> {
+    let oob = BootPkgError::OutOfBounds { vm, part };
+    let start = usize::try_from(offset).map_err(|_| oob)?;
+    let len = usize::try_from(len).map_err(|_| oob)?;
+    let end = start.checked_add(len).ok_or(oob)?;
+    if start < data_start {
+        return Err(oob);
+    }
+    package.get(start..end).ok_or(oob)
+}
+
+/// Decodes VM record `i` structurally: every region it references is in bounds,
+/// strings are UTF-8, reserved fields are zero. Semantic checks are in `check`.
+fn decode_vm(package: &[u8], i: usize, data_start: usize) -> Result<VmSpec<'_>, BootPkgError> {
+    let vm = vm_index(i);
+    let base = i
+        .checked_mul(VM_RECORD_SIZE)
+        .and_then(|o| o.checked_add(HEADER_SIZE))
+        .ok_or(BootPkgError::Truncated)?;
+    let end = base
+        .checked_add(VM_RECORD_SIZE)
+        .ok_or(BootPkgError::Truncated)?;
+    let rec = package.get(base..end).ok_or(BootPkgError::Truncated)?;
+
+    let name_bytes = region(
+        package,
+        read_u64(rec, 0)?,
+        read_u64(rec, 8)?,
+        data_start,
+        vm,
+        Part::Name,
+    )?;
+    let name = core::str::from_utf8(name_bytes).map_err(|_| BootPkgError::BadName { vm })?;
+    let cmdline_bytes = region(
+        package,
+        read_u64(rec, 16)?,
+        read_u64(rec, 24)?,
+        data_start,
+        vm,
+        Part::CommandLine,
+    )?;
+    let cmdline =
+        core::str::from_utf8(cmdline_bytes).map_err(|_| BootPkgError::BadCommandLine { vm })?;
+    let vcpus = read_u32(rec, 32)?;
+    let flag_bits = read_u32(rec, 36)?;
+    let flags = VmFlags::from_bits(flag_bits).ok_or(BootPkgError::UnknownFlags {
+        vm,
+        bits: flag_bits,
+    })?;
+    let memory_bytes = read_u64(rec, 40)?;
+    let entry = GuestPhysAddr::new(read_u64(rec, 48)?);
+    let dtb_gpa = GuestPhysAddr::new(read_u64(rec, 56)?);
+    let seg_off = read_u64(rec, 64)?;
+    let seg_count = read_u32(rec, 72)?;
+    let count = usize::try_from(seg_count).map_err(|_| BootPkgError::TooManySegments {
+        vm,
+        count: seg_count,
+    })?;
+    if count == 0 {
+        return Err(BootPkgError::NoSegments { vm });
+    }
+    if count > MAX_SEGMENTS {
+        return Err(BootPkgError::TooManySegments {
+            vm,
+            count: seg_count,
+        });
+    }
+    // count <= MAX_SEGMENTS: no overflow.
+    let table_len = (count * SEGMENT_RECORD_SIZE) as u64;
+    let segment_table = region(
+        package,
+        seg_off,
+        table_len,
+        data_start,
+        vm,
+        Part::SegmentTable,
+    )?;
+    let initrd_rec = rec.get(80..112).ok_or(BootPkgError::Truncated)?;
+    let initrd = match read_u32(rec, 76)? {
+        0 => {
+            if initrd_rec.iter().any(|&b| b != 0) {
+                return Err(BootPkgError::ReservedNonZero { vm: Some(vm) });
+            }
+            None
+        }
+        1 => Some(decode_blob(
+            package,
+            initrd_rec,
+            data_start,
+            vm,
+            Part::Initrd,
+        )?),
+        value => return Err(BootPkgError::BadInitrdMarker { vm, value }),
+    };
+    if rec.get(112..).is_none_or(|r| r.iter().any(|&b| b != 0)) {
+        return Err(BootPkgError::ReservedNonZero { vm: Some(vm) });
+    }
+    Ok(VmSpec {
+        name,
+        vcpus,
+        memory_bytes,
+        entry,
+        dtb_gpa,
+        initrd,
+        cmdline,
+        flags,
+        segment_table,
+        package,
+    })
+}
+
+/// Decodes a segment record and checks its blob: in bounds, congruent to its GPA
+/// modulo the page size, surrounded by zero bytes up to the page boundaries.
+fn decode_blob<'a>(
+    package: &'a [u8],
+    rec: &[u8],
+    data_start: usize,
+    vm: u32,
+    part: Part,
+) -> Result<Segment<'a>, BootPkgError> {
+    let gpa = read_u64(rec, 0)?;
+    let offset = read_u64(rec, 8)?;
+    let len = read_u64(rec, 16)?;
+    let mem_size = read_u64(rec, 24)?;
+    if len == 0 {
+        if offset != 0 {
+            return Err(BootPkgError::Misaligned { vm, part });
+        }
+        return Ok(Segment {
+            gpa: GuestPhysAddr::new(gpa),
+            data: &[],
+            mem_size,
+        });
+    }
+    let data = region(package, offset, len, data_start, vm, part)?;
+    if offset % PAGE_SIZE != gpa % PAGE_SIZE {
+        return Err(BootPkgError::Misaligned { vm, part });
+    }
+    // The surrounding pages: [align_down(offset), align_up(offset + len)).
+    let oob = BootPkgError::OutOfBounds { vm, part };
+    let page_start = offset - offset % PAGE_SIZE;
+    let end = offset.checked_add(len).ok_or(oob)?;
+    let page_end = end
+        .checked_add(PAGE_SIZE - 1)
+        .map(|e| e - e % PAGE_SIZE)
+        .ok_or(oob)?;
+    let head = package
+        .get(
+            usize::try_from(page_start).map_err(|_| oob)?
+                ..usize::try_from(offset).map_err(|_| oob)?,
+        )
+        .ok_or(oob)?;
+    let tail = package
+        .get(usize::try_from(end).map_err(|_| oob)?..usize::try_from(page_end).map_err(|_| oob)?)
+        .ok_or(oob)?;
+    if head.iter().chain(tail).any(|&b| b != 0) {
+        return Err(BootPkgError::NonZeroPadding { vm, part });
+    }
+    Ok(Segment {
+        gpa: GuestPhysAddr::new(gpa),
+        data,
+        mem_size,
+    })
+}
+
+#[cfg(test)]
+mod tests;

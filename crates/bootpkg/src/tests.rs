@@ -1,0 +1,740 @@
+//! Tests of the parser and the builder.
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+extern crate std;
+
+use alloc::vec;
+use alloc::vec::Vec;
+use proptest::prelude::*;
+
+use super::*;
+
+const MIB: u64 = 1 << 20;
+const RAM: u64 = GUEST_RAM_BASE.raw();
+
+fn gpa(raw: u64) -> GuestPhysAddr {
+    GuestPhysAddr::new(raw)
+}
+
+struct Sample {
+    text: Vec<u8>,
+    data: Vec<u8>,
+    initrd: Vec<u8>,
+    beta: Vec<u8>,
+}
+
+fn sample_data() -> Sample {
+    Sample {
+        text: (0..5000u32).map(|i| (i % 251) as u8 + 1).collect(),
+        data: vec![0xaa; 300],
+        initrd: (0..9000u32).map(|i| (i % 13) as u8).collect(),
+        beta: vec![0x6f, 0, 0, 0],
+    }
+}
+
+fn alpha<'a>(s: &'a Sample, segs: &'a [Segment<'a>]) -> VmDescriptor<'a> {
+    VmDescriptor {
+        name: "alpha",
+        vcpus: 4,
+        memory_bytes: 64 * MIB,
+        entry: gpa(RAM + 0x20_0000),
+        dtb_gpa: gpa(RAM + 62 * MIB),
+        initrd: Some(Segment {
+            gpa: gpa(RAM + 60 * MIB),
+            data: &s.initrd,
+            mem_size: s.initrd.len() as u64,
+        }),
+        cmdline: "console=ttyS0 earlycon",
+        flags: VmFlags::CONSOLE_UART | VmFlags::AUTOSTART,
+        segments: segs,
+    }
+}
+
+fn alpha_segments(s: &Sample) -> [Segment<'_>; 2] {
+    [
+        Segment {
+            gpa: gpa(RAM + 0x20_0000),
+            data: &s.text,
+            mem_size: s.text.len() as u64,
+        },
+        // Not page aligned, with bss.
+        Segment {
+            gpa: gpa(RAM + 0x30_0123),
+            data: &s.data,
+            mem_size: 0x5000,
+        },
+    ]
+}
+
+fn build_sample() -> Vec<u8> {
+    let s = sample_data();
+    let segs = alpha_segments(&s);
+    let beta_segs = [Segment {
+        gpa: gpa(RAM + 0x20_0000),
+        data: &s.beta,
+        mem_size: 4,
+    }];
+    let mut b = PackageBuilder::new();
+    b.add_vm(&alpha(&s, &segs)).unwrap();
+    b.add_vm(&VmDescriptor {
+        name: "beta",
+        vcpus: 1,
+        memory_bytes: 16 * MIB,
+        entry: gpa(RAM + 0x20_0000),
+        dtb_gpa: gpa(RAM + 14 * MIB),
+        initrd: None,
+        cmdline: "",
+        flags: VmFlags::empty(),
+        segments: &beta_segs,
+    })
+    .unwrap();
+    b.build()
+}
+
+fn put32(b: &mut [u8], at: usize, v: u32) {
+    b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+}
+
+fn put64(b: &mut [u8], at: usize, v: u64) {
+    b[at..at + 8].copy_from_slice(&v.to_le_bytes());
+}
+
+fn get64(b: &[u8], at: usize) -> u64 {
+    read_u64(b, at).unwrap()
+}
+
+/// Recomputes the checksum after a deliberate edit.
+fn reseal(b: &mut [u8]) {
+    let c = package_checksum(b);
+    put32(b, CHECKSUM_OFFSET, c);
+}
+
+/// Applies `edit`, reseals, parses.
+fn parse_edited(edit: impl FnOnce(&mut Vec<u8>)) -> Result<(), BootPkgError> {
+    let mut b = build_sample();
+    edit(&mut b);
+    reseal(&mut b);
+    Package::parse(&b).map(|_| ())
+}
+
+const VM0: usize = HEADER_SIZE;
+const VM1: usize = HEADER_SIZE + VM_RECORD_SIZE;
+
+#[test]
+fn round_trip() {
+    let bytes = build_sample();
+    assert_eq!(bytes.len() % PAGE_SIZE as usize, 0);
+    let pkg = Package::parse(&bytes).unwrap();
+    assert_eq!(pkg.vm_count(), 2);
+    let s = sample_data();
+    let vms: Vec<_> = pkg.vms().collect();
+    assert_eq!(vms.len(), 2);
+
+    let a = &vms[0];
+    assert_eq!(a.name, "alpha");
+    assert_eq!(a.vcpus, 4);
+    assert_eq!(a.memory_bytes, 64 * MIB);
+    assert_eq!(a.entry, gpa(RAM + 0x20_0000));
+    assert_eq!(a.dtb_gpa, gpa(RAM + 62 * MIB));
+    assert_eq!(a.cmdline, "console=ttyS0 earlycon");
+    assert_eq!(a.flags, VmFlags::CONSOLE_UART | VmFlags::AUTOSTART);
+    let initrd = a.initrd.unwrap();
+    assert_eq!(initrd.gpa, gpa(RAM + 60 * MIB));
+    assert_eq!(initrd.data, &s.initrd[..]);
+    assert_eq!(initrd.mem_size, s.initrd.len() as u64);
+    let segs: Vec<_> = a.segments().collect();
+    assert_eq!(segs, alpha_segments(&s));
+    assert_eq!(a.segment_count(), 2);
+
+    let b = &vms[1];
+    assert_eq!(b.name, "beta");
+    assert_eq!(b.initrd, None);
+    assert_eq!(b.cmdline, "");
+    assert_eq!(b.flags, VmFlags::empty());
+    assert_eq!(b.segments().next().unwrap().data, &s.beta[..]);
+}
+
+#[test]
+fn blobs_are_congruent_to_their_gpa_and_zero_padded() {
+    let bytes = build_sample();
+    let pkg = Package::parse(&bytes).unwrap();
+    let base = bytes.as_ptr() as usize;
+    for vm in pkg.vms() {
+        for seg in vm.segments().chain(vm.initrd) {
+            let off = seg.data.as_ptr() as usize - base;
+            assert_eq!(off as u64 % PAGE_SIZE, seg.gpa.raw() % PAGE_SIZE);
+            let page_start = off - off % PAGE_SIZE as usize;
+            let end = off + seg.data.len();
+            let page_end = end.next_multiple_of(PAGE_SIZE as usize);
+            assert!(bytes[page_start..off].iter().all(|&b| b == 0));
+            assert!(bytes[end..page_end].iter().all(|&b| b == 0));
+        }
+    }
+}
+
+#[test]
+fn header_layout_is_pinned() {
+    let bytes = build_sample();
+    assert_eq!(&bytes[0..8], b"FVBOOTPK");
+    assert_eq!(read_u32(&bytes, 8).unwrap(), 1);
+    assert_eq!(read_u32(&bytes, 12).unwrap(), 2);
+    assert_eq!(get64(&bytes, 16), bytes.len() as u64);
+    let mut zeroed = bytes.clone();
+    put32(&mut zeroed, 24, 0);
+    assert_eq!(read_u32(&bytes, 24).unwrap(), crc32(&zeroed));
+    // VM record fields.
+    assert_eq!(read_u32(&bytes, VM0 + 32).unwrap(), 4); // vcpus
+    assert_eq!(read_u32(&bytes, VM0 + 36).unwrap(), 0b11); // flags
+    assert_eq!(get64(&bytes, VM0 + 40), 64 * MIB);
+    assert_eq!(get64(&bytes, VM0 + 48), RAM + 0x20_0000);
+    assert_eq!(get64(&bytes, VM0 + 56), RAM + 62 * MIB);
+    assert_eq!(read_u32(&bytes, VM0 + 72).unwrap(), 2);
+    assert_eq!(read_u32(&bytes, VM0 + 76).unwrap(), 1);
+    assert_eq!(get64(&bytes, VM0 + 80), RAM + 60 * MIB);
+    let name_off = get64(&bytes, VM0) as usize;
+    assert_eq!(&bytes[name_off..name_off + 5], b"alpha");
+}
+
+#[test]
+fn flag_bits_are_pinned() {
+    assert_eq!(VmFlags::CONSOLE_UART.bits(), 1 << 0);
+    assert_eq!(VmFlags::AUTOSTART.bits(), 1 << 1);
+    assert_eq!(VmFlags::all().bits(), 0b11);
+}
+
+#[test]
+fn every_truncation_is_an_error() {
+    let bytes = build_sample();
+    for len in 0..bytes.len() {
+        assert!(Package::parse(&bytes[..len]).is_err(), "len {len}");
+    }
+    assert!(Package::parse(&bytes).is_ok());
+}
+
+#[test]
+fn trailing_bytes_are_ignored() {
+    let mut bytes = build_sample();
+    let total = bytes.len();
+    bytes.extend_from_slice(&[0xff; 100]);
+    let pkg = Package::parse(&bytes).unwrap();
+    assert_eq!(pkg.as_bytes().len(), total);
+}
+
+#[test]
+fn header_errors() {
+    let mut b = build_sample();
+    b[0] = b'X';
+    assert_eq!(Package::parse(&b).unwrap_err(), BootPkgError::BadMagic);
+    assert_eq!(
+        parse_edited(|b| put32(b, 8, 2)),
+        Err(BootPkgError::UnsupportedVersion(2))
+    );
+    assert_eq!(parse_edited(|b| put32(b, 12, 0)), Err(BootPkgError::NoVms));
+    assert_eq!(
+        parse_edited(|b| put32(b, 12, 17)),
+        Err(BootPkgError::TooManyVms(17))
+    );
+    assert_eq!(
+        parse_edited(|b| put32(b, 28, 1)),
+        Err(BootPkgError::ReservedNonZero { vm: None })
+    );
+    // total_size larger than the input.
+    assert_eq!(
+        parse_edited(|b| {
+            let t = b.len() as u64;
+            put64(b, 16, t + 1)
+        }),
+        Err(BootPkgError::Truncated)
+    );
+    assert_eq!(
+        parse_edited(|b| put64(b, 16, u64::MAX)),
+        Err(BootPkgError::Truncated)
+    );
+    let mut b = build_sample();
+    b[4000] ^= 1;
+    assert!(matches!(
+        Package::parse(&b),
+        Err(BootPkgError::ChecksumMismatch { .. })
+    ));
+}
+
+#[test]
+fn record_errors() {
+    use BootPkgError as E;
+    assert_eq!(
+        parse_edited(|b| put32(b, VM0 + 32, 0)),
+        Err(E::BadVcpuCount { vm: 0, vcpus: 0 })
+    );
+    assert_eq!(
+        parse_edited(|b| put32(b, VM1 + 32, 65)),
+        Err(E::BadVcpuCount { vm: 1, vcpus: 65 })
+    );
+    assert_eq!(
+        parse_edited(|b| put64(b, VM0 + 40, 63 * MIB)),
+        Err(E::BadMemorySize {
+            vm: 0,
+            bytes: 63 * MIB
+        })
+    );
+    assert_eq!(
+        parse_edited(|b| put64(b, VM0 + 40, 0)),
+        Err(E::BadMemorySize { vm: 0, bytes: 0 })
+    );
+    let huge = u64::MAX - (2 * MIB - 1);
+    assert_eq!(
+        parse_edited(|b| put64(b, VM0 + 40, huge)),
+        Err(E::BadMemorySize { vm: 0, bytes: huge })
+    );
+    assert_eq!(
+        parse_edited(|b| put32(b, VM0 + 36, 1 << 7)),
+        Err(E::UnknownFlags {
+            vm: 0,
+            bits: 1 << 7
+        })
+    );
+    assert_eq!(
+        parse_edited(|b| put32(b, VM0 + 76, 2)),
+        Err(E::BadInitrdMarker { vm: 0, value: 2 })
+    );
+    assert_eq!(
+        parse_edited(|b| put32(b, VM1 + 76, 1)),
+        // An initrd marked present with an all-zero record: empty.
+        Err(E::BadSegmentSize {
+            vm: 1,
+            part: Part::Initrd
+        })
+    );
+    assert_eq!(
+        parse_edited(|b| b[VM0 + 120] = 1),
+        Err(E::ReservedNonZero { vm: Some(0) })
+    );
+    assert_eq!(
+        parse_edited(|b| put32(b, VM0 + 72, 0)),
+        Err(E::NoSegments { vm: 0 })
+    );
+    assert_eq!(
+        parse_edited(|b| put32(b, VM0 + 72, 65)),
+        Err(E::TooManySegments { vm: 0, count: 65 })
+    );
+}
+
+#[test]
+fn string_errors() {
+    use BootPkgError as E;
+    // Name not UTF-8.
+    assert_eq!(
+        parse_edited(|b| {
+            let off = get64(b, VM0) as usize;
+            b[off] = 0xff;
+        }),
+        Err(E::BadName { vm: 0 })
+    );
+    // Empty name.
+    assert_eq!(
+        parse_edited(|b| put64(b, VM1 + 8, 0)),
+        Err(E::BadName { vm: 1 })
+    );
+    // Control character.
+    assert_eq!(
+        parse_edited(|b| {
+            let off = get64(b, VM0) as usize;
+            b[off] = b'\n';
+        }),
+        Err(E::BadName { vm: 0 })
+    );
+    // Duplicate: make beta's name point at alpha's.
+    assert_eq!(
+        parse_edited(|b| {
+            let off = get64(b, VM0);
+            put64(b, VM1, off);
+            put64(b, VM1 + 8, 5);
+        }),
+        Err(E::DuplicateName { vm: 1 })
+    );
+    // Command line with NUL.
+    assert_eq!(
+        parse_edited(|b| {
+            let off = get64(b, VM0 + 16) as usize;
+            b[off] = 0;
+        }),
+        Err(E::BadCommandLine { vm: 0 })
+    );
+}
+
+#[test]
+fn bounds_errors() {
+    use BootPkgError as E;
+    let oob = |part| Err(E::OutOfBounds { vm: 0, part });
+    assert_eq!(parse_edited(|b| put64(b, VM0, u64::MAX)), oob(Part::Name));
+    assert_eq!(
+        parse_edited(|b| put64(b, VM0 + 8, u64::MAX)),
+        oob(Part::Name)
+    );
+    // Strings may not point into the header or VM table.
+    assert_eq!(parse_edited(|b| put64(b, VM0, 0)), oob(Part::Name));
+    assert_eq!(
+        parse_edited(|b| put64(b, VM0 + 24, 1 << 40)),
+        oob(Part::CommandLine)
+    );
+    assert_eq!(
+        parse_edited(|b| put64(b, VM0 + 64, u64::MAX - 8)),
+        oob(Part::SegmentTable)
+    );
+    let seg0 = |b: &Vec<u8>| get64(b, VM0 + 64) as usize;
+    assert_eq!(
+        parse_edited(|b| {
+            let s = seg0(b);
+            put64(b, s + 16, u64::MAX)
+        }),
+        oob(Part::Segment(0))
+    );
+    assert_eq!(
+        parse_edited(|b| {
+            let t = b.len() as u64;
+            put64(b, VM0 + 88, t)
+        }),
+        oob(Part::Initrd)
+    );
+}
+
+#[test]
+fn blob_alignment_and_padding_errors() {
+    use BootPkgError as E;
+    let seg0 = |b: &Vec<u8>| get64(b, VM0 + 64) as usize;
+    // Offset no longer congruent to the GPA.
+    assert_eq!(
+        parse_edited(|b| {
+            let s = seg0(b);
+            let off = get64(b, s + 8);
+            put64(b, s + 8, off + 1);
+        }),
+        Err(E::Misaligned {
+            vm: 0,
+            part: Part::Segment(0)
+        })
+    );
+    // Empty blob with an offset.
+    assert_eq!(
+        parse_edited(|b| {
+            let s = seg0(b);
+            put64(b, s + 16, 0);
+        }),
+        Err(E::Misaligned {
+            vm: 0,
+            part: Part::Segment(0)
+        })
+    );
+    // A non-zero byte right after segment 1's data (same page).
+    assert_eq!(
+        parse_edited(|b| {
+            let s = seg0(b) + SEGMENT_RECORD_SIZE;
+            let end = (get64(b, s + 8) + get64(b, s + 16)) as usize;
+            b[end] = 1;
+        }),
+        Err(E::NonZeroPadding {
+            vm: 0,
+            part: Part::Segment(1)
+        })
+    );
+}
+
+#[test]
+fn placement_errors_in_parsed_packages() {
+    use BootPkgError as E;
+    let seg0 = |b: &Vec<u8>| get64(b, VM0 + 64) as usize;
+    // Segment 1 moved below RAM (keeping its page offset).
+    assert_eq!(
+        parse_edited(|b| {
+            let s = seg0(b) + SEGMENT_RECORD_SIZE;
+            put64(b, s, 0x123);
+        }),
+        Err(E::OutsideRam {
+            vm: 0,
+            part: Part::Segment(1)
+        })
+    );
+    // Segment 1 moved into segment 0's last page.
+    assert_eq!(
+        parse_edited(|b| {
+            let s = seg0(b) + SEGMENT_RECORD_SIZE;
+            put64(b, s, RAM + 0x20_1123);
+        }),
+        Err(E::Overlap {
+            vm: 0,
+            first: Part::Segment(0),
+            second: Part::Segment(1)
+        })
+    );
+    // DTB slot on top of the initrd.
+    assert_eq!(
+        parse_edited(|b| put64(b, VM0 + 56, RAM + 60 * MIB)),
+        Err(E::Overlap {
+            vm: 0,
+            first: Part::Initrd,
+            second: Part::Dtb
+        })
+    );
+    // DTB slot past the end of RAM.
+    assert_eq!(
+        parse_edited(|b| put64(b, VM0 + 56, RAM + 64 * MIB - 0x1000)),
+        Err(E::OutsideRam {
+            vm: 0,
+            part: Part::Dtb
+        })
+    );
+    assert_eq!(
+        parse_edited(|b| put64(b, VM0 + 56, RAM + 62 * MIB + 8)),
+        Err(E::Misaligned {
+            vm: 0,
+            part: Part::Dtb
+        })
+    );
+    // Entry outside the file-backed image (in segment 1's bss).
+    assert_eq!(
+        parse_edited(|b| put64(b, VM0 + 48, RAM + 0x30_2000)),
+        Err(E::EntryNotInImage { vm: 0 })
+    );
+    assert_eq!(
+        parse_edited(|b| put64(b, VM0 + 48, RAM + 0x20_0001)),
+        Err(E::Misaligned {
+            vm: 0,
+            part: Part::Entry
+        })
+    );
+}
+
+#[test]
+fn builder_rejects_bad_placement() {
+    use BootPkgError as E;
+    let s = sample_data();
+    let segs = alpha_segments(&s);
+    let base = alpha(&s, &segs);
+
+    let mut b = PackageBuilder::new();
+    // Overlapping segments.
+    let overlapping = [
+        segs[0],
+        Segment {
+            gpa: gpa(RAM + 0x20_0800),
+            data: &s.data,
+            mem_size: 300,
+        },
+    ];
+    assert_eq!(
+        b.add_vm(&VmDescriptor {
+            segments: &overlapping,
+            ..base
+        }),
+        Err(E::Overlap {
+            vm: 0,
+            first: Part::Segment(0),
+            second: Part::Segment(1)
+        })
+    );
+    // Segment running past the end of RAM.
+    let past_end = [Segment {
+        gpa: gpa(RAM + 64 * MIB - 0x100),
+        data: &s.data,
+        mem_size: 0x200,
+    }];
+    assert_eq!(
+        b.add_vm(&VmDescriptor {
+            segments: &past_end,
+            entry: gpa(RAM + 64 * MIB - 0x100),
+            ..base
+        }),
+        Err(E::OutsideRam {
+            vm: 0,
+            part: Part::Segment(0)
+        })
+    );
+    // Below RAM.
+    let below = [Segment {
+        gpa: gpa(0x1000_0000),
+        data: &s.data,
+        mem_size: 300,
+    }];
+    assert_eq!(
+        b.add_vm(&VmDescriptor {
+            segments: &below,
+            ..base
+        }),
+        Err(E::OutsideRam {
+            vm: 0,
+            part: Part::Segment(0)
+        })
+    );
+    // Initrd overlapping the kernel.
+    assert_eq!(
+        b.add_vm(&VmDescriptor {
+            initrd: Some(Segment {
+                gpa: gpa(RAM + 0x30_0000),
+                data: &s.initrd,
+                mem_size: s.initrd.len() as u64,
+            }),
+            ..base
+        }),
+        Err(E::Overlap {
+            vm: 0,
+            first: Part::Segment(1),
+            second: Part::Initrd
+        })
+    );
+    // Initrd overlapping the DTB slot.
+    assert_eq!(
+        b.add_vm(&VmDescriptor {
+            initrd: Some(Segment {
+                gpa: gpa(RAM + 62 * MIB - 0x1000),
+                data: &s.initrd,
+                mem_size: s.initrd.len() as u64,
+            }),
+            ..base
+        }),
+        Err(E::Overlap {
+            vm: 0,
+            first: Part::Initrd,
+            second: Part::Dtb
+        })
+    );
+    // DTB slot on the kernel.
+    assert_eq!(
+        b.add_vm(&VmDescriptor {
+            dtb_gpa: gpa(RAM + 0x20_0000),
+            ..base
+        }),
+        Err(E::Overlap {
+            vm: 0,
+            first: Part::Segment(0),
+            second: Part::Dtb
+        })
+    );
+    // bss smaller than data.
+    let shrunk = [Segment {
+        mem_size: 10,
+        ..segs[0]
+    }];
+    assert_eq!(
+        b.add_vm(&VmDescriptor {
+            segments: &shrunk,
+            ..base
+        }),
+        Err(E::BadSegmentSize {
+            vm: 0,
+            part: Part::Segment(0)
+        })
+    );
+    assert_eq!(
+        b.add_vm(&VmDescriptor { vcpus: 65, ..base }),
+        Err(E::BadVcpuCount { vm: 0, vcpus: 65 })
+    );
+    assert_eq!(
+        b.add_vm(&VmDescriptor {
+            segments: &[],
+            ..base
+        }),
+        Err(E::NoSegments { vm: 0 })
+    );
+    assert_eq!(b.vm_count(), 0);
+    b.add_vm(&base).unwrap();
+    assert_eq!(b.add_vm(&base), Err(E::DuplicateName { vm: 1 }));
+}
+
+#[test]
+fn builder_limits_vm_count() {
+    let s = sample_data();
+    let segs = alpha_segments(&s);
+    let mut b = PackageBuilder::new();
+    let names: Vec<std::string::String> = (0..=MAX_VMS).map(|i| std::format!("vm{i}")).collect();
+    for name in &names[..MAX_VMS] {
+        b.add_vm(&VmDescriptor {
+            name,
+            ..alpha(&s, &segs)
+        })
+        .unwrap();
+    }
+    assert_eq!(
+        b.add_vm(&VmDescriptor {
+            name: &names[MAX_VMS],
+            ..alpha(&s, &segs)
+        }),
+        Err(BootPkgError::TooManyVms(17))
+    );
+    let bytes = b.build();
+    assert_eq!(Package::parse(&bytes).unwrap().vm_count(), MAX_VMS);
+}
+
+#[test]
+fn empty_builder_gives_rejected_package() {
+    let bytes = PackageBuilder::new().build();
+    assert_eq!(Package::parse(&bytes).unwrap_err(), BootPkgError::NoVms);
+}
+
+/// Walks everything a parsed package exposes (must not panic).
+fn walk(pkg: &Package<'_>) -> usize {
+    let mut n = 0;
+    for vm in pkg.vms() {
+        n += vm.name.len() + vm.cmdline.len();
+        for seg in vm.segments().chain(vm.initrd) {
+            n += seg.data.len();
+        }
+    }
+    n
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Any corruption of 1..=4 bytes is caught (the CRC-32 detects every error
+    /// burst up to 32 bits, and random multi-byte damage with probability 1 - 2^-32).
+    #[test]
+    fn flipped_bytes_are_rejected(
+        flips in prop::collection::vec((any::<prop::sample::Index>(), 1u8..=255), 1..=4)
+    ) {
+        let mut bytes = build_sample();
+        let original = bytes.clone();
+        for (idx, mask) in &flips {
+            let i = idx.index(bytes.len());
+            bytes[i] ^= mask;
+        }
+        prop_assume!(bytes != original);
+        prop_assert!(Package::parse(&bytes).is_err());
+    }
+
+    /// With the checksum recomputed, structural damage must still never panic;
+    /// whatever parses must be fully iterable.
+    #[test]
+    fn resealed_corruption_never_panics(
+        flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..=8),
+        in_tables in any::<bool>(),
+    ) {
+        let mut bytes = build_sample();
+        let table_end = HEADER_SIZE + 2 * VM_RECORD_SIZE + 3 * SEGMENT_RECORD_SIZE + 40;
+        for (idx, value) in &flips {
+            let i = if in_tables { idx.index(table_end) } else { idx.index(bytes.len()) };
+            bytes[i] = *value;
+        }
+        reseal(&mut bytes);
+        if let Ok(pkg) = Package::parse(&bytes) {
+            walk(&pkg);
+        }
+    }
+
+    /// Arbitrary input never panics.
+    #[test]
+    fn arbitrary_bytes_never_panic(mut bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        if bytes.len() >= 8 {
+            bytes[..8].copy_from_slice(&MAGIC);
+        }
+        if bytes.len() >= 12 {
+            bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
+        }
+        if bytes.len() >= HEADER_SIZE {
+            let len = bytes.len() as u64;
+            bytes[16..24].copy_from_slice(&len.to_le_bytes());
+            reseal(&mut bytes);
+        }
+        if let Ok(pkg) = Package::parse(&bytes) {
+            walk(&pkg);
+        }
+    }
+}

@@ -1,0 +1,330 @@
+//! isolation-test: what lies outside the guest's memory traps the way real
+//! hardware traps, and the guest's RAM is really there.
+//!
+//! - loads/stores just past the end of RAM (from the DTB) and at addresses the
+//!   DTB names no device for: load access fault (5) / store access fault (7);
+//! - jumping there: instruction access fault (1);
+//! - reading mstatus, the all-zero instruction, and (when the DTB does not
+//!   list the H extension) hstatus/hgatp: illegal instruction (2);
+//! - the last word of RAM stores and loads back;
+//! - at least 1000 stores spread over every 2 MiB block of RAM read back.
+//!
+//! These hold on bare QEMU (unbacked physical addresses raise access faults)
+//! and under a hypervisor that injects access faults for unbacked GPAs.
+#![no_std]
+#![no_main]
+
+use core::arch::asm;
+
+use fv_guest_rt::platform::{for_each_device_range, Region};
+use fv_guest_rt::report::name;
+use fv_guest_rt::trap::{
+    self, TrapInfo, ILLEGAL_INSTRUCTION, INSTRUCTION_ACCESS_FAULT, LOAD_ACCESS_FAULT,
+    STORE_ACCESS_FAULT,
+};
+use fv_guest_rt::{println, Platform, Reporter};
+
+fv_guest_rt::guest_main!("isolation-test", main);
+
+const BLOCK: usize = 2 << 20;
+/// Addresses in holes of QEMU virt's memory map (and of a Ferrovisor VM's).
+/// The first two the DTB does not claim are used.
+const HOLE_CANDIDATES: [usize; 5] = [
+    0x0900_0000,
+    0x1100_0000,
+    0x0700_0000,
+    0x1800_0000,
+    0x0a00_0000,
+];
+
+fn main(p: &'static Platform, r: &'static Reporter) {
+    let ram_end = p.memory().iter().map(|m| m.end).max().unwrap_or(p.ram.end);
+    println!(
+        "INFO: isolation-test: RAM {} (all memory regions end at {ram_end:#x}), image {}, dtb {}",
+        p.ram, p.image, p.dtb
+    );
+    for x in p.reserved() {
+        println!("INFO: isolation-test: reserved {x}");
+    }
+    let claimed = |a: usize| -> Option<Region> {
+        let mut hit = None;
+        if let Some(fdt) = p.fdt() {
+            for_each_device_range(&fdt, |_, reg| {
+                if reg.contains(a) && hit.is_none() {
+                    hit = Some(reg);
+                }
+            });
+        }
+        if let Some(m) = p.memory().iter().find(|m| m.contains(a)) {
+            hit = Some(*m);
+        }
+        hit
+    };
+
+    // Past the end of RAM: the first byte, the last word of the next page, the
+    // next 2 MiB block.
+    let past = [ram_end, ram_end + 0x1000 - 8, ram_end + BLOCK];
+    for (i, &a) in past.iter().enumerate() {
+        if let Some(reg) = claimed(a) {
+            r.fail(
+                "past-ram-end-unclaimed",
+                format_args!("{a:#x} is in {reg} according to the DTB"),
+            );
+            continue;
+        }
+        println!("INFO: isolation-test: past RAM end: {a:#x}");
+        let l = trap::try_load_u64(a);
+        expect_fault(
+            r,
+            &name("load-past-ram-end-", i),
+            a,
+            l.map(|_| ()),
+            LOAD_ACCESS_FAULT,
+        );
+        let s = trap::try_store_u64(a, 0x5a5a_5a5a_5a5a_5a5a);
+        expect_fault(r, &name("store-past-ram-end-", i), a, s, STORE_ACCESS_FAULT);
+    }
+    let x = trap::try_exec(ram_end);
+    expect_fault(r, "exec-past-ram-end", ram_end, x, INSTRUCTION_ACCESS_FAULT);
+
+    // Holes where the DTB has nothing.
+    let holes = HOLE_CANDIDATES
+        .iter()
+        .copied()
+        .filter(|&a| claimed(a).is_none());
+    let mut used = 0;
+    for a in holes.take(2) {
+        println!("INFO: isolation-test: no device at {a:#x} per the DTB");
+        let l = trap::try_load_u32(a);
+        expect_fault(
+            r,
+            &name("load-no-device-", used),
+            a,
+            l.map(|_| ()),
+            LOAD_ACCESS_FAULT,
+        );
+        let s = trap::try_store_u32(a, 0xa5a5_a5a5);
+        expect_fault(r, &name("store-no-device-", used), a, s, STORE_ACCESS_FAULT);
+        let x = trap::try_exec(a);
+        expect_fault(
+            r,
+            &name("exec-no-device-", used),
+            a,
+            x,
+            INSTRUCTION_ACCESS_FAULT,
+        );
+        used += 1;
+    }
+    if used < 2 {
+        r.fail(
+            "no-device-addresses",
+            format_args!("the DTB claims all of {HOLE_CANDIDATES:#x?}"),
+        );
+    }
+
+    illegal(p, r);
+    last_word(p, r, ram_end);
+    all_blocks(p, r);
+}
+
+fn expect_fault(r: &Reporter, check: &str, addr: usize, got: Result<(), TrapInfo>, cause: usize) {
+    match got {
+        Ok(()) => r.check(
+            check,
+            false,
+            format_args!("access at {addr:#x} did not trap, expected scause {cause}"),
+        ),
+        // stval holds the faulting address, or 0 where the platform never
+        // writes it.
+        Err(t) => r.check(
+            check,
+            t.scause == cause && (t.stval == addr || t.stval == 0),
+            format_args!("access at {addr:#x}: {t}, expected scause {cause} and stval {addr:#x}"),
+        ),
+    };
+}
+
+fn illegal(p: &Platform, r: &Reporter) {
+    let t = trap::expect_trap(|| {
+        // SAFETY: reading mstatus (0x300) below M-mode raises an
+        // illegal-instruction exception, which expect_trap records and skips.
+        unsafe { asm!("csrr {0}, 0x300", out(reg) _, options(nomem, nostack)) };
+    });
+    illegal_check(r, "illegal-csr-mstatus", t);
+    let t = trap::expect_trap(|| {
+        // SAFETY: the all-zero 16-bit encoding is defined to be illegal; the
+        // exception is recorded and the 2 bytes skipped.
+        unsafe { asm!(".2byte 0x0000", options(nomem, nostack)) };
+    });
+    illegal_check(r, "illegal-instruction-zero", t);
+    if p.has_extension("h") {
+        // This S-mode program is HS-mode here: hypervisor CSRs exist.
+        println!(
+            "INFO: isolation-test: the DTB lists the H extension: hstatus/hgatp checks not run"
+        );
+        return;
+    }
+    let t = trap::expect_trap(|| {
+        // SAFETY: without the H extension (per the DTB), hstatus (0x600) does
+        // not exist for this S-mode program: illegal instruction, recorded and
+        // skipped by expect_trap.
+        unsafe { asm!("csrr {0}, 0x600", out(reg) _, options(nomem, nostack)) };
+    });
+    illegal_check(r, "illegal-csr-hstatus", t);
+    let t = trap::expect_trap(|| {
+        // SAFETY: as above, hgatp (0x680).
+        unsafe { asm!("csrr {0}, 0x680", out(reg) _, options(nomem, nostack)) };
+    });
+    illegal_check(r, "illegal-csr-hgatp", t);
+}
+
+fn illegal_check(r: &Reporter, check: &str, t: Option<TrapInfo>) {
+    match t {
+        None => r.check(check, false, format_args!("no trap")),
+        Some(t) => r.check(
+            check,
+            t.scause == ILLEGAL_INSTRUCTION,
+            format_args!("{t}, expected scause {ILLEGAL_INSTRUCTION}"),
+        ),
+    };
+}
+
+fn last_word(p: &Platform, r: &Reporter, ram_end: usize) {
+    let a = ram_end - 8;
+    println!("INFO: isolation-test: last word of RAM: {a:#x}");
+    let w = Region::with_size(a, 8);
+    if p.reserved().iter().any(|x| x.overlaps(&w)) {
+        r.fail("ram-last-word", format_args!("{a:#x} is reserved memory"));
+        return;
+    }
+    // Save and restore: the DTB may live there under a hypervisor.
+    let res = trap::try_load_u64(a).and_then(|orig| {
+        let pattern = 0x0123_4567_89ab_cdef_u64 ^ a as u64;
+        trap::try_store_u64(a, pattern)?;
+        let back = trap::try_load_u64(a)?;
+        trap::try_store_u64(a, orig)?;
+        Ok((pattern, back))
+    });
+    match res {
+        Ok((pattern, back)) => r.check(
+            "ram-last-word",
+            back == pattern,
+            format_args!("wrote {pattern:#x} at {a:#x}, read back {back:#x}"),
+        ),
+        Err(t) => r.check(
+            "ram-last-word",
+            false,
+            format_args!("access at {a:#x} trapped: {t}"),
+        ),
+    };
+}
+
+/// Value stored at `a`: depends only on the address, so two stores to one
+/// address agree, and a block aliasing another shows up as a wrong value.
+fn pattern(a: usize) -> u64 {
+    (a as u64)
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .rotate_left(17)
+        ^ 0xA5A5_5A5A_F00D_CAFE
+}
+
+/// Address of store `i` of `count` spread over the 2 MiB blocks of `ram`, not
+/// touching memory in use (image, stacks, DTB, reserved), or None.
+fn store_address(p: &Platform, i: usize, nblocks: usize) -> Option<usize> {
+    let ram = p.ram;
+    let block = i % nblocks;
+    let round = i / nblocks;
+    let base = ram.start + block * BLOCK;
+    let end = (base + BLOCK).min(ram.end);
+    let slots = (end - base) / 8;
+    if slots == 0 {
+        return None;
+    }
+    // 4099 is prime, so rounds land on distinct slots of a block.
+    let slot = (round.wrapping_mul(4099) + block.wrapping_mul(131)) % slots;
+    let first = base + slot * 8;
+    // Step past memory in use, 4 KiB at a time, wrapping inside the block.
+    for step in 0..=(BLOCK / 4096) {
+        let a = base + (first - base + step * 4096) % (end - base);
+        let a = a & !7;
+        if !p.in_use(Region::with_size(a, 8)) {
+            return Some(a);
+        }
+    }
+    None
+}
+
+fn all_blocks(p: &Platform, r: &Reporter) {
+    let ram = p.ram;
+    let nblocks = ram.len().div_ceil(BLOCK);
+    if nblocks == 0 {
+        r.fail("ram-blocks-readback", format_args!("RAM {ram} is empty"));
+        return;
+    }
+    let count = nblocks.max(1000);
+    let mut stored = 0usize;
+    let mut blocks_hit = 0usize;
+    let mut last_block = usize::MAX;
+    let (mut lo, mut hi) = (usize::MAX, 0usize);
+    let mut trapped = None;
+    for i in 0..count {
+        let Some(a) = store_address(p, i, nblocks) else {
+            continue;
+        };
+        if let Err(t) = trap::try_store_u64(a, pattern(a)) {
+            trapped.get_or_insert((a, t));
+            continue;
+        }
+        stored += 1;
+        lo = lo.min(a);
+        hi = hi.max(a);
+        let b = (a - ram.start) / BLOCK;
+        if i < nblocks && b != last_block {
+            blocks_hit += 1;
+            last_block = b;
+        }
+    }
+    println!(
+        "INFO: isolation-test: {stored} stores of {count} over {nblocks} blocks of 2 MiB in {ram}, addresses {lo:#x}..={hi:#x}"
+    );
+    if let Some((a, t)) = trapped {
+        r.fail(
+            "ram-blocks-store",
+            format_args!("store at {a:#x} trapped: {t}"),
+        );
+    }
+    let mut bad = None;
+    let mut checked = 0usize;
+    for i in 0..count {
+        let Some(a) = store_address(p, i, nblocks) else {
+            continue;
+        };
+        match trap::try_load_u64(a) {
+            Ok(v) if v == pattern(a) => checked += 1,
+            Ok(v) => {
+                bad.get_or_insert((a, v, None));
+            }
+            Err(t) => {
+                bad.get_or_insert((a, 0, Some(t)));
+            }
+        }
+    }
+    match bad {
+        None => r.check(
+            "ram-blocks-readback",
+            checked >= 1000.min(count) && blocks_hit == nblocks,
+            format_args!(
+                "{checked} of {count} stores checked, {blocks_hit} of {nblocks} blocks had room"
+            ),
+        ),
+        Some((a, v, t)) => r.check(
+            "ram-blocks-readback",
+            false,
+            format_args!(
+                "at {a:#x}: read {v:#x}, expected {:#x}, trap {:?}",
+                pattern(a),
+                t
+            ),
+        ),
+    };
+}

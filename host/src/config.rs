@@ -1,0 +1,1058 @@
+//! VM configuration files (YAML).
+//!
+//! Two forms are accepted. A single VM:
+//!
+//! ```yaml
+//! name: demo            # optional, default "vm0"
+//! vcpus: 2              # optional, default 1
+//! memory: 256M
+//! kernel: guest.elf     # ELF64 RISC-V, Linux RISC-V Image, or a flat binary
+//! initrd: rootfs.cpio   # optional
+//! command_line: console=ttyS0   # optional
+//! machine: { ... }      # optional, see below
+//! ```
+//!
+//! Several VMs on one machine:
+//!
+//! ```yaml
+//! machine:              # optional as a whole
+//!   arch: riscv64
+//!   cpus: 4             # QEMU -smp
+//!   memory: 1G          # QEMU -m
+//!   cpu: rv64,sstc=false   # optional QEMU -cpu (default rv64)
+//!   options: aia=aplic-imsic  # optional extra -machine properties
+//! vms:
+//!   - { name: a, memory: 64M, kernel: a.elf }
+//!   - { name: b, memory: 64M, kernel: b.elf, vcpus: 2 }
+//! ```
+//!
+//! Relative paths are relative to the config file. Sizes are a number with an
+//! optional binary suffix: `K`, `M`, `G`, `T` (also `KiB`, `MB`, ...; all powers of
+//! 1024). Every error names the file, the line, the field and the problem.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_saphyr::{DefaultMessageFormatter, MessageFormatter, Spanned};
+
+use crate::MIB;
+
+/// Most vCPUs per VM (the boot package's limit).
+pub const MAX_VCPUS: u32 = fv_bootpkg::MAX_VCPUS;
+/// Most host CPUs (`-smp`) a machine may have.
+pub const MAX_HOST_CPUS: u32 = 64;
+/// Most VMs per machine (the boot package's limit).
+pub const MAX_VMS: usize = fv_bootpkg::MAX_VMS;
+/// When the machine's memory is not given: this much on top of the VMs' memory, for
+/// OpenSBI, the hypervisor and the boot package (which holds copies of the images).
+pub const DEFAULT_HOST_OVERHEAD: u64 = 256 * MIB;
+/// The only architecture so far.
+pub const ARCHES: &[&str] = &["riscv64"];
+
+/// A configuration problem: which file, where, which field, what is wrong.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The config file.
+    pub file: PathBuf,
+    /// 1-based line, when known.
+    pub line: Option<u32>,
+    /// The field, as a path (`vms[1].memory`).
+    pub field: String,
+    /// What is wrong.
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(
+                f,
+                "{}:{}: `{}`: {}",
+                self.file.display(),
+                line,
+                self.field,
+                self.problem
+            ),
+            None => write!(
+                f,
+                "{}: `{}`: {}",
+                self.file.display(),
+                self.field,
+                self.problem
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The guest architecture.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arch {
+    /// RISC-V 64 with the H extension, on `qemu-system-riscv64 -M virt`.
+    Riscv64,
+}
+
+/// The (emulated) host machine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Machine {
+    /// Guest architecture.
+    pub arch: Arch,
+    /// Host harts (QEMU `-smp`).
+    pub cpus: u32,
+    /// Host RAM (QEMU `-m`).
+    pub memory_bytes: u64,
+    /// QEMU `-cpu` string; `None` means `rv64`.
+    pub cpu: Option<String>,
+    /// Extra `-machine` properties, appended to `virt,`.
+    pub options: Option<String>,
+}
+
+/// One VM.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VmConfig {
+    /// Unique name.
+    pub name: String,
+    /// vCPUs, `1..=MAX_VCPUS`.
+    pub vcpus: u32,
+    /// Guest RAM, a multiple of 2 MiB.
+    pub memory_bytes: u64,
+    /// Kernel file (absolute, or relative to the current directory).
+    pub kernel: PathBuf,
+    /// Initial ramdisk file.
+    pub initrd: Option<PathBuf>,
+    /// Kernel command line.
+    pub command_line: String,
+}
+
+/// A validated configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// The file it came from (used in messages).
+    pub path: PathBuf,
+    /// The host machine.
+    pub machine: Machine,
+    /// The VMs, in file order.
+    pub vms: Vec<VmConfig>,
+}
+
+/// Reads and validates the config file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.to_path_buf(),
+        line: None,
+        field: "(file)".into(),
+        problem: format!("cannot read the config file: {e}"),
+    })?;
+    parse(&text, path)
+}
+
+/// Validates config `text`, which came from `path` (relative paths in it are
+/// relative to `path`'s directory).
+pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let raw: RawFile = serde_saphyr::from_str(text).map_err(|e| yaml_error(path, text, &e))?;
+    let ctx = Ctx {
+        file: path,
+        base: path.parent().unwrap_or(Path::new("")),
+    };
+    ctx.build(raw)
+}
+
+impl Config {
+    /// A configuration assembled in code (the test harness), checked with the same
+    /// rules as a file; `path` names it in messages.
+    pub fn from_parts(
+        path: &Path,
+        machine: Machine,
+        vms: Vec<VmConfig>,
+    ) -> Result<Config, ConfigError> {
+        let ctx = Ctx {
+            file: path,
+            base: Path::new(""),
+        };
+        let lines = vec![VmLines::default(); vms.len()];
+        let machine_lines = MachineLines::default();
+        for (i, vm) in vms.iter().enumerate() {
+            let field = |f: &str| format!("vms[{i}].{f}");
+            ctx.check_vcpus(vm.vcpus, None, &field("vcpus"))?;
+            ctx.check_vm_memory(vm.memory_bytes, None, &field("memory"))?;
+            ctx.check_name(&vm.name, None, &field("name"))?;
+            ctx.check_file(&vm.kernel, None, &field("kernel"), "kernel")?;
+            if let Some(initrd) = &vm.initrd {
+                ctx.check_file(initrd, None, &field("initrd"), "initrd")?;
+            }
+        }
+        ctx.check_machine_values(&machine, &machine_lines)?;
+        ctx.cross_checks(&machine, &machine_lines, &vms, &lines, false)?;
+        Ok(Config {
+            path: path.to_path_buf(),
+            machine,
+            vms,
+        })
+    }
+}
+
+/// Parses a size: digits with an optional suffix `K`, `M`, `G`, `T` (case-insensitive,
+/// optionally followed by `iB` or `B`; all binary). A bare number is bytes.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, suffix) = t.split_at(digits_end);
+    if digits.is_empty() {
+        return Err(format!(
+            "`{text}` is not a size (expected e.g. 64M, 512M, 1G)"
+        ));
+    }
+    let number: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{text}` is too large"))?;
+    let suffix = suffix.trim_start().to_ascii_uppercase();
+    let unit_letter = suffix
+        .strip_suffix("IB")
+        .or_else(|| suffix.strip_suffix('B'));
+    let unit_letter = match unit_letter {
+        Some(u) if !u.is_empty() => u,
+        Some(_) => "", // "B" alone: bytes
+        None => suffix.as_str(),
+    };
+    let shift = match unit_letter {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => return Err(format!("`{text}` has an unknown unit (use K, M, G or T)")),
+    };
+    let bytes = number
+        .checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("`{text}` is too large"))?;
+    if bytes == 0 {
+        return Err("size must not be zero".into());
+    }
+    Ok(bytes)
+}
+
+/// Formats a byte count the way [`parse_size`] reads it, in the largest exact unit.
+pub fn format_size(bytes: u64) -> String {
+    for (shift, unit) in [(40, "T"), (30, "G"), (20, "M"), (10, "K")] {
+        if bytes != 0 && bytes.is_multiple_of(1u64 << shift) {
+            return format!("{}{unit}", bytes >> shift);
+        }
+    }
+    bytes.to_string()
+}
+
+// ---------------------------------------------------------------------------
+// The YAML shape.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    name: Option<Spanned<String>>,
+    vcpus: Option<Spanned<u32>>,
+    memory: Option<Spanned<String>>,
+    kernel: Option<Spanned<String>>,
+    initrd: Option<Spanned<String>>,
+    command_line: Option<Spanned<String>>,
+    machine: Option<Spanned<RawMachine>>,
+    vms: Option<Spanned<Vec<Spanned<RawVm>>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVm {
+    name: Option<Spanned<String>>,
+    vcpus: Option<Spanned<u32>>,
+    memory: Option<Spanned<String>>,
+    kernel: Option<Spanned<String>>,
+    initrd: Option<Spanned<String>>,
+    command_line: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMachine {
+    arch: Option<Spanned<String>>,
+    cpus: Option<Spanned<u32>>,
+    memory: Option<Spanned<String>>,
+    cpu: Option<Spanned<String>>,
+    options: Option<Spanned<String>>,
+}
+
+fn line_of<T>(s: &Spanned<T>) -> Option<u32> {
+    u32::try_from(s.referenced.line()).ok().filter(|&l| l > 0)
+}
+
+/// Lines of a VM's fields, for cross-VM messages.
+#[derive(Clone, Copy, Debug, Default)]
+struct VmLines {
+    start: Option<u32>,
+    name: Option<u32>,
+    memory: Option<u32>,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct MachineLines {
+    start: Option<u32>,
+    memory: Option<u32>,
+}
+
+struct Ctx<'a> {
+    file: &'a Path,
+    base: &'a Path,
+}
+
+impl Ctx<'_> {
+    fn err(&self, line: Option<u32>, field: &str, problem: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.to_path_buf(),
+            line,
+            field: field.into(),
+            problem: problem.into(),
+        }
+    }
+
+    fn build(&self, raw: RawFile) -> Result<Config, ConfigError> {
+        let mut vms = Vec::new();
+        let mut lines = Vec::new();
+        let single_form = raw.vms.is_none();
+        match raw.vms {
+            Some(list) => {
+                // Single-VM keys next to `vms:` are a mistake, not a default.
+                let stray = [
+                    ("name", raw.name.as_ref().and_then(line_of)),
+                    ("vcpus", raw.vcpus.as_ref().and_then(line_of)),
+                    ("memory", raw.memory.as_ref().and_then(line_of)),
+                    ("kernel", raw.kernel.as_ref().and_then(line_of)),
+                    ("initrd", raw.initrd.as_ref().and_then(line_of)),
+                    ("command_line", raw.command_line.as_ref().and_then(line_of)),
+                ];
+                let present = [
+                    raw.name.is_some(),
+                    raw.vcpus.is_some(),
+                    raw.memory.is_some(),
+                    raw.kernel.is_some(),
+                    raw.initrd.is_some(),
+                    raw.command_line.is_some(),
+                ];
+                if let Some(((key, line), _)) =
+                    stray.iter().zip(present).find(|(_, present)| *present)
+                {
+                    return Err(self.err(
+                        *line,
+                        key,
+                        "a single-VM key at the top level next to `vms:`; move it into a VM of the `vms` list",
+                    ));
+                }
+                if list.value.is_empty() {
+                    return Err(self.err(line_of(&list), "vms", "the list is empty"));
+                }
+                if list.value.len() > MAX_VMS {
+                    return Err(self.err(
+                        line_of(&list),
+                        "vms",
+                        format!("{} VMs; at most {MAX_VMS} are supported", list.value.len()),
+                    ));
+                }
+                for (i, vm) in list.value.into_iter().enumerate() {
+                    let start = line_of(&vm);
+                    let (cfg, l) = self.vm(vm.value, &format!("vms[{i}]."), i, start)?;
+                    vms.push(cfg);
+                    lines.push(l);
+                }
+            }
+            None => {
+                let vm = RawVm {
+                    name: raw.name,
+                    vcpus: raw.vcpus,
+                    memory: raw.memory,
+                    kernel: raw.kernel,
+                    initrd: raw.initrd,
+                    command_line: raw.command_line,
+                };
+                let (cfg, l) = self.vm(vm, "", 0, Some(1))?;
+                vms.push(cfg);
+                lines.push(l);
+            }
+        }
+        let (machine, machine_lines) = self.machine(raw.machine, &vms)?;
+        self.cross_checks(&machine, &machine_lines, &vms, &lines, single_form)?;
+        Ok(Config {
+            path: self.file.to_path_buf(),
+            machine,
+            vms,
+        })
+    }
+
+    fn vm(
+        &self,
+        raw: RawVm,
+        prefix: &str,
+        index: usize,
+        start: Option<u32>,
+    ) -> Result<(VmConfig, VmLines), ConfigError> {
+        let field = |f: &str| format!("{prefix}{f}");
+        let name = match &raw.name {
+            Some(n) => {
+                self.check_name(&n.value, line_of(n), &field("name"))?;
+                n.value.clone()
+            }
+            None => format!("vm{index}"),
+        };
+        let vcpus = match &raw.vcpus {
+            Some(v) => {
+                self.check_vcpus(v.value, line_of(v), &field("vcpus"))?;
+                v.value
+            }
+            None => 1,
+        };
+        let memory = raw
+            .memory
+            .as_ref()
+            .ok_or_else(|| self.err(start, &field("memory"), "missing (e.g. `memory: 64M`)"))?;
+        let memory_bytes = parse_size(&memory.value)
+            .map_err(|p| self.err(line_of(memory), &field("memory"), p))?;
+        self.check_vm_memory(memory_bytes, line_of(memory), &field("memory"))?;
+        let kernel = raw.kernel.as_ref().ok_or_else(|| {
+            self.err(
+                start,
+                &field("kernel"),
+                "missing (the guest kernel or test binary)",
+            )
+        })?;
+        let kernel_path = self.resolve(&kernel.value);
+        self.check_file(&kernel_path, line_of(kernel), &field("kernel"), "kernel")?;
+        let initrd = match &raw.initrd {
+            Some(i) => {
+                let p = self.resolve(&i.value);
+                self.check_file(&p, line_of(i), &field("initrd"), "initrd")?;
+                Some(p)
+            }
+            None => None,
+        };
+        let command_line = match &raw.command_line {
+            Some(c) => {
+                if c.value.len() > fv_bootpkg::MAX_CMDLINE_LEN || c.value.contains('\0') {
+                    return Err(self.err(
+                        line_of(c),
+                        &field("command_line"),
+                        format!(
+                            "must be at most {} bytes without NUL",
+                            fv_bootpkg::MAX_CMDLINE_LEN
+                        ),
+                    ));
+                }
+                c.value.clone()
+            }
+            None => String::new(),
+        };
+        let lines = VmLines {
+            start,
+            name: raw.name.as_ref().and_then(line_of),
+            memory: line_of(memory),
+        };
+        Ok((
+            VmConfig {
+                name,
+                vcpus,
+                memory_bytes,
+                kernel: kernel_path,
+                initrd,
+                command_line,
+            },
+            lines,
+        ))
+    }
+
+    fn machine(
+        &self,
+        raw: Option<Spanned<RawMachine>>,
+        vms: &[VmConfig],
+    ) -> Result<(Machine, MachineLines), ConfigError> {
+        let vm_sum: u64 = vms
+            .iter()
+            .map(|v| v.memory_bytes)
+            .fold(0, u64::saturating_add);
+        let max_vcpus = vms.iter().map(|v| v.vcpus).max().unwrap_or(1);
+        let default_cpus = max_vcpus.min(MAX_HOST_CPUS);
+        let default_memory = vm_sum.saturating_add(DEFAULT_HOST_OVERHEAD);
+        let Some(raw) = raw else {
+            let m = Machine {
+                arch: Arch::Riscv64,
+                cpus: default_cpus,
+                memory_bytes: default_memory,
+                cpu: None,
+                options: None,
+            };
+            return Ok((m, MachineLines::default()));
+        };
+        let start = line_of(&raw);
+        let raw = raw.value;
+        let arch = match &raw.arch {
+            Some(a) if a.value == "riscv64" => Arch::Riscv64,
+            Some(a) => {
+                return Err(self.err(
+                    line_of(a),
+                    "machine.arch",
+                    format!(
+                        "unsupported arch `{}`; supported: {}",
+                        a.value,
+                        ARCHES.join(", ")
+                    ),
+                ))
+            }
+            None => Arch::Riscv64,
+        };
+        let cpus = match &raw.cpus {
+            Some(c) => {
+                if !(1..=MAX_HOST_CPUS).contains(&c.value) {
+                    return Err(self.err(
+                        line_of(c),
+                        "machine.cpus",
+                        format!("{} is out of range 1..={MAX_HOST_CPUS}", c.value),
+                    ));
+                }
+                c.value
+            }
+            None => default_cpus,
+        };
+        let (memory_bytes, memory_line) = match &raw.memory {
+            Some(m) => {
+                let bytes =
+                    parse_size(&m.value).map_err(|p| self.err(line_of(m), "machine.memory", p))?;
+                if !bytes.is_multiple_of(MIB) {
+                    return Err(self.err(
+                        line_of(m),
+                        "machine.memory",
+                        format!("bad size `{}`: must be a whole number of MiB", m.value),
+                    ));
+                }
+                (bytes, line_of(m))
+            }
+            None => (default_memory, None),
+        };
+        let text = |v: &Option<Spanned<String>>,
+                    field: &str|
+         -> Result<Option<String>, ConfigError> {
+            match v {
+                Some(s) if s.value.trim().is_empty() || s.value.contains(char::is_whitespace) => {
+                    Err(self.err(line_of(s), field, "must be non-empty and contain no spaces"))
+                }
+                Some(s) => Ok(Some(s.value.clone())),
+                None => Ok(None),
+            }
+        };
+        let machine = Machine {
+            arch,
+            cpus,
+            memory_bytes,
+            cpu: text(&raw.cpu, "machine.cpu")?,
+            options: text(&raw.options, "machine.options")?,
+        };
+        Ok((
+            machine,
+            MachineLines {
+                start,
+                memory: memory_line,
+            },
+        ))
+    }
+
+    fn check_machine_values(&self, m: &Machine, l: &MachineLines) -> Result<(), ConfigError> {
+        if !(1..=MAX_HOST_CPUS).contains(&m.cpus) {
+            return Err(self.err(
+                l.start,
+                "machine.cpus",
+                format!("{} is out of range 1..={MAX_HOST_CPUS}", m.cpus),
+            ));
+        }
+        if m.memory_bytes == 0 || !m.memory_bytes.is_multiple_of(MIB) {
+            return Err(self.err(
+                l.memory,
+                "machine.memory",
+                "bad size: must be a non-zero whole number of MiB",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks across VMs: unique names, memory against the machine's.
+    fn cross_checks(
+        &self,
+        machine: &Machine,
+        ml: &MachineLines,
+        vms: &[VmConfig],
+        lines: &[VmLines],
+        single_form: bool,
+    ) -> Result<(), ConfigError> {
+        if vms.is_empty() {
+            return Err(self.err(None, "vms", "no VM configured"));
+        }
+        if vms.len() > MAX_VMS {
+            return Err(self.err(
+                None,
+                "vms",
+                format!("{} VMs; at most {MAX_VMS} are supported", vms.len()),
+            ));
+        }
+        let prefix = |i: usize| {
+            if single_form {
+                String::new()
+            } else {
+                format!("vms[{i}].")
+            }
+        };
+        for (i, vm) in vms.iter().enumerate() {
+            let l = lines.get(i).copied().unwrap_or_default();
+            if let Some(j) = vms[..i].iter().position(|o| o.name == vm.name) {
+                return Err(self.err(
+                    l.name.or(l.start),
+                    &format!("{}name", prefix(i)),
+                    format!("duplicate VM name `{}` (also VM {j})", vm.name),
+                ));
+            }
+            if vm.memory_bytes > machine.memory_bytes {
+                return Err(self.err(
+                    l.memory.or(l.start),
+                    &format!("{}memory", prefix(i)),
+                    format!(
+                        "VM memory {} is larger than the host's memory {} (machine.memory)",
+                        format_size(vm.memory_bytes),
+                        format_size(machine.memory_bytes)
+                    ),
+                ));
+            }
+        }
+        let sum = vms
+            .iter()
+            .map(|v| v.memory_bytes)
+            .fold(0u64, u64::saturating_add);
+        if sum > machine.memory_bytes {
+            return Err(self.err(
+                ml.memory.or(ml.start),
+                "machine.memory",
+                format!(
+                    "the sum of VM memory {} is larger than the host's memory {}",
+                    format_size(sum),
+                    format_size(machine.memory_bytes)
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_name(&self, name: &str, line: Option<u32>, field: &str) -> Result<(), ConfigError> {
+        let ok_chars = name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        let starts_ok = name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric());
+        if name.is_empty() || name.len() > fv_bootpkg::MAX_NAME_LEN || !ok_chars || !starts_ok {
+            return Err(self.err(
+                line,
+                field,
+                format!(
+                    "bad VM name `{name}`: use 1..={} characters from A-Z a-z 0-9 - _ . starting with a letter or digit",
+                    fv_bootpkg::MAX_NAME_LEN
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_vcpus(&self, vcpus: u32, line: Option<u32>, field: &str) -> Result<(), ConfigError> {
+        if !(1..=MAX_VCPUS).contains(&vcpus) {
+            return Err(self.err(
+                line,
+                field,
+                format!("vcpus {vcpus} is out of range 1..={MAX_VCPUS}"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_vm_memory(
+        &self,
+        bytes: u64,
+        line: Option<u32>,
+        field: &str,
+    ) -> Result<(), ConfigError> {
+        if !bytes.is_multiple_of(fv_bootpkg::MEMORY_GRANULE) {
+            return Err(self.err(
+                line,
+                field,
+                format!(
+                    "bad size {}: VM memory must be a multiple of 2M",
+                    format_size(bytes)
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_file(
+        &self,
+        path: &Path,
+        line: Option<u32>,
+        field: &str,
+        what: &str,
+    ) -> Result<(), ConfigError> {
+        if !path.is_file() {
+            return Err(self.err(
+                line,
+                field,
+                format!("{what} file {} does not exist", path.display()),
+            ));
+        }
+        Ok(())
+    }
+
+    fn resolve(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base.join(p)
+        }
+    }
+}
+
+/// Turns a YAML/serde error into a [`ConfigError`] naming the field.
+fn yaml_error(file: &Path, text: &str, e: &serde_saphyr::Error) -> ConfigError {
+    let line = e
+        .location()
+        .and_then(|l| u32::try_from(l.line()).ok())
+        .filter(|&l| l > 0);
+    let message = DefaultMessageFormatter
+        .format_message(e.without_snippet())
+        .escape_debug()
+        .to_string();
+    let field = unknown_field(&message)
+        .or_else(|| line.and_then(|l| key_at_line(text, l)))
+        .unwrap_or_else(|| "(document)".into());
+    ConfigError {
+        file: file.to_path_buf(),
+        line,
+        field,
+        problem: message,
+    }
+}
+
+/// The name in serde's "unknown field `x`, expected ...".
+fn unknown_field(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("unknown field `")?;
+    Some(rest.split('`').next()?.to_string())
+}
+
+/// The mapping key on 1-based `line` of `text` (`  - vcpus: 3` gives `vcpus`).
+fn key_at_line(text: &str, line: u32) -> Option<String> {
+    let l = text
+        .lines()
+        .nth(usize::try_from(line).ok()?.checked_sub(1)?)?;
+    let l = l.trim_start().trim_start_matches(['-', ' ', '{']);
+    let (key, _) = l.split_once(':')?;
+    let key = key.trim();
+    (!key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        .then(|| key.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+
+    use super::*;
+    use std::fs;
+
+    /// A temporary directory with a kernel file in it.
+    struct Dir(PathBuf);
+
+    impl Dir {
+        fn new(tag: &str) -> Dir {
+            let d = std::env::temp_dir().join(format!("fv-config-{tag}-{}", std::process::id()));
+            let _ = fs::remove_dir_all(&d);
+            fs::create_dir_all(&d).unwrap();
+            fs::write(d.join("k.elf"), b"kernel").unwrap();
+            fs::write(d.join("rd.cpio"), b"initrd").unwrap();
+            Dir(d)
+        }
+        fn cfg(&self) -> PathBuf {
+            self.0.join("vm.yaml")
+        }
+        fn parse(&self, yaml: &str) -> Result<Config, ConfigError> {
+            parse(yaml, &self.cfg())
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// The error names the file, the line, the field, and says `problem`.
+    fn assert_error(e: &ConfigError, line: u32, field: &str, problem: &str) {
+        let msg = e.to_string();
+        assert!(msg.contains("vm.yaml"), "no file in: {msg}");
+        assert!(
+            msg.contains(&format!(":{line}:")),
+            "no line {line} in: {msg}"
+        );
+        assert!(
+            msg.contains(&format!("`{field}`")),
+            "no field {field} in: {msg}"
+        );
+        assert!(msg.contains(problem), "no `{problem}` in: {msg}");
+        assert_eq!(e.line, Some(line), "{msg}");
+        assert_eq!(e.field, field, "{msg}");
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("64m"), Ok(64 << 20));
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("2 GB"), Ok(2 << 30));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("16K"), Ok(16 << 10));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("12Q").is_err());
+        assert!(parse_size("M").is_err());
+        assert!(parse_size("-1G").is_err());
+        assert!(parse_size("99999999999999999999").is_err());
+        assert!(parse_size("17179869184G").is_err());
+        assert_eq!(format_size(1 << 30), "1G");
+        assert_eq!(format_size(768 << 20), "768M");
+        assert_eq!(format_size(4097), "4097");
+    }
+
+    #[test]
+    fn single_vm_form() {
+        let d = Dir::new("single");
+        let c = d
+            .parse("name: demo\nvcpus: 2\nmemory: 64M\nkernel: k.elf\ninitrd: rd.cpio\ncommand_line: console=ttyS0\n")
+            .unwrap();
+        assert_eq!(c.vms.len(), 1);
+        let vm = &c.vms[0];
+        assert_eq!(vm.name, "demo");
+        assert_eq!(vm.vcpus, 2);
+        assert_eq!(vm.memory_bytes, 64 << 20);
+        assert_eq!(vm.kernel, d.0.join("k.elf"));
+        assert_eq!(vm.initrd, Some(d.0.join("rd.cpio")));
+        assert_eq!(vm.command_line, "console=ttyS0");
+        assert_eq!(c.machine.arch, Arch::Riscv64);
+        assert_eq!(c.machine.cpus, 2);
+        assert_eq!(c.machine.memory_bytes, (64 << 20) + DEFAULT_HOST_OVERHEAD);
+        assert_eq!(c.machine.cpu, None);
+    }
+
+    #[test]
+    fn multi_vm_form() {
+        let d = Dir::new("multi");
+        let kernel = d.0.join("k.elf");
+        let yaml = format!(
+            "machine:\n  arch: riscv64\n  cpus: 4\n  memory: 1G\n  cpu: rv64,sstc=false\n  options: aia=aplic-imsic\nvms:\n  - name: a\n    memory: 128M\n    kernel: k.elf\n  - name: b\n    vcpus: 3\n    memory: 256M\n    kernel: {}\n",
+            kernel.display()
+        );
+        let c = d.parse(&yaml).unwrap();
+        assert_eq!(
+            c.machine,
+            Machine {
+                arch: Arch::Riscv64,
+                cpus: 4,
+                memory_bytes: 1 << 30,
+                cpu: Some("rv64,sstc=false".into()),
+                options: Some("aia=aplic-imsic".into()),
+            }
+        );
+        assert_eq!(c.vms.len(), 2);
+        assert_eq!(c.vms[1].name, "b");
+        assert_eq!(c.vms[1].vcpus, 3);
+        assert_eq!(c.vms[1].kernel, kernel);
+        assert_eq!(c.vms[0].command_line, "");
+    }
+
+    #[test]
+    fn defaults_without_machine() {
+        let d = Dir::new("defaults");
+        let c = d
+            .parse("vms:\n  - memory: 64M\n    kernel: k.elf\n  - memory: 32M\n    vcpus: 3\n    kernel: k.elf\n")
+            .unwrap();
+        assert_eq!(c.vms[0].name, "vm0");
+        assert_eq!(c.vms[1].name, "vm1");
+        assert_eq!(c.machine.cpus, 3);
+        assert_eq!(c.machine.memory_bytes, (96 << 20) + DEFAULT_HOST_OVERHEAD);
+    }
+
+    #[test]
+    fn unknown_field() {
+        let d = Dir::new("unknown");
+        let e = d
+            .parse("vms:\n  - name: a\n    memory: 64M\n    kernel: k.elf\n    kernal: x\n")
+            .unwrap_err();
+        assert_error(&e, 5, "kernal", "unknown field");
+        let e = d
+            .parse("machine:\n  cpus: 2\n  ram: 1G\nvms: []\n")
+            .unwrap_err();
+        assert_error(&e, 3, "ram", "unknown field");
+    }
+
+    #[test]
+    fn bad_size() {
+        let d = Dir::new("size");
+        let e = d.parse("memory: 64Q\nkernel: k.elf\n").unwrap_err();
+        assert_error(&e, 1, "memory", "unknown unit");
+        let e = d.parse("memory: 3M\nkernel: k.elf\n").unwrap_err();
+        assert_error(&e, 1, "memory", "multiple of 2M");
+        let e = d
+            .parse("machine:\n  memory: lots\nvms:\n  - memory: 64M\n    kernel: k.elf\n")
+            .unwrap_err();
+        assert_error(&e, 2, "machine.memory", "not a size");
+    }
+
+    #[test]
+    fn missing_kernel() {
+        let d = Dir::new("kernel");
+        let e = d
+            .parse("vms:\n  - name: a\n    memory: 64M\n    kernel: nope.elf\n")
+            .unwrap_err();
+        assert_error(&e, 4, "vms[0].kernel", "does not exist");
+        assert!(e.problem.contains("nope.elf"));
+        let e = d.parse("name: a\nmemory: 64M\n").unwrap_err();
+        assert_error(&e, 1, "kernel", "missing");
+        let e = d
+            .parse("memory: 64M\nkernel: k.elf\ninitrd: gone.cpio\n")
+            .unwrap_err();
+        assert_error(&e, 3, "initrd", "does not exist");
+    }
+
+    #[test]
+    fn vm_memory_larger_than_host() {
+        let d = Dir::new("vmmem");
+        let e = d
+            .parse(
+                "machine:\n  memory: 512M\nvms:\n  - name: a\n    memory: 1G\n    kernel: k.elf\n",
+            )
+            .unwrap_err();
+        assert_error(&e, 5, "vms[0].memory", "larger than the host's memory");
+    }
+
+    #[test]
+    fn vm_memory_sum_larger_than_host() {
+        let d = Dir::new("summem");
+        let e = d
+            .parse("machine:\n  memory: 512M\nvms:\n  - name: a\n    memory: 256M\n    kernel: k.elf\n  - name: b\n    memory: 300M\n    kernel: k.elf\n")
+            .unwrap_err();
+        assert_error(&e, 2, "machine.memory", "sum of VM memory");
+    }
+
+    #[test]
+    fn vcpus_out_of_range() {
+        let d = Dir::new("vcpus");
+        let e = d
+            .parse("vms:\n  - name: a\n    vcpus: 65\n    memory: 64M\n    kernel: k.elf\n")
+            .unwrap_err();
+        assert_error(&e, 3, "vms[0].vcpus", "out of range 1..=64");
+        let e = d
+            .parse("vcpus: 0\nmemory: 64M\nkernel: k.elf\n")
+            .unwrap_err();
+        assert_error(&e, 1, "vcpus", "out of range");
+        // Not a number at all: serde's error, still with field and line.
+        let e = d
+            .parse("memory: 64M\nkernel: k.elf\nvcpus: -1\n")
+            .unwrap_err();
+        assert_error(&e, 3, "vcpus", "invalid");
+        let e = d
+            .parse("machine:\n  cpus: 65\nvms:\n  - memory: 64M\n    kernel: k.elf\n")
+            .unwrap_err();
+        assert_error(&e, 2, "machine.cpus", "out of range");
+    }
+
+    #[test]
+    fn duplicate_names() {
+        let d = Dir::new("dup");
+        let e = d
+            .parse("vms:\n  - name: a\n    memory: 64M\n    kernel: k.elf\n  - name: a\n    memory: 64M\n    kernel: k.elf\n")
+            .unwrap_err();
+        assert_error(&e, 5, "vms[1].name", "duplicate VM name `a`");
+    }
+
+    #[test]
+    fn bad_arch() {
+        let d = Dir::new("arch");
+        let e = d
+            .parse("machine:\n  arch: aarch64\nvms:\n  - memory: 64M\n    kernel: k.elf\n")
+            .unwrap_err();
+        assert_error(&e, 2, "machine.arch", "unsupported arch `aarch64`");
+    }
+
+    #[test]
+    fn bad_name_and_stray_keys() {
+        let d = Dir::new("name");
+        let e = d
+            .parse("name: has space\nmemory: 64M\nkernel: k.elf\n")
+            .unwrap_err();
+        assert_error(&e, 1, "name", "bad VM name");
+        let e = d
+            .parse("memory: 64M\nvms:\n  - memory: 64M\n    kernel: k.elf\n")
+            .unwrap_err();
+        assert_error(&e, 1, "memory", "move it into a VM");
+        let e = d.parse("vms: []\n").unwrap_err();
+        assert_error(&e, 1, "vms", "empty");
+    }
+
+    #[test]
+    fn yaml_syntax_error_names_the_line() {
+        let d = Dir::new("syntax");
+        let e = d.parse("memory: 64M\nkernel: [k.elf\n").unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("vm.yaml:"), "{msg}");
+        assert!(e.line.is_some(), "{msg}");
+    }
+
+    #[test]
+    fn from_parts_checks_like_a_file() {
+        let d = Dir::new("parts");
+        let vm = VmConfig {
+            name: "a".into(),
+            vcpus: 1,
+            memory_bytes: 64 << 20,
+            kernel: d.0.join("k.elf"),
+            initrd: None,
+            command_line: String::new(),
+        };
+        let machine = Machine {
+            arch: Arch::Riscv64,
+            cpus: 1,
+            memory_bytes: 100 << 20,
+            cpu: None,
+            options: None,
+        };
+        let path = d.cfg();
+        assert!(Config::from_parts(&path, machine.clone(), vec![vm.clone()]).is_ok());
+        let e =
+            Config::from_parts(&path, machine.clone(), vec![vm.clone(), vm.clone()]).unwrap_err();
+        assert!(e.problem.contains("duplicate VM name"), "{e}");
+        let e = Config::from_parts(
+            &path,
+            machine,
+            vec![VmConfig {
+                kernel: d.0.join("missing"),
+                ..vm
+            }],
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "vms[0].kernel");
+        assert!(e.problem.contains("does not exist"), "{e}");
+    }
+
+    #[test]
+    fn load_reports_unreadable_file() {
+        let e = load(Path::new("/nonexistent/vm.yaml")).unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/vm.yaml"));
+        assert!(e.problem.contains("cannot read"));
+    }
+}

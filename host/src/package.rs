@@ -1,0 +1,253 @@
+//! Building the boot package from a configuration.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Context, Result};
+use fv_bootpkg::{GuestPhysAddr, PackageBuilder, Segment, VmDescriptor, VmFlags};
+
+use crate::config::{Config, VmConfig};
+use crate::loader::{self, KernelFormat, VmLayout};
+use crate::MIB;
+
+/// Host memory the hypervisor and OpenSBI need besides the VMs and the package.
+pub const HYPERVISOR_RESERVE: u64 = 32 * MIB;
+
+/// What went into one VM of a package (for messages).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VmSummary {
+    /// VM name.
+    pub name: String,
+    /// Kernel format.
+    pub format: KernelFormat,
+    /// Entry point.
+    pub entry: u64,
+    /// DTB slot.
+    pub dtb_gpa: u64,
+    /// Initrd placement.
+    pub initrd_gpa: Option<u64>,
+}
+
+/// A built package.
+#[derive(Clone, Debug)]
+pub struct Built {
+    /// The package bytes.
+    pub bytes: Vec<u8>,
+    /// One summary per VM.
+    pub vms: Vec<VmSummary>,
+}
+
+/// Loads every VM's kernel (and initrd), places them and builds the package.
+/// Checks that the VMs plus the package plus [`HYPERVISOR_RESERVE`] fit in the
+/// machine's memory.
+pub fn build(config: &Config) -> Result<Built> {
+    let mut builder = PackageBuilder::new();
+    let mut vms = Vec::new();
+    for vm in &config.vms {
+        let summary = add_vm(&mut builder, vm)
+            .with_context(|| format!("{}: VM `{}`", config.path.display(), vm.name))?;
+        vms.push(summary);
+    }
+    let bytes = builder.build();
+    // Validate with the hypervisor's own parser: what we hand over must parse.
+    fv_bootpkg::Package::parse(&bytes)
+        .map_err(|e| anyhow!("internal error: the built package does not parse: {e}"))?;
+    let vm_sum: u64 = config.vms.iter().map(|v| v.memory_bytes).sum();
+    let needed = vm_sum
+        .saturating_add(bytes.len() as u64)
+        .saturating_add(HYPERVISOR_RESERVE);
+    if needed > config.machine.memory_bytes {
+        return Err(anyhow!(
+            "{}: `machine.memory`: the machine needs at least {} MiB (VMs {} MiB + boot package {} MiB + hypervisor {} MiB) but has {} MiB",
+            config.path.display(),
+            needed.div_ceil(MIB),
+            vm_sum / MIB,
+            (bytes.len() as u64).div_ceil(MIB),
+            HYPERVISOR_RESERVE / MIB,
+            config.machine.memory_bytes / MIB
+        ));
+    }
+    Ok(Built { bytes, vms })
+}
+
+fn add_vm(builder: &mut PackageBuilder, vm: &VmConfig) -> Result<VmSummary> {
+    let kernel_bytes =
+        fs::read(&vm.kernel).with_context(|| format!("reading kernel {}", vm.kernel.display()))?;
+    let kernel = loader::load_kernel(&kernel_bytes)
+        .with_context(|| format!("kernel {}", vm.kernel.display()))?;
+    let initrd_bytes = match &vm.initrd {
+        Some(p) => Some(fs::read(p).with_context(|| format!("reading initrd {}", p.display()))?),
+        None => None,
+    };
+    let layout: VmLayout = loader::plan(
+        kernel,
+        initrd_bytes.as_ref().map(|b| b.len() as u64),
+        vm.memory_bytes,
+    )
+    .with_context(|| {
+        format!(
+            "placing kernel {} in {} MiB of RAM",
+            vm.kernel.display(),
+            vm.memory_bytes / MIB
+        )
+    })?;
+    let segments: Vec<Segment<'_>> = layout
+        .kernel
+        .segments
+        .iter()
+        .map(|s| Segment {
+            gpa: GuestPhysAddr::new(s.gpa),
+            data: &s.data,
+            mem_size: s.mem_size,
+        })
+        .collect();
+    let initrd = match (&initrd_bytes, layout.initrd_gpa) {
+        (Some(data), Some(gpa)) => Some(Segment {
+            gpa: GuestPhysAddr::new(gpa),
+            data,
+            mem_size: data.len() as u64,
+        }),
+        _ => None,
+    };
+    builder
+        .add_vm(&VmDescriptor {
+            name: &vm.name,
+            vcpus: vm.vcpus,
+            memory_bytes: vm.memory_bytes,
+            entry: GuestPhysAddr::new(layout.kernel.entry),
+            dtb_gpa: GuestPhysAddr::new(layout.dtb_gpa),
+            initrd,
+            cmdline: &vm.command_line,
+            flags: VmFlags::CONSOLE_UART | VmFlags::AUTOSTART,
+            segments: &segments,
+        })
+        .map_err(|e| anyhow!("boot package: {e}"))?;
+    Ok(VmSummary {
+        name: vm.name.clone(),
+        format: layout.kernel.format,
+        entry: layout.kernel.entry,
+        dtb_gpa: layout.dtb_gpa,
+        initrd_gpa: layout.initrd_gpa,
+    })
+}
+
+/// Writes `bytes` to `path` atomically (temporary file, then rename).
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+    Ok(())
+}
+
+/// Where the package for config file `config_path` is cached:
+/// `<cache>/packages/<stem>-<hash of the absolute path>.fvpkg`.
+pub fn cache_path(cache_dir: &Path, config_path: &Path) -> PathBuf {
+    let abs = fs::canonicalize(config_path).unwrap_or_else(|_| config_path.to_path_buf());
+    let stem = config_path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "config".into());
+    // FNV-1a: a stable, dependency-free name for the path.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in abs.to_string_lossy().bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    cache_dir.join("packages").join(format!(
+        "{}-{:08x}.fvpkg",
+        crate::paths::sanitize(&stem),
+        h as u32
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+
+    use super::*;
+    use crate::config::{self, Arch, Machine};
+    use fv_bootpkg::Package;
+
+    fn tmp(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("fv-pkg-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn builds_a_parseable_package_from_a_config() {
+        let d = tmp("build");
+        fs::write(d.join("a.bin"), [0x6f, 0, 0, 0]).unwrap();
+        fs::write(d.join("rd"), vec![7u8; 5000]).unwrap();
+        let yaml = "machine:\n  memory: 512M\nvms:\n  - name: a\n    memory: 64M\n    kernel: a.bin\n    initrd: rd\n    command_line: hello\n  - name: b\n    vcpus: 2\n    memory: 32M\n    kernel: a.bin\n";
+        let cfg = config::parse(yaml, &d.join("two.yaml")).unwrap();
+        let built = build(&cfg).unwrap();
+        let pkg = Package::parse(&built.bytes).unwrap();
+        let vms: Vec<_> = pkg.vms().collect();
+        assert_eq!(vms.len(), 2);
+        assert_eq!(vms[0].name, "a");
+        assert_eq!(vms[0].cmdline, "hello");
+        assert_eq!(vms[0].entry.raw(), 0x8020_0000);
+        assert_eq!(vms[0].dtb_gpa.raw(), 0x8000_0000 + 62 * MIB);
+        assert_eq!(vms[0].initrd.unwrap().data, &vec![7u8; 5000][..]);
+        assert_eq!(vms[1].vcpus, 2);
+        assert_eq!(vms[1].initrd, None);
+        assert_eq!(vms[1].segments().next().unwrap().data, &[0x6f, 0, 0, 0][..]);
+        assert_eq!(built.vms[0].format, KernelFormat::Raw);
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn rejects_a_machine_too_small_for_the_package() {
+        let d = tmp("small");
+        fs::write(d.join("big.bin"), vec![1u8; 3 << 20]).unwrap();
+        let vm = VmConfig {
+            name: "a".into(),
+            vcpus: 1,
+            memory_bytes: 64 * MIB,
+            kernel: d.join("big.bin"),
+            initrd: None,
+            command_line: String::new(),
+        };
+        let machine = Machine {
+            arch: Arch::Riscv64,
+            cpus: 1,
+            memory_bytes: 96 * MIB,
+            cpu: None,
+            options: None,
+        };
+        let cfg = Config::from_parts(&d.join("c.yaml"), machine, vec![vm]).unwrap();
+        let e = build(&cfg).unwrap_err().to_string();
+        assert!(e.contains("machine.memory"), "{e}");
+        assert!(e.contains("boot package"), "{e}");
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn kernel_errors_name_the_vm_and_file() {
+        let d = tmp("kerr");
+        // 32-bit ELF header.
+        let mut f = vec![0u8; 64];
+        f[..4].copy_from_slice(b"\x7fELF");
+        f[4] = 1;
+        fs::write(d.join("k32"), &f).unwrap();
+        let cfg = config::parse("name: x\nmemory: 64M\nkernel: k32\n", &d.join("c.yaml")).unwrap();
+        let e = format!("{:#}", build(&cfg).unwrap_err());
+        assert!(e.contains("VM `x`"), "{e}");
+        assert!(e.contains("k32"), "{e}");
+        assert!(e.contains("32-bit"), "{e}");
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn cache_path_is_stable_and_per_config() {
+        let a = cache_path(Path::new("/c"), Path::new("/x/vm.yaml"));
+        assert_eq!(a, cache_path(Path::new("/c"), Path::new("/x/vm.yaml")));
+        assert_ne!(a, cache_path(Path::new("/c"), Path::new("/y/vm.yaml")));
+        assert!(a.starts_with("/c/packages"));
+        assert!(a.to_string_lossy().ends_with(".fvpkg"));
+    }
+}

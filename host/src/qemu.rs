@@ -1,0 +1,516 @@
+//! Building the QEMU command line and running QEMU with a hard timeout.
+//!
+//! Always TCG (QEMU's default accelerator for a foreign architecture); never
+//! `-accel kvm`. Serial output (QEMU's stdout with `-nographic`) is read line by
+//! line, written to a log file as it arrives and handed to a callback.
+
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::config::Machine;
+use crate::MIB;
+
+/// The QEMU binary.
+pub const QEMU_RISCV64: &str = "/usr/bin/qemu-system-riscv64";
+
+/// Everything that goes on QEMU's command line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QemuConfig {
+    /// The QEMU binary.
+    pub binary: PathBuf,
+    /// Extra `-machine` properties (appended to `virt,`).
+    pub machine_options: Option<String>,
+    /// `-cpu`; `None` means `rv64`.
+    pub cpu: Option<String>,
+    /// `-smp`.
+    pub smp: u32,
+    /// `-m`, a whole number of MiB.
+    pub memory_bytes: u64,
+    /// `-kernel`: the hypervisor (ELF or flat binary).
+    pub kernel: PathBuf,
+    /// `-initrd`: the boot package.
+    pub initrd: Option<PathBuf>,
+    /// Anything else, appended verbatim.
+    pub extra_args: Vec<String>,
+}
+
+impl QemuConfig {
+    /// A command for `machine`, booting `kernel` with `initrd`.
+    pub fn new(machine: &Machine, kernel: &Path, initrd: Option<&Path>) -> Self {
+        QemuConfig {
+            binary: PathBuf::from(QEMU_RISCV64),
+            machine_options: machine.options.clone(),
+            cpu: machine.cpu.clone(),
+            smp: machine.cpus,
+            memory_bytes: machine.memory_bytes,
+            kernel: kernel.to_path_buf(),
+            initrd: initrd.map(Path::to_path_buf),
+            extra_args: Vec::new(),
+        }
+    }
+
+    /// The arguments (without the binary).
+    pub fn args(&self) -> Vec<String> {
+        let machine = match &self.machine_options {
+            Some(o) if !o.is_empty() => format!("virt,{o}"),
+            _ => "virt".to_string(),
+        };
+        let mut a: Vec<String> = vec![
+            "-M".into(),
+            machine,
+            "-cpu".into(),
+            self.cpu.clone().unwrap_or_else(|| "rv64".into()),
+            "-smp".into(),
+            self.smp.to_string(),
+            "-m".into(),
+            format!("{}M", self.memory_bytes.div_ceil(MIB)),
+            "-nographic".into(),
+            "-bios".into(),
+            "default".into(),
+            // A reset request ends QEMU instead of looping through another boot.
+            "-no-reboot".into(),
+            "-kernel".into(),
+            self.kernel.display().to_string(),
+        ];
+        if let Some(initrd) = &self.initrd {
+            a.push("-initrd".into());
+            a.push(initrd.display().to_string());
+        }
+        a.extend(self.extra_args.iter().cloned());
+        a
+    }
+
+    /// The command line as one shell-pasteable string (for logs and messages).
+    pub fn command_line(&self) -> String {
+        std::iter::once(self.binary.display().to_string())
+            .chain(self.args())
+            .map(|a| shell_quote(&a))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./,=:+@%".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// Which output stream a line came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stream {
+    /// QEMU's stdout: the serial console.
+    Serial,
+    /// QEMU's stderr: QEMU's own messages.
+    Stderr,
+}
+
+/// What the line callback wants next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Control {
+    /// Keep running.
+    Continue,
+    /// Kill QEMU now.
+    Stop,
+    /// Keep collecting output for at most this long, then kill QEMU.
+    StopWithin(Duration),
+}
+
+/// How a run ended.
+#[derive(Clone, Debug)]
+pub struct RunOutcome {
+    /// QEMU's exit status (after a kill it reports the signal).
+    pub status: Option<ExitStatus>,
+    /// The timeout expired and QEMU was killed.
+    pub timed_out: bool,
+    /// The callback asked to stop and QEMU was killed.
+    pub stopped: bool,
+    /// Serial lines seen.
+    pub serial_lines: usize,
+    /// The last lines QEMU wrote to stderr.
+    pub stderr_tail: Vec<String>,
+    /// The log file.
+    pub log_path: PathBuf,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+impl RunOutcome {
+    /// QEMU exited by itself with status 0 (a clean poweroff).
+    pub fn clean_exit(&self) -> bool {
+        !self.timed_out && !self.stopped && self.status.is_some_and(|s| s.success())
+    }
+}
+
+/// Kills QEMU's whole process group (QEMU runs as a group leader).
+fn kill_group(child: &mut Child) {
+    if let Ok(pid) = libc::pid_t::try_from(child.id()) {
+        // SAFETY: kill(2) takes plain integers and touches no memory of ours; the
+        // negative pid names the process group we created for this child
+        // (`process_group(0)`), whose leader we have not yet reaped, so the id
+        // cannot have been reused.
+        unsafe {
+            libc::kill(-pid, libc::SIGKILL);
+        }
+    }
+    let _ = child.kill();
+}
+
+fn spawn_reader<R: Read + Send + 'static>(
+    stream: R,
+    kind: Stream,
+    tx: mpsc::Sender<(Stream, String)>,
+) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        let mut reader = BufReader::new(stream);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match reader.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    while matches!(buf.last(), Some(b'\n' | b'\r')) {
+                        buf.pop();
+                    }
+                    let line = String::from_utf8_lossy(&buf).into_owned();
+                    if tx.send((kind, line)).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// Runs QEMU for at most `timeout`, writing every output line to `log_path`
+/// (serial lines as they are, QEMU's stderr prefixed `[qemu stderr] `) and handing
+/// it to `on_line`. On timeout, or when `on_line` asks, the process group is killed.
+pub fn run(
+    cfg: &QemuConfig,
+    timeout: Duration,
+    log_path: &Path,
+    mut on_line: impl FnMut(Stream, &str) -> Control,
+) -> io::Result<RunOutcome> {
+    if let Some(dir) = log_path.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    let mut log = File::create(log_path)?;
+    writeln!(log, "# {}", cfg.command_line())?;
+    writeln!(log, "# timeout {} s", timeout.as_secs_f64())?;
+
+    let mut cmd = Command::new(&cfg.binary);
+    cmd.args(cfg.args())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let start = Instant::now();
+    let mut child = cmd.spawn().map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot start {}: {e}", cfg.binary.display()),
+        )
+    })?;
+    let (tx, rx) = mpsc::channel();
+    let mut readers = Vec::new();
+    if let Some(out) = child.stdout.take() {
+        readers.push(spawn_reader(out, Stream::Serial, tx.clone()));
+    }
+    if let Some(err) = child.stderr.take() {
+        readers.push(spawn_reader(err, Stream::Stderr, tx.clone()));
+    }
+    drop(tx);
+
+    let mut deadline = start + timeout;
+    let mut timed_out = false;
+    let mut stopped = false;
+    let mut stop_requested = false;
+    let mut serial_lines = 0usize;
+    let mut stderr_tail: Vec<String> = Vec::new();
+    let mut record = |kind: Stream, line: &str, log: &mut File| -> io::Result<()> {
+        match kind {
+            Stream::Serial => {
+                serial_lines += 1;
+                writeln!(log, "{line}")?;
+            }
+            Stream::Stderr => {
+                writeln!(log, "[qemu stderr] {line}")?;
+                if stderr_tail.len() == 20 {
+                    stderr_tail.remove(0);
+                }
+                stderr_tail.push(line.to_string());
+            }
+        }
+        log.flush()
+    };
+
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            if stop_requested {
+                stopped = true;
+            } else {
+                timed_out = true;
+            }
+            kill_group(&mut child);
+            break;
+        }
+        match rx.recv_timeout(deadline - now) {
+            Ok((kind, line)) => {
+                record(kind, &line, &mut log)?;
+                match on_line(kind, &line) {
+                    Control::Continue => {}
+                    Control::Stop => {
+                        stopped = true;
+                        kill_group(&mut child);
+                        break;
+                    }
+                    Control::StopWithin(grace) => {
+                        stop_requested = true;
+                        deadline = deadline.min(Instant::now() + grace);
+                    }
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            // Both streams closed: QEMU has exited.
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    let status = child.wait().ok();
+    // Whatever was still buffered goes to the log (not to the callback).
+    let drain_until = Instant::now() + Duration::from_secs(2);
+    while let Some(left) = drain_until.checked_duration_since(Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok((kind, line)) => record(kind, &line, &mut log)?,
+            Err(_) => break,
+        }
+    }
+    let elapsed = start.elapsed();
+    let how = if timed_out {
+        format!("killed after the {} s timeout", timeout.as_secs_f64())
+    } else if stopped {
+        "killed on request".to_string()
+    } else {
+        match status {
+            Some(s) => format!("exited: {s}"),
+            None => "exit status unknown".to_string(),
+        }
+    };
+    writeln!(log, "# qemu {how} ({:.1} s)", elapsed.as_secs_f64())?;
+    for r in readers {
+        if r.is_finished() {
+            let _ = r.join();
+        }
+    }
+    Ok(RunOutcome {
+        status,
+        timed_out,
+        stopped,
+        serial_lines,
+        stderr_tail,
+        log_path: log_path.to_path_buf(),
+        elapsed,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+
+    use super::*;
+    use crate::config::Arch;
+
+    fn machine() -> Machine {
+        Machine {
+            arch: Arch::Riscv64,
+            cpus: 4,
+            memory_bytes: 1 << 30,
+            cpu: None,
+            options: None,
+        }
+    }
+
+    #[test]
+    fn command_line_defaults() {
+        let q = QemuConfig::new(
+            &machine(),
+            Path::new("/t/ferrovisor-hv"),
+            Some(Path::new("/c/p.fvpkg")),
+        );
+        assert_eq!(
+            q.args(),
+            [
+                "-M",
+                "virt",
+                "-cpu",
+                "rv64",
+                "-smp",
+                "4",
+                "-m",
+                "1024M",
+                "-nographic",
+                "-bios",
+                "default",
+                "-no-reboot",
+                "-kernel",
+                "/t/ferrovisor-hv",
+                "-initrd",
+                "/c/p.fvpkg"
+            ]
+        );
+        assert!(!q.args().iter().any(|a| a.contains("kvm")));
+        assert_eq!(
+            q.command_line(),
+            "/usr/bin/qemu-system-riscv64 -M virt -cpu rv64 -smp 4 -m 1024M -nographic -bios default -no-reboot -kernel /t/ferrovisor-hv -initrd /c/p.fvpkg"
+        );
+    }
+
+    #[test]
+    fn command_line_with_machine_options_and_cpu() {
+        let m = Machine {
+            cpus: 1,
+            memory_bytes: 512 << 20,
+            cpu: Some("rv64,sstc=false".into()),
+            options: Some("aia=aplic-imsic".into()),
+            ..machine()
+        };
+        let mut q = QemuConfig::new(&m, Path::new("hv"), None);
+        q.extra_args = vec!["-d".into(), "guest_errors".into()];
+        let args = q.args();
+        assert_eq!(args[0..2], ["-M", "virt,aia=aplic-imsic"]);
+        assert_eq!(args[2..4], ["-cpu", "rv64,sstc=false"]);
+        assert_eq!(args[4..6], ["-smp", "1"]);
+        assert_eq!(args[6..8], ["-m", "512M"]);
+        assert!(!args.contains(&"-initrd".to_string()));
+        assert_eq!(args[args.len() - 2..], ["-d", "guest_errors"]);
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote("rv64,sstc=false"), "rv64,sstc=false");
+        assert_eq!(shell_quote(""), "''");
+    }
+
+    /// `run` with a shell script standing in for QEMU: lines are logged and passed
+    /// on, the exit status is reported.
+    #[test]
+    fn run_captures_lines_and_exit_status() {
+        let dir = std::env::temp_dir().join(format!("fv-qemu-run-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let script = dir.join("fake-qemu.sh");
+        fs::write(
+            &script,
+            "#!/bin/sh\necho 'hello\r'\necho oops >&2\nprintf 'no newline'\nexit 3\n",
+        )
+        .unwrap();
+        let log = dir.join("run.log");
+        let mut seen = Vec::new();
+        let outcome = run_with_program(&script, Duration::from_secs(10), &log, |k, l| {
+            seen.push((k, l.to_string()));
+            Control::Continue
+        })
+        .unwrap();
+        assert_eq!(outcome.status.unwrap().code(), Some(3));
+        assert!(!outcome.timed_out);
+        assert!(!outcome.clean_exit());
+        assert!(seen.contains(&(Stream::Serial, "hello".to_string())));
+        assert!(seen.contains(&(Stream::Serial, "no newline".to_string())));
+        assert!(seen.contains(&(Stream::Stderr, "oops".to_string())));
+        assert_eq!(outcome.serial_lines, 2);
+        let text = fs::read_to_string(&log).unwrap();
+        assert!(text.contains("hello\n"));
+        assert!(text.contains("[qemu stderr] oops"));
+        assert!(text.contains("exited"));
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// The timeout kills the whole process group, children included.
+    #[test]
+    fn timeout_kills_the_process_group() {
+        let dir = std::env::temp_dir().join(format!("fv-qemu-kill-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let pidfile = dir.join("child.pid");
+        let script = dir.join("hang.sh");
+        fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\nsleep 300 &\necho $! > {}\necho started\nwait\n",
+                pidfile.display()
+            ),
+        )
+        .unwrap();
+        let log = dir.join("hang.log");
+        let t0 = Instant::now();
+        let outcome = run_with_program(&script, Duration::from_millis(800), &log, |_, _| {
+            Control::Continue
+        })
+        .unwrap();
+        assert!(outcome.timed_out);
+        assert!(t0.elapsed() < Duration::from_secs(5));
+        let pid = fs::read_to_string(&pidfile).unwrap();
+        let pid = pid.trim();
+        // The background `sleep` was in the group and is gone too.
+        thread::sleep(Duration::from_millis(200));
+        let alive = Path::new(&format!("/proc/{pid}")).exists()
+            && !fs::read_to_string(format!("/proc/{pid}/stat"))
+                .unwrap_or_default()
+                .contains(") Z ");
+        assert!(!alive, "child {pid} survived the timeout");
+        assert!(fs::read_to_string(&log).unwrap().contains("timeout"));
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn stop_within_ends_the_run_early() {
+        let dir = std::env::temp_dir().join(format!("fv-qemu-stop-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let script = dir.join("talk.sh");
+        fs::write(&script, "#!/bin/sh\necho BAD\necho more\nexec sleep 300\n").unwrap();
+        let log = dir.join("stop.log");
+        let t0 = Instant::now();
+        let outcome = run_with_program(&script, Duration::from_secs(60), &log, |_, l| {
+            if l == "BAD" {
+                Control::StopWithin(Duration::from_millis(300))
+            } else {
+                Control::Continue
+            }
+        })
+        .unwrap();
+        assert!(outcome.stopped);
+        assert!(!outcome.timed_out);
+        assert!(t0.elapsed() < Duration::from_secs(10));
+        assert!(fs::read_to_string(&log).unwrap().contains("more"));
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// Runs `script` as if it were QEMU through [`run`] (it ignores QEMU's
+    /// arguments).
+    fn run_with_program(
+        script: &Path,
+        timeout: Duration,
+        log: &Path,
+        on_line: impl FnMut(Stream, &str) -> Control,
+    ) -> io::Result<RunOutcome> {
+        let q = QemuConfig {
+            binary: script.to_path_buf(),
+            ..QemuConfig::new(&machine(), Path::new("hv"), None)
+        };
+        let mut perms = fs::metadata(script)?.permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+        fs::set_permissions(script, perms)?;
+        run(&q, timeout, log, on_line)
+    }
+}

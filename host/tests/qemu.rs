@@ -1,0 +1,72 @@
+//! QEMU integration tests: every test guest boots as a VM under the hypervisor.
+//!
+//! Each guest runs with `-smp 1` and `-smp 4`, each with QEMU's default `rv64` CPU
+//! (which has Sstc) and with `-cpu rv64,sstc=false`. A run passes when the guest
+//! prints `DONE: <guest> passed=`, no failure line appears (`FAIL:`, a panic, a
+//! hypervisor trap dump or fatal error, `failed=` ≠ 0), the hypervisor prints
+//! `ferrovisor: all VMs stopped` and QEMU powers off cleanly. Logs are kept under
+//! `target/qemu-logs/<guest>-smp<N>[-nosstc].log`.
+//!
+//! Needs `scripts/build.sh` first (hypervisor and guests, release,
+//! riscv64gc-unknown-none-elf). Run with
+//! `cargo test -p ferrovisor --test qemu -- --test-threads=1`.
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+use std::time::Duration;
+
+use ferrovisor::testing::{self, Case, CaseVms, Pattern};
+use ferrovisor::MIB;
+
+/// Hard limit per run. TCG with 4 harts on a 2-core machine is slow.
+const TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Runs test guest `guest` (package and binary name) in one VM of `vcpus` vCPUs.
+fn run_guest(guest: &str, vcpus: u32, smp: u32, sstc: bool) {
+    let vm = testing::guest_vm(guest, vcpus, 64 * MIB);
+    if let Err(e) = testing::require_built(&vm.kernel) {
+        panic!("{e}");
+    }
+    let name = format!("{guest}-smp{smp}{}", if sstc { "" } else { "-nosstc" });
+    let mut case = Case::new(&name, CaseVms::List(vec![vm]));
+    case.machine.cpus = Some(smp);
+    if !sstc {
+        case.machine.cpu = Some("rv64,sstc=false".into());
+    }
+    case.timeout = TIMEOUT;
+    case.success_patterns
+        .push(Pattern::LineStart(format!("DONE: {guest} passed=")));
+    if let Err(e) = testing::run_and_report(&case) {
+        panic!("{name}: {e}");
+    }
+}
+
+/// Four tests per guest: smp 1 / 4, with / without Sstc.
+macro_rules! guest_tests {
+    ($module:ident, $guest:literal, vcpus = $vcpus:literal) => {
+        mod $module {
+            #[test]
+            fn smp1() {
+                super::run_guest($guest, $vcpus, 1, true);
+            }
+            #[test]
+            fn smp4() {
+                super::run_guest($guest, $vcpus, 4, true);
+            }
+            #[test]
+            fn smp1_nosstc() {
+                super::run_guest($guest, $vcpus, 1, false);
+            }
+            #[test]
+            fn smp4_nosstc() {
+                super::run_guest($guest, $vcpus, 4, false);
+            }
+        }
+    };
+}
+
+// The test guests of guests/ (bench-guest is for `ferrovisor bench`, not a test).
+guest_tests!(sbi_test, "sbi-test", vcpus = 1);
+guest_tests!(timer_test, "timer-test", vcpus = 1);
+guest_tests!(smp_test, "smp-test", vcpus = 4);
+guest_tests!(isolation_test, "isolation-test", vcpus = 1);
+guest_tests!(srst_test, "srst-test", vcpus = 1);

@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# Installs what building and testing Ferrovisor needs, and nothing else:
+#   - QEMU >= 8 for riscv64 with OpenSBI firmware (Debian 12: from bookworm-backports;
+#     never from trixie/sid, which would upgrade the base system),
+#   - the Rust toolchain pinned in rust-toolchain.toml, with its components and targets.
+# Idempotent: when everything is present it only checks and returns quickly.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+say() { echo "[setup] $*"; }
+die() { echo "[setup] ERROR: $*" >&2; exit 1; }
+
+QEMU_MIN_MAJOR=8
+FIRMWARE=/usr/share/qemu/opensbi-riscv64-generic-fw_dynamic.bin
+
+SUDO=()
+if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null 2>&1 || die "not root and no sudo: cannot install packages"
+    SUDO=(sudo)
+fi
+
+qemu_major() {
+    command -v qemu-system-riscv64 >/dev/null 2>&1 || { echo 0; return; }
+    qemu-system-riscv64 --version | sed -nE '1s/.*version ([0-9]+)\..*/\1/p'
+}
+
+qemu_ok() {
+    local major
+    major=$(qemu_major)
+    [ "${major:-0}" -ge "$QEMU_MIN_MAJOR" ] && [ -e "$FIRMWARE" ]
+}
+
+# apt's lists are refreshed only when missing or older than a day.
+apt_update_if_stale() {
+    local pattern=$1 fresh
+    fresh=$(find /var/lib/apt/lists -maxdepth 1 -name "*${pattern}*InRelease" -mtime -1 2>/dev/null | head -n1)
+    if [ -z "$fresh" ]; then
+        say "apt-get update (package lists missing or older than a day)"
+        "${SUDO[@]}" apt-get update
+    else
+        say "apt package lists are fresh; no update"
+    fi
+}
+
+ensure_bookworm_backports() {
+    if grep -rqs --include='*.list' --include='*.sources' 'bookworm-backports' \
+        /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null; then
+        say "bookworm-backports is already an apt source"
+        return
+    fi
+    # Use the machine's own Debian mirror when it has one.
+    local uri
+    uri=$(grep -rhoE 'https?://[^ ]+/debian/?$' /etc/apt/sources.list.d/*.sources 2>/dev/null | head -n1 || true)
+    [ -n "$uri" ] || uri=$(grep -hoE '^deb +https?://[^ ]+/debian/? ' /etc/apt/sources.list 2>/dev/null | awk '{print $2}' | head -n1 || true)
+    [ -n "$uri" ] || uri=http://deb.debian.org/debian
+    say "adding bookworm-backports ($uri) as /etc/apt/sources.list.d/bookworm-backports.sources"
+    "${SUDO[@]}" tee /etc/apt/sources.list.d/bookworm-backports.sources >/dev/null <<SRC
+Types: deb
+URIs: $uri
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+    # A new source always needs its lists fetched.
+    "${SUDO[@]}" apt-get update
+}
+
+install_qemu() {
+    command -v apt-get >/dev/null 2>&1 || die "QEMU >= $QEMU_MIN_MAJOR is missing and apt-get is not available; install qemu-system-riscv64 and OpenSBI by hand"
+    local codename=""
+    # shellcheck disable=SC1091
+    [ -r /etc/os-release ] && codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+    local target=()
+    if [ "$codename" = bookworm ]; then
+        ensure_bookworm_backports
+        apt_update_if_stale bookworm-backports
+        target=(-t bookworm-backports)
+    else
+        apt_update_if_stale "$codename"
+    fi
+    local pkgs=(qemu-system-misc qemu-system-data opensbi)
+    # QEMU 10 packages riscv separately; older QEMU has it in qemu-system-misc.
+    if apt-cache show "${target[@]}" qemu-system-riscv >/dev/null 2>&1; then
+        pkgs+=(qemu-system-riscv)
+    fi
+    say "installing ${pkgs[*]} ${target[*]}"
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${target[@]}" "${pkgs[@]}"
+}
+
+# --- QEMU -------------------------------------------------------------------
+if qemu_ok; then
+    say "QEMU $(qemu-system-riscv64 --version | sed -nE '1s/.*version ([^ ]+).*/\1/p') with OpenSBI firmware: ok"
+else
+    say "QEMU >= $QEMU_MIN_MAJOR for riscv64 (or its OpenSBI firmware) is missing; installing"
+    install_qemu
+    qemu_ok || die "after installing, qemu-system-riscv64 is version $(qemu_major) (need >= $QEMU_MIN_MAJOR) or $FIRMWARE is missing"
+    say "QEMU $(qemu-system-riscv64 --version | sed -nE '1s/.*version ([^ ]+).*/\1/p'): ok"
+fi
+
+# --- Rust toolchain -----------------------------------------------------------
+command -v rustup >/dev/null 2>&1 || die "rustup is not installed (https://rustup.rs); it provides the pinned toolchain"
+channel=$(sed -nE 's/^channel *= *"([^"]+)".*/\1/p' rust-toolchain.toml)
+components=$(sed -nE 's/^components *= *\[(.*)\].*/\1/p' rust-toolchain.toml | tr -d '" ' | tr ',' ' ')
+targets=$(sed -nE 's/^targets *= *\[(.*)\].*/\1/p' rust-toolchain.toml | tr -d '" ' | tr ',' ' ')
+[ -n "$channel" ] || die "no channel in rust-toolchain.toml"
+
+toolchain_ok() {
+    rustup toolchain list 2>/dev/null | grep -q "^${channel}-" || return 1
+    local installed_c installed_t c t
+    installed_c=$(rustup component list --installed --toolchain "$channel" 2>/dev/null)
+    for c in $components; do
+        grep -q "^${c}" <<<"$installed_c" || return 1
+    done
+    installed_t=$(rustup target list --installed --toolchain "$channel" 2>/dev/null)
+    for t in $targets; do
+        grep -qx "$t" <<<"$installed_t" || return 1
+    done
+}
+
+if toolchain_ok; then
+    say "Rust $channel with components [$components] and targets [$targets]: ok"
+else
+    say "installing Rust $channel with components [$components] and targets [$targets]"
+    args=(toolchain install "$channel" --profile minimal)
+    for c in $components; do args+=(--component "$c"); done
+    for t in $targets; do args+=(--target "$t"); done
+    rustup "${args[@]}"
+    toolchain_ok || die "Rust $channel is still incomplete after rustup toolchain install"
+    say "Rust $channel: ok"
+fi
+say "done"
