@@ -6,6 +6,10 @@ use spin::Mutex;
 
 struct Console {
     uart: Option<Uart>,
+    /// VM whose output is on the current (unfinished) line, if any.
+    owner: Option<usize>,
+    /// Whether the cursor is at the start of a line.
+    line_start: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -15,10 +19,21 @@ struct Uart {
 }
 
 const THR: usize = 0;
+const RBR: usize = 0;
 const LSR: usize = 5;
+const LSR_DR: u8 = 1 << 0;
 const LSR_THRE: u8 = 1 << 5;
 
 impl Uart {
+    fn get(&self) -> Option<u8> {
+        let lsr = (self.base + (LSR << self.shift)) as *const u8;
+        let rbr = (self.base + (RBR << self.shift)) as *const u8;
+        // SAFETY: as in `put`: the hypervisor's own UART, identity-mapped MMIO.
+        unsafe {
+            (core::ptr::read_volatile(lsr) & LSR_DR != 0).then(|| core::ptr::read_volatile(rbr))
+        }
+    }
+
     fn put(&self, b: u8) {
         let lsr = (self.base + (LSR << self.shift)) as *const u8;
         let thr = (self.base + (THR << self.shift)) as *mut u8;
@@ -29,6 +44,16 @@ impl Uart {
             while core::ptr::read_volatile(lsr) & LSR_THRE == 0 {}
             core::ptr::write_volatile(thr, b);
         }
+    }
+}
+
+impl Console {
+    fn put_raw(&mut self, b: u8) -> fmt::Result {
+        match self.uart {
+            Some(u) => u.put(b),
+            None => fv_arch_riscv64::firmware::console_write(&[b]),
+        }
+        Ok(())
     }
 }
 
@@ -49,7 +74,11 @@ impl Write for Console {
     }
 }
 
-static CONSOLE: Mutex<Console> = Mutex::new(Console { uart: None });
+static CONSOLE: Mutex<Console> = Mutex::new(Console {
+    uart: None,
+    owner: None,
+    line_start: true,
+});
 
 /// Switches output to the UART at `base` (registers `1 << shift` bytes apart).
 pub fn use_uart(base: u64, shift: u32) {
@@ -59,20 +88,59 @@ pub fn use_uart(base: u64, shift: u32) {
     });
 }
 
-/// Writes formatted text (used by the macros).
+/// Writes a line of the hypervisor's own (used by the macros). If a guest's
+/// line is unfinished, it is ended first so the two never mix.
 pub fn write_fmt(args: fmt::Arguments<'_>) {
-    let _ = CONSOLE.lock().write_fmt(args);
+    let mut c = CONSOLE.lock();
+    if !c.line_start {
+        let _ = c.write_str("\n");
+        c.line_start = true;
+    }
+    c.owner = None;
+    let _ = c.write_fmt(args);
 }
 
-/// Writes raw bytes (guest console output), turning `\n` into `\r\n`.
-pub fn write_bytes(bytes: &[u8]) {
+/// Writes a guest's console output. Every line starts with `[<vm name>] `; when
+/// another VM (or the hypervisor) wrote last and left its line unfinished, a
+/// newline comes first, so each line on the console belongs to exactly one VM.
+/// Bytes go straight out (no buffering), so a shell prompt appears at once.
+pub fn guest_output(vm: usize, name: &str, bytes: &[u8]) {
     let mut c = CONSOLE.lock();
-    for chunk in bytes.utf8_chunks() {
-        let _ = c.write_str(chunk.valid());
-        if !chunk.invalid().is_empty() {
-            let _ = c.write_str("?");
+    for &b in bytes {
+        if c.owner != Some(vm) && !c.line_start {
+            let _ = c.write_str("\n");
+            c.line_start = true;
+        }
+        c.owner = Some(vm);
+        if c.line_start {
+            let _ = write!(c, "[{name}] ");
+            c.line_start = false;
+        }
+        match b {
+            b'\n' => {
+                let _ = c.write_str("\n");
+                c.line_start = true;
+            }
+            b'\r' => {}
+            // Control characters a terminal would act on (other than tab,
+            // backspace and escape for prompts) are shown as '?'.
+            0x08 | 0x09 | 0x1b | 0x20..=0x7e => {
+                let _ = c.put_raw(b);
+            }
+            0x80..=0xff => {
+                let _ = c.put_raw(b);
+            }
+            _ => {
+                let _ = c.write_str("?");
+            }
         }
     }
+}
+
+/// One byte typed on the machine's console, if any (polls the UART).
+pub fn poll_input() -> Option<u8> {
+    let c = CONSOLE.lock();
+    c.uart.and_then(|u| u.get())
 }
 
 /// Breaks the console lock for a fatal report (another hart may hold it forever).

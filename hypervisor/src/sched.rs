@@ -393,12 +393,16 @@ fn sbi_call(vm: &Vm, slot: &mut Slot, call: SbiCall) -> Next {
         SbiOutcome::StopSelf => {
             let stopped = {
                 let mut inner = vm.inner.lock();
-                inner.hsm.stop(slot.vcpu).and_then(|()| inner.hsm.stop_complete(slot.vcpu))
+                inner
+                    .hsm
+                    .stop(slot.vcpu)
+                    .and_then(|()| inner.hsm.stop_complete(slot.vcpu))
             };
             match stopped {
                 Ok(()) => Next::Stopped,
                 Err(_) => {
-                    slot.arch.complete_sbi(fv_guest_sbi::SbiError::Failed.code(), 0);
+                    slot.arch
+                        .complete_sbi(fv_guest_sbi::SbiError::Failed.code(), 0);
                     Next::Continue
                 }
             }
@@ -451,11 +455,7 @@ pub fn stop_vm(vm: &Vm, reason: StopReason) {
     if prev == state::STOPPED {
         return;
     }
-    {
-        let mut inner = vm.inner.lock();
-        flush_line(vm, &mut inner.line);
-        inner.stop_reason = Some(reason);
-    }
+    vm.inner.lock().stop_reason = Some(reason);
     let why = match reason {
         StopReason::PowerOff => "powered off",
         StopReason::GuestFailure => "powered off reporting a failure",
@@ -508,42 +508,10 @@ fn reboot_vm(vm: &Vm, slot: &mut Slot) {
     {
         let mut inner = vm.inner.lock();
         let _ = inner.hsm.reset(0);
-        inner.line.clear();
     }
     vm.generation.fetch_add(1, Ordering::AcqRel);
     vm.state.store(state::RUNNING, Ordering::Release);
     kick_vm(vm);
-}
-
-fn flush_line(vm: &Vm, line: &mut Vec<u8>) {
-    if !line.is_empty() {
-        crate::console::write_fmt(format_args!("[{}] ", vm.name));
-        crate::console::write_bytes(line);
-        crate::console::write_bytes(b"\n");
-        line.clear();
-    }
-}
-
-/// Appends guest console output; prints whole lines prefixed with the VM's name.
-fn console_out(vm: &Vm, line: &mut Vec<u8>, bytes: &[u8]) {
-    for &b in bytes {
-        match b {
-            b'\n' => {
-                if line.is_empty() {
-                    crate::console::write_fmt(format_args!("[{}] \n", vm.name));
-                } else {
-                    flush_line(vm, line);
-                }
-            }
-            b'\r' => {}
-            _ => {
-                line.push(b);
-                if line.len() >= 512 {
-                    flush_line(vm, line);
-                }
-            }
-        }
-    }
 }
 
 fn finish(cpu: usize) -> ! {
@@ -641,16 +609,17 @@ impl SbiEnv for Env<'_> {
     fn console_write(&mut self, gpa: GuestPhysAddr, len: u64) -> Result<u64, ConsoleError> {
         let mut buf = [0u8; fv_guest_sbi::DBCN_MAX_CHUNK as usize];
         let n = (len as usize).min(buf.len());
-        let mut inner = self.vm.inner.lock();
-        let inner = &mut *inner;
-        let mut memory = crate::vm::GStageMemory {
-            inner,
-            ram: self.vm.ram,
-        };
-        memory
-            .read(gpa, &mut buf[..n])
-            .map_err(|_| ConsoleError::Denied)?;
-        console_out(self.vm, &mut memory.inner.line, &buf[..n]);
+        {
+            let mut inner = self.vm.inner.lock();
+            let mut memory = crate::vm::GStageMemory {
+                inner: &mut inner,
+                ram: self.vm.ram,
+            };
+            memory
+                .read(gpa, &mut buf[..n])
+                .map_err(|_| ConsoleError::Denied)?;
+        }
+        crate::console::guest_output(self.vm.id, &self.vm.name, &buf[..n]);
         Ok(n as u64)
     }
 
@@ -659,8 +628,7 @@ impl SbiEnv for Env<'_> {
     }
 
     fn console_putchar(&mut self, byte: u8) -> Result<(), ConsoleError> {
-        let mut inner = self.vm.inner.lock();
-        console_out(self.vm, &mut inner.line, &[byte]);
+        crate::console::guest_output(self.vm.id, &self.vm.name, &[byte]);
         Ok(())
     }
 

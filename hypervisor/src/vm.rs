@@ -73,8 +73,6 @@ pub struct VmInner {
     pub mapped: Vec<bool>,
     /// HSM state of every vCPU.
     pub hsm: HsmStates,
-    /// Console bytes not yet printed (an unfinished line).
-    pub line: Vec<u8>,
     /// Why the VM stopped, once it has.
     pub stop_reason: Option<StopReason>,
     /// Counters.
@@ -207,7 +205,6 @@ impl Vm {
                 mapped: alloc::vec![false; nchunks],
                 chunks,
                 hsm,
-                line: Vec::new(),
                 stop_reason: None,
                 stats: VmStats::default(),
             }),
