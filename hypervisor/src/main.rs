@@ -358,6 +358,7 @@ fn guest_dtb(
         .initrd
         .and_then(|s| Range::new(s.gpa, s.data.len() as u64).ok());
     let cmdline = (!spec.cmdline.is_empty()).then_some(spec.cmdline);
+    let seed = guest_rng_seed(plat.rng_seed.as_deref().unwrap_or(&[]), spec.name);
     let cfg = fv_platform::GuestFdtConfig {
         vcpus: spec.vcpus,
         memory,
@@ -371,9 +372,34 @@ fn guest_dtb(
         uart: None,
         plic: None,
         syscon: None,
-        rng_seed: plat.rng_seed.as_deref(),
+        rng_seed: Some(&seed),
     };
     fv_platform::build_guest_fdt(&cfg)
+}
+
+/// 32 bytes of entropy for one guest's `/chosen/rng-seed`: the firmware's seed
+/// mixed with the VM's name and the boot time, so no two VMs (and no two boots)
+/// share a seed. Linux credits it to its pool; without it every syscall pays
+/// for an uninitialised random generator.
+fn guest_rng_seed(host_seed: &[u8], name: &str) -> [u8; 32] {
+    // splitmix64 over the inputs: a mixing function, not a CSPRNG; the entropy
+    // comes from the firmware seed.
+    fn mix(mut z: u64) -> u64 {
+        z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    let mut state = mix(csr::time());
+    for &b in host_seed.iter().chain(name.as_bytes()) {
+        state = mix(state ^ u64::from(b));
+    }
+    let mut out = [0u8; 32];
+    for chunk in out.chunks_mut(8) {
+        state = mix(state);
+        chunk.copy_from_slice(&state.to_le_bytes());
+    }
+    out
 }
 
 fn banner(plat: &PlatformInfo, f: &HartFeatures, mode: Mode) {
