@@ -1,9 +1,10 @@
 //! The Ferrovisor host tool as a library: VM configuration, kernel loading, boot
-//! package building, running QEMU, and the integration-test harness.
+//! package building, running QEMU, the integration-test harness and the benchmark.
 //!
 //! The `ferrovisor` binary (`src/main.rs`) is a thin command-line front end.
 #![deny(missing_docs)]
 
+pub mod bench;
 pub mod config;
 pub mod loader;
 pub mod package;

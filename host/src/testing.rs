@@ -3,6 +3,8 @@
 //!
 //! A case passes when QEMU powers off cleanly (exit status 0) before the timeout,
 //! every success pattern matched some line, and no failure pattern matched any.
+//! For machines that never power off, [`Case::stop_after_success`] kills QEMU a
+//! set time after the last success pattern matched instead.
 //! The full log is kept at `target/qemu-logs/<case>.log` either way.
 
 use std::fmt;
@@ -117,6 +119,11 @@ pub struct Case {
     pub require_clean_exit: bool,
     /// The hypervisor binary; `None` means [`paths::default_hypervisor`].
     pub hypervisor: Option<PathBuf>,
+    /// For machines that never power off (a VM that runs forever): once every
+    /// success pattern has matched, keep QEMU running this much longer (failure
+    /// patterns still apply), then kill it; the case then passes without a
+    /// clean exit. `None`: wait for QEMU to exit by itself.
+    pub stop_after_success: Option<Duration>,
 }
 
 impl Case {
@@ -132,6 +139,7 @@ impl Case {
             failure_patterns: standard_failure_patterns(),
             require_clean_exit: true,
             hypervisor: None,
+            stop_after_success: None,
         }
     }
 }
@@ -284,6 +292,7 @@ pub fn run_case(case: &Case) -> Result<CaseReport, CaseError> {
 
     let mut seen = vec![false; case.success_patterns.len()];
     let mut failure: Option<(String, Pattern)> = None;
+    let mut stopping = false;
     let outcome = qemu::run(&qemu_cfg, case.timeout, &log, |stream, line| {
         if stream != Stream::Serial {
             return Control::Continue;
@@ -297,6 +306,12 @@ pub fn run_case(case: &Case) -> Result<CaseReport, CaseError> {
             if let Some(p) = case.failure_patterns.iter().find(|p| p.matches(line)) {
                 failure = Some((line.to_string(), p.clone()));
                 return Control::StopWithin(FAILURE_GRACE);
+            }
+        }
+        if let Some(linger) = case.stop_after_success {
+            if !stopping && seen.iter().all(|s| *s) {
+                stopping = true;
+                return Control::StopWithin(linger);
             }
         }
         Control::Continue
@@ -326,7 +341,10 @@ pub fn run_case(case: &Case) -> Result<CaseReport, CaseError> {
     let status = outcome
         .status
         .map_or_else(|| "unknown status".to_string(), |s| s.to_string());
-    if case.require_clean_exit && !outcome.clean_exit() {
+    // Killed on request after every success pattern matched (and no failure).
+    let stopped_on_success =
+        case.stop_after_success.is_some() && outcome.stopped && missing.is_empty();
+    if case.require_clean_exit && !outcome.clean_exit() && !stopped_on_success {
         return Err(CaseError::QemuExit {
             status,
             stderr: outcome.stderr_tail,
