@@ -218,6 +218,10 @@ pub extern "C" fn rust_main(hartid: u64, dtb_pa: u64, start_time: u64) -> ! {
         img_end,
         reserved.len()
     );
+    setup_cbo_zero(&mut fa, dtb);
+    if fv_platform::dtb::Dtb::parse(dtb).is_ok_and(|t| t.root().is_compatible("riscv-virtio")) {
+        mem::FRESH_RAM_IS_ZERO.store(true, Ordering::Relaxed);
+    }
     *mem::FRAMES.lock() = Some(fa);
 
     // SAFETY: the package's frames are reserved above and never written.
@@ -335,6 +339,38 @@ pub extern "C" fn rust_main(hartid: u64, dtb_pa: u64, start_time: u64) -> ! {
         }
     }
     sched::run_hart(0)
+}
+
+/// Enables `cbo.zero` for zeroing guest RAM if every hart has Zicboz and the
+/// instruction works in S-mode (tried on a scratch frame).
+fn setup_cbo_zero(fa: &mut fv_frame_alloc::FrameAllocator, dtb: &[u8]) {
+    let Ok(tree) = fv_platform::dtb::Dtb::parse(dtb) else {
+        return;
+    };
+    let mut block: Option<u64> = None;
+    for node in tree.nodes().filter(|n| n.device_type() == Some("cpu")) {
+        let b = node
+            .property("riscv,cboz-block-size")
+            .and_then(|p| p.as_u32())
+            .map(u64::from);
+        match (block, b) {
+            (None, Some(b)) => block = Some(b),
+            (Some(x), Some(b)) if x == b => {}
+            _ => return,
+        }
+    }
+    let Some(block) = block.filter(|b| b.is_power_of_two() && *b >= 8 && *b <= PAGE_SIZE) else {
+        return;
+    };
+    let Ok(scratch) = fa.alloc() else { return };
+    // SAFETY: the scratch frame was just allocated and is ours; page-aligned,
+    // so block-aligned.
+    let ok = unsafe { fv_arch_riscv64::cache::probe_cbo_zero(scratch.raw()) };
+    let _ = fa.free(scratch, 1);
+    if ok {
+        mem::CBOZ_BLOCK.store(block, Ordering::Relaxed);
+        log!("guest RAM is zeroed with cbo.zero ({} byte blocks)", block);
+    }
 }
 
 /// Entry of a secondary hart (from `_start_secondary`).

@@ -5,6 +5,7 @@
 //! the host-virtual address the hypervisor dereferences. [`hva`] is the one
 //! place that turns one into the other.
 
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use fv_addr::{HostPhysAddr, HostVirtAddr, PAGE_SIZE};
 use fv_frame_alloc::FrameAllocator;
 use fv_stage2::{Stage2Error, TableMemory};
@@ -18,14 +19,35 @@ pub const fn hva(hpa: HostPhysAddr) -> HostVirtAddr {
     HostVirtAddr::new(hpa.raw())
 }
 
-/// Zeroes `len` bytes of physical memory at `hpa`.
+/// Whether RAM no one has used since power-on is known to read as zero (QEMU
+/// `virt` zero-fills guest RAM when the machine is created). Then frames the
+/// allocator never handed out need no clearing before a guest gets them; freed
+/// frames are always cleared (the allocator tracks them as dirty).
+pub static FRESH_RAM_IS_ZERO: AtomicBool = AtomicBool::new(false);
+
+/// Zicboz block size when `cbo.zero` is usable, else 0 (set once at boot).
+pub static CBOZ_BLOCK: AtomicU64 = AtomicU64::new(0);
+
+/// Zeroes `len` bytes of physical memory at `hpa`: whole cache blocks with
+/// `cbo.zero` where the hart has it, 64-bit stores for the rest.
 ///
 /// # Safety
 /// The range must be RAM owned by the caller (allocated frames), not in use by
 /// anything else, and not overlapping the hypervisor image.
 pub unsafe fn zero(hpa: HostPhysAddr, len: u64) {
-    // SAFETY: the caller owns the range; identity mapping makes hva valid.
-    unsafe { core::ptr::write_bytes(hva(hpa).raw() as *mut u8, 0, len as usize) };
+    let addr = hva(hpa).raw();
+    let block = CBOZ_BLOCK.load(Ordering::Relaxed);
+    if block != 0 && addr % block == 0 && len % block == 0 {
+        // SAFETY: the caller owns the range; block alignment checked above and
+        // `cbo.zero` was probed at boot.
+        unsafe { fv_arch_riscv64::cache::cbo_zero(addr, len, block) };
+    } else if addr % 8 == 0 && len % 8 == 0 {
+        // SAFETY: the caller owns the range; 8-byte alignment checked above.
+        unsafe { fv_arch_riscv64::cache::store_zero(addr, len) };
+    } else {
+        // SAFETY: the caller owns the range; identity mapping makes hva valid.
+        unsafe { core::ptr::write_bytes(addr as *mut u8, 0, len as usize) };
+    }
 }
 
 /// Copies `data` to physical memory at `hpa`.

@@ -71,6 +71,9 @@ pub struct VmInner {
     pub chunks: Vec<HostPhysAddr>,
     /// Whether a chunk is mapped (zeroed and in the G-stage table).
     pub mapped: Vec<bool>,
+    /// Whether a chunk must be cleared before the guest sees it (it may hold a
+    /// previous owner's data).
+    pub needs_zero: Vec<bool>,
     /// HSM state of every vCPU.
     pub hsm: HsmStates,
     /// Why the VM stopped, once it has.
@@ -161,12 +164,21 @@ impl Vm {
         chunks
             .try_reserve(nchunks)
             .map_err(|_| CreateError::OutOfMemory)?;
+        let mut needs_zero = Vec::new();
+        needs_zero
+            .try_reserve(nchunks)
+            .map_err(|_| CreateError::OutOfMemory)?;
+        let fresh_is_zero = mem::FRESH_RAM_IS_ZERO.load(core::sync::atomic::Ordering::Relaxed);
         {
             let mut g = FRAMES.lock();
             let fa = g.as_mut().ok_or(CreateError::OutOfMemory)?;
             for _ in 0..nchunks {
                 match fa.alloc_contiguous((CHUNK / PAGE_SIZE) as usize, CHUNK) {
-                    Ok(hpa) => chunks.push(hpa),
+                    Ok(hpa) => {
+                        chunks.push(hpa);
+                        needs_zero
+                            .push(!fresh_is_zero || fa.is_dirty(hpa, (CHUNK / PAGE_SIZE) as usize));
+                    }
                     Err(_) => {
                         for c in &chunks {
                             let _ = fa.free(*c, (CHUNK / PAGE_SIZE) as usize);
@@ -203,6 +215,7 @@ impl Vm {
             inner: Mutex::new(VmInner {
                 gstage,
                 mapped: alloc::vec![false; nchunks],
+                needs_zero,
                 chunks,
                 hsm,
                 stop_reason: None,
@@ -274,9 +287,14 @@ impl VmInner {
             .chunks
             .get(idx)
             .ok_or(CreateError::BadImage("not guest RAM"))?;
-        // SAFETY: the chunk was allocated for this VM at creation and is not yet
-        // mapped, so neither the guest nor anything else uses it.
-        unsafe { mem::zero(hpa, CHUNK) };
+        if self.needs_zero.get(idx).copied().unwrap_or(true) {
+            // SAFETY: the chunk was allocated for this VM at creation and is not yet
+            // mapped, so neither the guest nor anything else uses it.
+            unsafe { mem::zero(hpa, CHUNK) };
+            if let Some(z) = self.needs_zero.get_mut(idx) {
+                *z = false;
+            }
+        }
         let gpa_chunk = ram
             .start
             .checked_add(idx as u64 * CHUNK)

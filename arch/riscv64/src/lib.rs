@@ -12,6 +12,8 @@ pub mod decode;
 pub mod regs;
 
 #[cfg(target_arch = "riscv64")]
+pub mod cache;
+#[cfg(target_arch = "riscv64")]
 pub mod csr;
 #[cfg(target_arch = "riscv64")]
 pub mod firmware;

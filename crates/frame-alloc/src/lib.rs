@@ -108,6 +108,9 @@ struct Region {
     /// One bit per frame, set = allocated or reserved. Bits past `frames` in the
     /// last word are set so they never look free.
     used: Vec<u64>,
+    /// One bit per frame, set = the frame was handed out and freed since the
+    /// allocator was created, so it may hold someone's data.
+    dirty: Vec<u64>,
     /// Frames whose bit is clear.
     free: usize,
     /// Word where the last single-frame search succeeded (next-fit).
@@ -285,6 +288,11 @@ impl FrameAllocator {
         used.try_reserve_exact(words)
             .map_err(|_| FrameError::NoMemory)?;
         used.resize(words, 0);
+        let mut dirty = Vec::new();
+        dirty
+            .try_reserve_exact(words)
+            .map_err(|_| FrameError::NoMemory)?;
+        dirty.resize(words, 0);
         self.regions
             .try_reserve(1)
             .map_err(|_| FrameError::NoMemory)?;
@@ -294,6 +302,7 @@ impl FrameAllocator {
             base,
             frames,
             used,
+            dirty,
             free: frames,
             hint: 0,
         };
@@ -433,8 +442,46 @@ impl FrameAllocator {
             return Err(FrameError::DoubleFree);
         }
         region.set_bits(first, frames, false);
+        for (w, m) in word_masks(first, frames) {
+            if let Some(word) = region.dirty.get_mut(w) {
+                *word |= m;
+            }
+        }
         region.free += frames;
         Ok(())
+    }
+
+    /// Whether any of the `frames` frames at `addr` was freed since the
+    /// allocator was created (so may hold a previous owner's data and must be
+    /// cleared before someone else sees it). Frames outside every region count
+    /// as dirty.
+    pub fn is_dirty(&self, addr: HostPhysAddr, frames: usize) -> bool {
+        let a = addr.raw();
+        let Some(region) = self.regions.iter().find(|g| g.base <= a && a < g.end()) else {
+            return true;
+        };
+        let Ok(first) = usize::try_from((a - region.base) / PAGE_SIZE) else {
+            return true;
+        };
+        if first.saturating_add(frames) > region.frames {
+            return true;
+        }
+        word_masks(first, frames).any(|(w, m)| region.dirty.get(w).is_none_or(|d| d & m != 0))
+    }
+
+    /// Records that the `frames` frames at `addr` have been cleared (no
+    /// previous owner's data left). Addresses outside every region are ignored.
+    pub fn mark_clean(&mut self, addr: HostPhysAddr, frames: usize) {
+        let a = addr.raw();
+        if let Some(region) = self.regions.iter_mut().find(|g| g.base <= a && a < g.end()) {
+            if let Ok(first) = usize::try_from((a - region.base) / PAGE_SIZE) {
+                for (w, m) in word_masks(first, frames.min(region.frames - first)) {
+                    if let Some(word) = region.dirty.get_mut(w) {
+                        *word &= !m;
+                    }
+                }
+            }
+        }
     }
 
     /// Frames that can be allocated now.

@@ -551,3 +551,27 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn freed_frames_are_dirty_until_marked_clean() {
+    let mut fa = FrameAllocator::new();
+    fa.add_region(Range::new(HostPhysAddr::new(0x8000_0000), 64 * PAGE_SIZE).unwrap())
+        .unwrap();
+    let a = fa.alloc_contiguous(8, PAGE_SIZE).unwrap();
+    assert!(!fa.is_dirty(a, 8), "never-used frames are clean");
+    fa.free(a, 8).unwrap();
+    assert!(fa.is_dirty(a, 8));
+    assert!(fa.is_dirty(a.checked_add(7 * PAGE_SIZE).unwrap(), 1));
+    assert!(!fa.is_dirty(a.checked_add(8 * PAGE_SIZE).unwrap(), 1));
+    let b = fa.alloc_contiguous(8, PAGE_SIZE).unwrap();
+    assert_eq!(a, b, "first fit hands the same frames back");
+    assert!(fa.is_dirty(b, 8), "reallocation does not clean");
+    fa.mark_clean(b, 8);
+    assert!(!fa.is_dirty(b, 8));
+    // Outside every region: dirty (unknown contents).
+    assert!(fa.is_dirty(HostPhysAddr::new(0x1000), 1));
+    assert!(
+        fa.is_dirty(a, 1000),
+        "a span running past the region counts as dirty"
+    );
+}
