@@ -404,9 +404,15 @@ fn guest_dtb(
         mmu_type: fv_platform::MmuType::Sv39,
         bootargs: cmdline,
         initrd,
-        stdout: fv_platform::Stdout::None,
-        uart: None,
-        plic: None,
+        stdout: fv_platform::Stdout::Uart,
+        uart: Some(fv_platform::GuestUart {
+            base: vm::GUEST_UART_BASE,
+            irq: vm::GUEST_UART_IRQ,
+        }),
+        plic: Some(fv_platform::GuestPlic {
+            base: vm::GUEST_PLIC_BASE,
+            ndev: vm::GUEST_PLIC_NDEV,
+        }),
         syscon: None,
         rng_seed: Some(&seed),
     };

@@ -12,6 +12,7 @@ use fv_arch_riscv64::csr;
 use fv_arch_riscv64::firmware::{self, ShutdownReason};
 use fv_arch_riscv64::regs::{num, Irq};
 use fv_arch_riscv64::vcpu::{HartFeatures, RiscvVcpu};
+use fv_devices::uart16550::Uart16550;
 use fv_guest_sbi::{
     ConsoleError, Fence, HartState, HsmError, ResetKind, ResetReason, SbiCall, SbiEnv, SbiOutcome,
     SuspendType,
@@ -150,6 +151,9 @@ pub fn run_hart(cpu: usize) -> ! {
         if RUNNING_VMS.load(Ordering::Acquire) == 0 {
             finish(cpu);
         }
+        if cpu == 0 {
+            service_console();
+        }
         let mut q = queue.lock();
         let now = csr::time();
         for slot in q.iter_mut() {
@@ -174,7 +178,13 @@ pub fn run_hart(cpu: usize) -> ! {
                     })
                     .min();
                 drop(q);
-                arm_timer(wake.unwrap_or(now.saturating_add(host().timebase)));
+                // The boot hart polls console input: it never sleeps long.
+                let longest = if cpu == 0 {
+                    host().timebase / 50
+                } else {
+                    host().timebase
+                };
+                arm_timer(wake.unwrap_or(u64::MAX).min(now.saturating_add(longest)));
                 csr::wfi();
             }
         }
@@ -214,6 +224,8 @@ fn refresh(slot: &mut Slot, now: u64) {
             slot.timer = None;
         }
     }
+    slot.arch
+        .set_interrupt(VirtualInterrupt::External, sh.eip.load(Ordering::Acquire));
     if slot.run == Run::Blocked
         && (sh.pending_irq.load(Ordering::Acquire) != 0 || slot.arch.interrupt_pending())
     {
@@ -239,6 +251,8 @@ fn run_slot(slot: &mut Slot, last: &mut Option<(usize, usize)>) {
         );
     }
     loop {
+        slot.arch
+            .set_interrupt(VirtualInterrupt::External, sh.eip.load(Ordering::Acquire));
         let irq = sh.pending_irq.swap(0, Ordering::AcqRel);
         if irq & (1 << VirtualInterrupt::Software.hvip_bit()) != 0 {
             slot.arch.set_interrupt(VirtualInterrupt::Software, true);
@@ -268,6 +282,9 @@ fn run_slot(slot: &mut Slot, last: &mut Option<(usize, usize)>) {
         arm_timer(slot.timer.map_or(slice_end, |t| t.min(slice_end)));
         let exit = slot.arch.run();
         EXITS.fetch_add(1, Ordering::Relaxed);
+        if matches!(exit, VcpuExit::HostInterrupt(_)) && crate::boot::cpu_index() == 0 {
+            service_console();
+        }
         match handle_exit(vm, slot, exit) {
             Next::Continue => {}
             Next::Block => {
@@ -296,6 +313,39 @@ fn handle_exit(vm: &Vm, slot: &mut Slot, exit: VcpuExit) -> Next {
         }
         VcpuExit::HostInterrupt(_) => Next::Continue,
         VcpuExit::SbiCall { eid, fid, args } => sbi_call(vm, slot, SbiCall { eid, fid, args }),
+        VcpuExit::MmioRead { addr, width, .. } if !vm.ram.contains(addr) => {
+            let value = {
+                let mut inner = vm.inner.lock();
+                let v = inner
+                    .devices
+                    .read(addr, width, slot.vcpu as u32, csr::time());
+                device_side_effects(vm, &mut inner);
+                v
+            };
+            match value {
+                Some(v) => {
+                    slot.arch.complete_mmio_read(v);
+                    Next::Continue
+                }
+                None => memory_exit(vm, slot, addr, Access::Load),
+            }
+        }
+        VcpuExit::MmioWrite { addr, width, value } if !vm.ram.contains(addr) => {
+            let done = {
+                let mut inner = vm.inner.lock();
+                let done = inner
+                    .devices
+                    .write(addr, width, value, slot.vcpu as u32, csr::time());
+                device_side_effects(vm, &mut inner);
+                done
+            };
+            if done {
+                slot.arch.complete_mmio_write();
+                Next::Continue
+            } else {
+                memory_exit(vm, slot, addr, Access::Store)
+            }
+        }
         VcpuExit::MmioRead { addr, .. } => memory_exit(vm, slot, addr, Access::Load),
         VcpuExit::MmioWrite { addr, .. } => memory_exit(vm, slot, addr, Access::Store),
         VcpuExit::GuestPageFault { addr, access } => memory_exit(vm, slot, addr, access),
@@ -327,6 +377,79 @@ fn handle_exit(vm: &Vm, slot: &mut Slot, exit: VcpuExit) -> Next {
             );
             stop_vm(vm, StopReason::Fault);
             Next::Stopped
+        }
+    }
+}
+
+/// After any device access: print what the UART transmitted, and propagate
+/// interrupt-line changes to the vCPUs (kicking their harts).
+fn device_side_effects(vm: &Vm, inner: &mut crate::vm::VmInner) {
+    if let Some(uart) = inner.uart {
+        let out = inner.devices.with_device::<Uart16550, _>(uart, |u, irq| {
+            if u.output().is_empty() {
+                return;
+            }
+            crate::console::guest_output(vm.id, &vm.name, u.output());
+            u.clear_output(irq);
+        });
+        let _ = out;
+    }
+    while let Some((vcpu, level)) = inner.devices.take_changed() {
+        if let Some(sh) = vm.vcpus.get(vcpu as usize) {
+            if sh.eip.swap(level, Ordering::AcqRel) != level && level {
+                kick(sh.cpu);
+            }
+        }
+    }
+}
+
+/// Console input for the VM that has the focus (polled on the boot hart).
+/// Ctrl-A n moves the focus to the next running VM; Ctrl-A Ctrl-A sends Ctrl-A.
+pub fn service_console() {
+    static ESCAPE: AtomicBool = AtomicBool::new(false);
+    while let Some(b) = crate::console::poll_input() {
+        if ESCAPE.swap(false, Ordering::AcqRel) {
+            match b {
+                b'n' => {
+                    focus_next();
+                    continue;
+                }
+                0x01 => {}
+                _ => continue,
+            }
+        } else if b == 0x01 {
+            ESCAPE.store(true, Ordering::Release);
+            continue;
+        }
+        let Some(vm) = vms().get(FOCUS.load(Ordering::Acquire)) else {
+            return;
+        };
+        let mut inner = vm.inner.lock();
+        if let Some(uart) = inner.uart {
+            // A full receive FIFO drops the byte, as a real UART overruns.
+            let _ = inner
+                .devices
+                .with_device::<Uart16550, _>(uart, |u, irq| u.push_input(b, irq));
+        }
+        device_side_effects(vm, &mut inner);
+    }
+}
+
+/// The VM whose UART gets console input.
+static FOCUS: AtomicUsize = AtomicUsize::new(0);
+
+fn focus_next() {
+    let all = vms();
+    let start = FOCUS.load(Ordering::Acquire);
+    for k in 1..=all.len() {
+        let i = (start + k) % all.len();
+        if !all[i].is_stopped() {
+            FOCUS.store(i, Ordering::Release);
+            log!(
+                "console input goes to VM '{}' (Ctrl-A n: next VM)",
+                all[i].name
+            );
+            return;
         }
     }
 }

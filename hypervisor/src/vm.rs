@@ -2,11 +2,15 @@
 //! console, and the state shared between the harts that run a VM's vCPUs.
 
 use crate::mem::{self, FrameTables, FRAMES};
+use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use fv_addr::{GuestPhysAddr, HostPhysAddr, Range, MEGA_PAGE_SIZE, PAGE_SIZE};
 use fv_bootpkg::VmSpec;
+use fv_devices::plic::Plic;
+use fv_devices::uart16550::Uart16550;
+use fv_devices::{DeviceId, VmDevices};
 use fv_guest_sbi::HsmStates;
 use fv_stage2::{GStage, Mode, Perms};
 use fv_vm::{GuestMemory, GuestMemoryError, VcpuBoot};
@@ -14,6 +18,15 @@ use spin::Mutex;
 
 /// Guest RAM is handed out and mapped in 2 MiB chunks.
 pub const CHUNK: u64 = MEGA_PAGE_SIZE;
+
+/// Where every VM's virtual PLIC sits (as on QEMU `virt`).
+pub const GUEST_PLIC_BASE: GuestPhysAddr = GuestPhysAddr::new(0x0c00_0000);
+/// Interrupt sources of the virtual PLIC.
+pub const GUEST_PLIC_NDEV: u32 = 32;
+/// Where every VM's virtual ns16550a sits (as on QEMU `virt`).
+pub const GUEST_UART_BASE: GuestPhysAddr = GuestPhysAddr::new(0x1000_0000);
+/// The UART's PLIC source (as on QEMU `virt`).
+pub const GUEST_UART_IRQ: u32 = 10;
 
 /// Why a VM stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,6 +67,8 @@ pub struct VcpuShared {
     pub fence: AtomicU32,
     /// HSM start request.
     pub start: Mutex<Option<VcpuBoot>>,
+    /// Level of the vCPU's external interrupt line (its PLIC context).
+    pub eip: AtomicBool,
     /// Whether the vCPU is between `load` and `put` on some hart.
     pub running: AtomicBool,
 }
@@ -76,6 +91,10 @@ pub struct VmInner {
     pub needs_zero: Vec<bool>,
     /// HSM state of every vCPU.
     pub hsm: HsmStates,
+    /// The VM's emulated devices and its interrupt controller.
+    pub devices: VmDevices,
+    /// The console UART on the device bus.
+    pub uart: Option<DeviceId>,
     /// Why the VM stopped, once it has.
     pub stop_reason: Option<StopReason>,
     /// Counters.
@@ -190,6 +209,15 @@ impl Vm {
         }
         let gstage = GStage::new(FrameTables::default(), mode).map_err(CreateError::Stage2)?;
         let vmid = if vmid_bits == 0 { 0 } else { vmid };
+        let mut devices = VmDevices::new();
+        let plic = Plic::new(GUEST_PLIC_NDEV, spec.vcpus)
+            .map_err(|_| CreateError::BadImage("vCPU count"))?;
+        devices
+            .set_interrupt_controller(GUEST_PLIC_BASE, Box::new(plic))
+            .map_err(|_| CreateError::BadImage("PLIC placement"))?;
+        let uart = devices
+            .add_device(GUEST_UART_BASE, Box::new(Uart16550::new(GUEST_UART_IRQ)))
+            .map_err(|_| CreateError::BadImage("UART placement"))?;
         let hgatp = gstage.hgatp(vmid);
         let hsm = HsmStates::new(spec.vcpus as usize, 0)
             .map_err(|_| CreateError::BadImage("bad vCPU count"))?;
@@ -199,6 +227,7 @@ impl Vm {
                 pending_irq: AtomicU64::new(0),
                 fence: AtomicU32::new(0),
                 start: Mutex::new(None),
+                eip: AtomicBool::new(false),
                 running: AtomicBool::new(false),
             })
             .collect();
@@ -218,6 +247,8 @@ impl Vm {
                 needs_zero,
                 chunks,
                 hsm,
+                devices,
+                uart: Some(uart),
                 stop_reason: None,
                 stats: VmStats::default(),
             }),
