@@ -385,6 +385,16 @@ fn handle_exit(vm: &Vm, slot: &mut Slot, exit: VcpuExit) -> Next {
 /// interrupt-line changes to the vCPUs (kicking their harts).
 fn device_side_effects(vm: &Vm, inner: &mut crate::vm::VmInner) {
     if let Some(uart) = inner.uart {
+        // Feed queued console input as the receive FIFO makes room.
+        while let Some(&b) = inner.input.front() {
+            let taken = inner
+                .devices
+                .with_device::<Uart16550, _>(uart, |u, irq| u.push_input(b, irq));
+            if taken != Some(true) {
+                break;
+            }
+            inner.input.pop_front();
+        }
         let out = inner.devices.with_device::<Uart16550, _>(uart, |u, irq| {
             if u.output().is_empty() {
                 return;
@@ -425,11 +435,10 @@ pub fn service_console() {
             return;
         };
         let mut inner = vm.inner.lock();
-        if let Some(uart) = inner.uart {
-            // A full receive FIFO drops the byte, as a real UART overruns.
-            let _ = inner
-                .devices
-                .with_device::<Uart16550, _>(uart, |u, irq| u.push_input(b, irq));
+        // Queued until the guest's UART has room; beyond 4 KiB of typed-ahead
+        // input, bytes are dropped (a real UART would overrun far sooner).
+        if inner.input.len() < 4096 && inner.input.try_reserve(1).is_ok() {
+            inner.input.push_back(b);
         }
         device_side_effects(vm, &mut inner);
     }

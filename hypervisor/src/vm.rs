@@ -3,6 +3,7 @@
 
 use crate::mem::{self, FrameTables, FRAMES};
 use alloc::boxed::Box;
+use alloc::collections::VecDeque;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
@@ -95,6 +96,8 @@ pub struct VmInner {
     pub devices: VmDevices,
     /// The console UART on the device bus.
     pub uart: Option<DeviceId>,
+    /// Console input not yet taken by the UART (its receive FIFO was full).
+    pub input: VecDeque<u8>,
     /// Why the VM stopped, once it has.
     pub stop_reason: Option<StopReason>,
     /// Counters.
@@ -249,6 +252,7 @@ impl Vm {
                 hsm,
                 devices,
                 uart: Some(uart),
+                input: VecDeque::new(),
                 stop_reason: None,
                 stats: VmStats::default(),
             }),

@@ -1,0 +1,220 @@
+#!/usr/bin/env python3
+"""Tests of drive.py and mkinitramfs.py (stdlib unittest, no QEMU, a few seconds).
+
+Run: python3 -m unittest discover -s scripts/guest-linux -p 'test_*.py'
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import stat
+import subprocess
+import sys
+import tempfile
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import drive  # noqa: E402
+import mkinitramfs  # noqa: E402
+
+# A stand-in for a console: prints a banner and a prompt, answers lines.
+FAKE_CONSOLE = r"""
+import sys, time
+def out(s):
+    sys.stdout.write(s); sys.stdout.flush()
+out("booting...\r\n")
+time.sleep(0.2)
+out("READY\r\nguest:~# \x1b[6n")
+for line in sys.stdin:
+    cmd = line.strip()
+    if cmd == "nproc":
+        out("nproc\r\n3\r\nguest:~# \x1b[6n")
+    elif cmd == "\x03":
+        out("^C\r\nguest:~# ")
+    elif cmd.startswith("exit "):
+        out("bye\r\n")
+        sys.exit(int(cmd.split()[1]))
+    elif cmd == "panic":
+        out("Kernel panic - not syncing\r\n")
+        time.sleep(30)
+    else:
+        out(cmd + ": not found\r\nguest:~# ")
+"""
+
+
+def console(*extra: str) -> list[str]:
+    return [sys.executable, "-c", FAKE_CONSOLE, *extra]
+
+
+class SessionTest(unittest.TestCase):
+    def test_expect_send_and_exit_status(self) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            log = os.path.join(tmp, "t.log")
+            with drive.Session(console(), log=log) as s:
+                s.expect("READY", timeout=10)
+                s.expect("# $", timeout=10)  # the escape after the prompt is removed
+                s.sendline("nproc")
+                m = s.expect(r"^(\d+)\n", timeout=10)
+                self.assertEqual(m.group(1), "3")
+                s.sendline("exit 7")
+                self.assertEqual(s.wait_exit(timeout=10), 7)
+            with open(log, "rb") as f:
+                raw = f.read()
+            # The transcript is the raw output, \r and escapes included.
+            self.assertIn(b"booting...\r\nREADY\r\nguest:~# \x1b[6n", raw)
+
+    def test_expect_consumes_output(self) -> None:
+        with drive.Session(console()) as s:
+            s.expect("READY", timeout=10)
+            with self.assertRaises(drive.StepFailed) as cm:
+                s.expect("booting", timeout=0.5)  # already consumed: before the cursor
+            self.assertIn("timeout", str(cm.exception))
+
+    def test_early_exit_is_reported(self) -> None:
+        with drive.Session([sys.executable, "-c", "print('hi')"]) as s:
+            with self.assertRaises(drive.StepFailed) as cm:
+                s.expect("never", timeout=10)
+            self.assertIn("program ended", str(cm.exception))
+
+    def test_fail_on(self) -> None:
+        with drive.Session(console(), fail_on=["Kernel panic"]) as s:
+            s.expect("# $", timeout=10)
+            s.sendline("panic")
+            with self.assertRaises(drive.StepFailed) as cm:
+                s.expect("never", timeout=10)
+            self.assertIn("Kernel panic", str(cm.exception))
+
+    def test_escape_sequences_split_across_reads(self) -> None:
+        s = drive.Session.__new__(drive.Session)
+        s.keep_escapes = False
+        s._pending = ""
+        pieces = ["a\x1b", "[1;3", "4mb\x1b[0", "m\r\nc\x1b]0;t\x07d", "\x1bcE"]
+        self.assertEqual("".join(s._clean(p) for p in pieces), "ab\ncdE")
+
+    def test_decode_escapes(self) -> None:
+        self.assertEqual(drive.decode_escapes(r"a\x03\n"), b"a\x03\n")
+
+
+class CommandLineTest(unittest.TestCase):
+    def run_drive(self, *args: str) -> tuple[int, dict]:
+        with tempfile.TemporaryDirectory() as tmp:
+            js = os.path.join(tmp, "r.json")
+            proc = subprocess.run([sys.executable, os.path.join(HERE, "drive.py"), "--quiet",
+                                   "--json", js, *args], capture_output=True, timeout=60)
+            with open(js) as f:
+                return proc.returncode, json.load(f)
+
+    def test_steps_in_order(self) -> None:
+        code, res = self.run_drive("--timeout", "10", "--expect", "READY", "--expect", "# $",
+                                   "--send", "nproc", "--expect", r"^3\n",
+                                   "--send-raw", r"\x03\n", "--expect", r"\^C",
+                                   "--send", "exit 0", "--wait-exit", "0", "--", *console())
+        self.assertEqual(code, 0)
+        self.assertTrue(res["ok"])
+        kinds = [s["step"] for s in res["steps"]]
+        self.assertEqual(kinds, ["timeout", "expect", "expect", "send", "expect", "send-raw",
+                                 "expect", "send", "wait-exit"])
+        self.assertEqual(res["steps"][-1]["exit_status"], 0)
+
+    def test_timeout_fails_and_kills(self) -> None:
+        code, res = self.run_drive("--timeout", "0.5", "--expect", "never", "--", *console())
+        self.assertEqual(code, 1)
+        self.assertFalse(res["ok"])
+        self.assertIn("timeout", res["steps"][-1]["error"])
+        self.assertIsNotNone(res["exit_status"])  # the program was ended
+
+    def test_wrong_exit_status(self) -> None:
+        code, _ = self.run_drive("--expect", "# $", "--send", "exit 3", "--wait-exit", "0",
+                                 "--", *console())
+        self.assertEqual(code, 1)
+
+
+def fake_busybox() -> bytes:
+    names = sorted(set(mkinitramfs.REQUIRED_APPLETS) | {"ls", "zcat"})
+    table = b"[\0[[\0" + b"\0".join(n.encode() for n in names) + b"\0"
+    return b"\x7fELF" + b"\x01\x02junk" + table + b"\xff\xfe more binary"
+
+
+def parse_newc(blob: bytes) -> dict[str, tuple[int, int, bytes, tuple[int, int]]]:
+    """name -> (mode, uid, data, rdev)."""
+    entries = {}
+    pos = 0
+    while True:
+        assert blob[pos:pos + 6] == b"070701", blob[pos:pos + 6]
+        f = [int(blob[pos + 6 + 8 * i: pos + 14 + 8 * i], 16) for i in range(13)]
+        namesize, filesize = f[11], f[6]
+        name_start = pos + 110
+        name = blob[name_start:name_start + namesize - 1].decode()
+        data_start = name_start + namesize + ((-(110 + namesize)) % 4)
+        data = blob[data_start:data_start + filesize]
+        pos = data_start + filesize + ((-filesize) % 4)
+        if name == "TRAILER!!!":
+            return entries
+        entries[name] = (f[1], f[2], data, (f[9], f[10]))
+
+
+class MkInitramfsTest(unittest.TestCase):
+    def test_applet_table(self) -> None:
+        applets = mkinitramfs.busybox_applets(fake_busybox())
+        self.assertEqual(applets[:2], ["[", "[["])
+        self.assertIn("sh", applets)
+        self.assertIn("zcat", applets)
+        self.assertNotIn("more", applets)
+
+    def test_missing_applet_rejected(self) -> None:
+        with self.assertRaises(ValueError):
+            mkinitramfs.busybox_applets(b"[\0[[\0ls\0sh\0\0")
+
+    def test_archive_contents(self) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            bb = os.path.join(tmp, "busybox")
+            with open(bb, "wb") as f:
+                f.write(fake_busybox())
+            rootfs = os.path.join(tmp, "rootfs")
+            os.makedirs(os.path.join(rootfs, "etc"))
+            with open(os.path.join(rootfs, "init"), "w") as f:
+                f.write("#!/bin/sh\n")
+            os.chmod(os.path.join(rootfs, "init"), 0o755)
+            with open(os.path.join(rootfs, "etc", "inittab"), "w") as f:
+                f.write("::respawn:/bin/sh\n")
+            mods = os.path.join(tmp, "mods")
+            os.mkdir(mods)
+            with open(os.path.join(mods, "virtio_mmio.ko"), "wb") as f:
+                f.write(b"\x7fELFko")
+            outs = []
+            for i in range(2):
+                out = os.path.join(tmp, f"i{i}.cpio.gz")
+                subprocess.run([sys.executable, os.path.join(HERE, "mkinitramfs.py"),
+                                "--busybox", bb, "--rootfs", rootfs, "--modules", mods,
+                                "--kernel-release", "6.1.0-test", "--out", out],
+                               check=True, capture_output=True, timeout=60)
+                with open(out, "rb") as f:
+                    outs.append(f.read())
+            self.assertEqual(outs[0], outs[1], "same inputs must give the same archive")
+            blob = gzip.decompress(outs[0])
+            self.assertEqual(len(blob) % 512, 0)
+            e = parse_newc(blob)
+            mode, uid, data, _ = e["init"]
+            self.assertEqual((stat.S_IFMT(mode), mode & 0o777, uid, data),
+                             (stat.S_IFREG, 0o755, 0, b"#!/bin/sh\n"))
+            self.assertEqual(e["etc/inittab"][0] & 0o777, 0o644)
+            self.assertEqual(e["bin/busybox"][2], fake_busybox())
+            self.assertEqual(stat.S_IFMT(e["bin/sh"][0]), stat.S_IFLNK)
+            self.assertEqual(e["bin/sh"][2], b"busybox")
+            self.assertEqual(e["sbin"][2], b"bin")
+            console_mode, _, _, rdev = e["dev/console"]
+            self.assertEqual((stat.S_IFMT(console_mode), rdev), (stat.S_IFCHR, (5, 1)))
+            self.assertEqual(e["lib/modules/6.1.0-test/virtio_mmio.ko"][2], b"\x7fELFko")
+            # Parents come before their children.
+            names = list(e)
+            self.assertLess(names.index("lib/modules"), names.index("lib/modules/6.1.0-test"))
+            self.assertEqual(stat.S_IFMT(e["tmp"][0]), stat.S_IFDIR)
+            self.assertEqual(e["tmp"][0] & 0o7777, 0o1777)
+
+
+if __name__ == "__main__":
+    unittest.main()
