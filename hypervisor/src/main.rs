@@ -287,7 +287,7 @@ pub extern "C" fn rust_main(hartid: u64, dtb_pa: u64, start_time: u64) -> ! {
     };
     let mut vms = Vec::new();
     for (i, spec) in pkg.vms().enumerate() {
-        let dtb = match guest_dtb(&plat, &spec, guest_isa.as_ref()) {
+        let dtb = match guest_dtb(&plat, dtb, &spec, guest_isa.as_ref()) {
             Ok(d) => d,
             Err(e) => {
                 log!("VM '{}' not created: device tree: {:?}", spec.name, e);
@@ -380,8 +380,23 @@ pub extern "C" fn secondary_main(_hartid: u64, cpu: usize) -> ! {
     sched::run_hart(cpu)
 }
 
+/// A property every cpu node of the host DTB has with the same value.
+fn cpu_u32(dtb: &[u8], name: &str) -> Option<u32> {
+    let tree = fv_platform::dtb::Dtb::parse(dtb).ok()?;
+    let mut value = None;
+    for node in tree.nodes().filter(|n| n.device_type() == Some("cpu")) {
+        let v = node.property(name).and_then(|p| p.as_u32())?;
+        if value.is_some_and(|x| x != v) {
+            return None;
+        }
+        value = Some(v);
+    }
+    value
+}
+
 fn guest_dtb(
     plat: &PlatformInfo,
+    plat_dtb: &[u8],
     spec: &fv_bootpkg::VmSpec<'_>,
     isa: Option<&fv_platform::GuestIsa>,
 ) -> Result<Vec<u8>, fv_platform::FdtWriteError> {
@@ -415,6 +430,8 @@ fn guest_dtb(
         }),
         syscon: None,
         rng_seed: Some(&seed),
+        cbom_block_size: cpu_u32(plat_dtb, "riscv,cbom-block-size"),
+        cboz_block_size: cpu_u32(plat_dtb, "riscv,cboz-block-size"),
     };
     fv_platform::build_guest_fdt(&cfg)
 }

@@ -113,6 +113,10 @@ pub struct GuestFdtConfig<'a> {
     /// `/chosen/rng-seed`: entropy for the guest kernel's random pool (Linux
     /// stays uninitialised without it, and every syscall pays for that).
     pub rng_seed: Option<&'a [u8]>,
+    /// `riscv,cbom-block-size` of every cpu (needed for Zicbom to be used).
+    pub cbom_block_size: Option<u32>,
+    /// `riscv,cboz-block-size` of every cpu (needed for Zicboz to be used).
+    pub cboz_block_size: Option<u32>,
 }
 
 /// Why a guest device tree could not be built.
@@ -281,6 +285,12 @@ pub fn build_guest_fdt(cfg: &GuestFdtConfig<'_>) -> Result<Vec<u8>, FdtWriteErro
             )?;
         }
         fdt.property_string("mmu-type", cfg.mmu_type.dt_name())?;
+        if let Some(b) = cfg.cbom_block_size {
+            fdt.property_u32("riscv,cbom-block-size", b)?;
+        }
+        if let Some(b) = cfg.cboz_block_size {
+            fdt.property_u32("riscv,cboz-block-size", b)?;
+        }
         fdt.property_phandle(cpu_phandle(i))?;
         let intc = fdt.begin_node("interrupt-controller")?;
         fdt.property_u32("#interrupt-cells", 1)?;

@@ -190,6 +190,8 @@ proptest! {
     ) {
         let isa = guest_isa("rv64imafdch_zicsr_zifencei_sstc_svvptc").unwrap();
         let cfg = GuestFdtConfig {
+            cbom_block_size: Some(64),
+            cboz_block_size: None,
             vcpus,
             memory: Range { start: GuestPhysAddr::new(mem_start), size: mem_size },
             timebase_frequency: timebase,

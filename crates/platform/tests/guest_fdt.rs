@@ -21,6 +21,8 @@ fn with_config<R>(vcpus: u32, f: impl FnOnce(&mut GuestFdtConfig<'_>) -> R) -> R
     let isa = guest_isa(HOST_ISA).unwrap();
     let seed = [0x5a; 32];
     let mut cfg = GuestFdtConfig {
+        cbom_block_size: Some(64),
+        cboz_block_size: Some(64),
         vcpus,
         memory: gpa_range(0x8000_0000, 128 << 20),
         timebase_frequency: 10_000_000,
