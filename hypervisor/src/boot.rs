@@ -25,6 +25,12 @@ global_asm!(
     "_start:",
     // The very first instruction: when the hypervisor started (boot-latency figure).
     "csrr a2, time",
+    // Ferrovisor is linked to run where fw_dynamic puts it on QEMU virt. If the
+    // firmware jumped anywhere else, absolute addresses would be wrong: say so
+    // through the firmware console and power off instead of running astray.
+    "lla t0, _start",
+    "ld t1, {link}",
+    "bne t0, t1, 9f",
     // Boot hart: logical CPU 0. tp holds the logical CPU index while in the hypervisor.
     "li tp, 0",
     "la sp, __FV_STACKS",
@@ -41,6 +47,21 @@ global_asm!(
     "call {main}",
     "3: wfi",
     "j 3b",
+    "9:",
+    "lla s0, {msg}",
+    "5: lbu a0, 0(s0)",
+    "beqz a0, 6f",
+    "li a7, 0x4442434E", // DBCN console_write_byte
+    "li a6, 2",
+    "ecall",
+    "addi s0, s0, 1",
+    "j 5b",
+    "6: li a7, 0x53525354", // SRST: shutdown, system failure
+    "li a6, 0",
+    "li a0, 0",
+    "li a1, 1",
+    "ecall",
+    "j 3b",
     "",
     ".global _start_secondary",
     "_start_secondary:",
@@ -55,11 +76,22 @@ global_asm!(
     "4: wfi",
     "j 4b",
     stack_size = const STACK_SIZE,
+    link = sym LINK_ADDRESS,
+    msg = sym WRONG_ADDRESS_MSG,
     main = sym crate::rust_main,
     secondary = sym crate::secondary_main,
 );
 
+/// Where `_start` was linked (an absolute address, compared with where it runs).
+#[unsafe(no_mangle)]
+static LINK_ADDRESS: unsafe extern "C" fn() = _start;
+
+/// Printed when the firmware entered the image somewhere it was not linked for.
+static WRONG_ADDRESS_MSG: [u8; 74] =
+    *b"ferrovisor: FATAL: loaded at the wrong address (linked for 0x80200000)\r\n\0\0";
+
 unsafe extern "C" {
+    fn _start();
     fn _start_secondary();
     static __image_start: u8;
     static __image_end: u8;
