@@ -282,6 +282,9 @@ fn run_slot(slot: &mut Slot, last: &mut Option<(usize, usize)>) {
         arm_timer(slot.timer.map_or(slice_end, |t| t.min(slice_end)));
         let exit = slot.arch.run();
         EXITS.fetch_add(1, Ordering::Relaxed);
+        if let Some(c) = sh.exits.get(exit_kind(&exit)) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
         if matches!(exit, VcpuExit::HostInterrupt(_)) && crate::boot::cpu_index() == 0 {
             service_console();
         }
@@ -303,6 +306,22 @@ fn run_slot(slot: &mut Slot, last: &mut Option<(usize, usize)>) {
     }
     slot.arch.put();
     sh.running.store(false, Ordering::Release);
+}
+
+/// Index of an exit in [`crate::vm::EXIT_KINDS`].
+fn exit_kind(exit: &VcpuExit) -> usize {
+    match exit {
+        VcpuExit::SbiCall { .. } => 0,
+        VcpuExit::MmioRead { .. } => 1,
+        VcpuExit::MmioWrite { .. } => 2,
+        VcpuExit::GuestPageFault { .. } => 3,
+        VcpuExit::Wfi => 4,
+        VcpuExit::VirtualInstruction { .. } => 5,
+        VcpuExit::HostInterrupt(HostInterrupt::Timer) => 6,
+        VcpuExit::HostInterrupt(HostInterrupt::Software) => 7,
+        VcpuExit::HostInterrupt(HostInterrupt::External) => 8,
+        _ => 9,
+    }
 }
 
 fn handle_exit(vm: &Vm, slot: &mut Slot, exit: VcpuExit) -> Next {
@@ -594,6 +613,19 @@ pub fn stop_vm(vm: &Vm, reason: StopReason) {
         StopReason::Fault => "stopped by the hypervisor",
     };
     log!("VM '{}' {}", vm.name, why);
+    let mut line = alloc::string::String::new();
+    for (k, name) in crate::vm::EXIT_KINDS.iter().enumerate() {
+        let n: u64 = vm
+            .vcpus
+            .iter()
+            .filter_map(|v| v.exits.get(k))
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum();
+        if n != 0 {
+            let _ = core::fmt::Write::write_fmt(&mut line, format_args!(" {name} {n}"));
+        }
+    }
+    log!("VM '{}' exits:{}", vm.name, line);
     if !reason.is_clean() {
         ANY_FAILURE.store(true, Ordering::Release);
     }

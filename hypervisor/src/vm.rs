@@ -72,7 +72,23 @@ pub struct VcpuShared {
     pub eip: AtomicBool,
     /// Whether the vCPU is between `load` and `put` on some hart.
     pub running: AtomicBool,
+    /// Exits by kind ([`EXIT_KINDS`]).
+    pub exits: [AtomicU64; EXIT_KINDS.len()],
 }
+
+/// Names of the exit kinds counted per vCPU, in counter order.
+pub const EXIT_KINDS: [&str; 10] = [
+    "sbi",
+    "mmio-read",
+    "mmio-write",
+    "page-fault",
+    "wfi",
+    "virtual-insn",
+    "timer",
+    "ipi",
+    "external",
+    "other",
+];
 
 /// Fence request: `fence.i` before the next entry.
 pub const FENCE_I: u32 = 1;
@@ -231,6 +247,7 @@ impl Vm {
                 fence: AtomicU32::new(0),
                 start: Mutex::new(None),
                 eip: AtomicBool::new(false),
+                exits: Default::default(),
                 running: AtomicBool::new(false),
             })
             .collect();
