@@ -306,23 +306,44 @@ pub extern "C" fn rust_main(hartid: u64, dtb_pa: u64, start_time: u64) -> ! {
     for (i, v) in vms.iter_mut().enumerate() {
         v.id = i;
     }
+    let sched_config = fv_sched::SchedConfig::from_timebase(plat.timebase_frequency);
+    for (cpu, q) in sched::QUEUES.iter().enumerate().take(ncpus) {
+        *q.lock() = Some(sched::HartQueue {
+            rq: fv_sched::RunQueue::new(cpu, sched_config),
+            slots: Vec::new(),
+        });
+    }
     for v in &vms {
         for (j, sh) in v.vcpus.iter().enumerate() {
             // SAFETY: v.hgatp selects the VM's own G-stage table, which lives in
             // the VM (and so in VMS, forever).
             let mut arch = unsafe { RiscvVcpu::new(features, v.hgatp) };
-            let run = if j == 0 {
+            if j == 0 {
                 use fv_vm::Vcpu;
                 arch.reset(v.boot_state());
-                sched::Run::Runnable
-            } else {
-                sched::Run::Stopped
+            }
+            let key = fv_sched::VcpuKey(((v.id as u32) << 16) | j as u32);
+            let params = fv_sched::VcpuParams {
+                weight: 100,
+                pin: None,
+                stopped: j != 0,
             };
-            sched::QUEUES[sh.cpu].lock().push(sched::Slot {
+            let cpu = sh.cpu.load(Ordering::Relaxed);
+            let mut q = sched::QUEUES[cpu].lock();
+            let Some(hq) = q.as_mut() else {
+                fatal(format_args!("no run queue for CPU {}", cpu))
+            };
+            if let Err(e) = hq.rq.add(key, params) {
+                fatal(format_args!(
+                    "scheduler refused vCPU {} of VM '{}': {:?}",
+                    j, v.name, e
+                ));
+            }
+            hq.slots.push(sched::Slot {
+                key,
                 vm: v.id,
                 vcpu: j,
                 arch,
-                run,
                 timer: None,
                 generation: 0,
             });

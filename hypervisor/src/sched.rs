@@ -17,6 +17,7 @@ use fv_guest_sbi::{
     ConsoleError, Fence, HartState, HsmError, ResetKind, ResetReason, SbiCall, SbiEnv, SbiOutcome,
     SuspendType,
 };
+use fv_sched::{RunQueue, State, VcpuKey};
 use fv_vm::{Access, GuestException, GuestMemory, HostInterrupt, Vcpu, VcpuExit, VirtualInterrupt};
 use spin::{Mutex, Once};
 
@@ -37,8 +38,16 @@ pub struct Host {
 pub static HOST: Once<Host> = Once::new();
 /// Every VM, created once at boot.
 pub static VMS: Once<Vec<Vm>> = Once::new();
-/// Each hart's run queue.
-pub static QUEUES: [Mutex<Vec<Slot>>; MAX_HARTS] = [const { Mutex::new(Vec::new()) }; MAX_HARTS];
+/// A hart's run queue: the scheduling policy's view and the vCPUs' state.
+pub struct HartQueue {
+    /// Who runs next and for how long (`fv_sched`).
+    pub rq: RunQueue,
+    /// The vCPUs queued here that are not running right now.
+    pub slots: Vec<Slot>,
+}
+
+/// Each hart's run queue (set up by the boot hart before the harts start).
+pub static QUEUES: [Mutex<Option<HartQueue>>; MAX_HARTS] = [const { Mutex::new(None) }; MAX_HARTS];
 /// VMs not yet stopped.
 pub static RUNNING_VMS: AtomicUsize = AtomicUsize::new(0);
 /// Whether any VM ended uncleanly.
@@ -54,29 +63,18 @@ pub const SBI_IMPL_ID: u64 = 0x4656_5200; // "FVR\0"
 
 /// A vCPU's place in a run queue.
 pub struct Slot {
+    /// Its key in the scheduler.
+    pub key: VcpuKey,
     /// VM index.
     pub vm: usize,
     /// vCPU index within the VM (= the hart ID the guest sees).
     pub vcpu: usize,
     /// The arch state.
     pub arch: RiscvVcpu,
-    /// Scheduling state.
-    pub run: Run,
     /// Emulated guest timer deadline in host `time` (no Sstc).
     pub timer: Option<u64>,
     /// VM generation this vCPU's state belongs to.
     pub generation: u32,
-}
-
-/// Scheduling state of a vCPU.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Run {
-    /// HSM stopped (or its VM is stopped): waits for a start request.
-    Stopped,
-    /// Ready to run.
-    Runnable,
-    /// In WFI or retentive suspend: waits for an interrupt.
-    Blocked,
 }
 
 /// What the run loop does after an exit.
@@ -123,28 +121,29 @@ pub fn kick(cpu: usize) {
 fn kick_vm(vm: &Vm) {
     let mut seen = [false; MAX_HARTS];
     for v in &vm.vcpus {
-        if let Some(s) = seen.get_mut(v.cpu) {
+        let cpu = v.cpu.load(Ordering::Acquire);
+        if let Some(s) = seen.get_mut(cpu) {
             if !*s {
                 *s = true;
-                kick(v.cpu);
+                kick(cpu);
             }
         }
     }
 }
 
-fn slice_ticks() -> u64 {
-    host().timebase / 100 // 10 ms
-}
-
 /// The run loop of logical CPU `cpu`. Never returns: the boot hart shuts the
 /// machine down when every VM has stopped; the others park.
+///
+/// The policy (who runs next, for how long, who moves) is `fv_sched`'s; this
+/// loop is the mechanism. A vCPU's slot is taken out of the queue while it
+/// runs, so the queue lock is never held while a guest executes and an idle
+/// hart can take waiting vCPUs from a busy one.
 pub fn run_hart(cpu: usize) -> ! {
     // Host interrupts we take while a guest runs: IPIs and the timer.
     // SAFETY: enables interrupt sources; sstatus.SIE stays 0 so the hypervisor
     // itself is never interrupted (they only cause exits from the guest).
     unsafe { csr::set::<{ num::SIE }>((Irq::SSI | Irq::STI).bits()) };
     let mut last: Option<(usize, usize)> = None;
-    let mut rr = 0usize;
     let queue = &QUEUES[cpu];
     loop {
         clear_ipi();
@@ -154,48 +153,138 @@ pub fn run_hart(cpu: usize) -> ! {
         if cpu == 0 {
             service_console();
         }
-        let mut q = queue.lock();
         let now = csr::time();
-        for slot in q.iter_mut() {
-            refresh(slot, now);
-        }
-        let n = q.len();
-        let pick = (0..n)
-            .map(|k| (rr + k) % n)
-            .find(|&i| q[i].run == Run::Runnable);
-        match pick {
-            Some(i) => {
-                rr = i + 1;
-                run_slot(&mut q[i], &mut last);
+        let picked = {
+            let mut guard = queue.lock();
+            let Some(hq) = guard.as_mut() else {
+                drop(guard);
+                idle(cpu, now, None);
+                continue;
+            };
+            for slot in hq.slots.iter_mut() {
+                refresh(slot, now, &mut hq.rq);
             }
-            None => {
-                let wake = q
+            match hq.rq.pick(now) {
+                Some(p) => hq
+                    .slots
                     .iter()
-                    .filter(|s| s.run == Run::Blocked)
-                    .filter_map(|s| match (s.timer, s.arch.hw_timer_deadline()) {
-                        (Some(a), Some(b)) => Some(a.min(b)),
-                        (a, b) => a.or(b),
-                    })
-                    .min();
-                drop(q);
-                // The boot hart polls console input: it never sleeps long.
-                let longest = if cpu == 0 {
-                    host().timebase / 50
-                } else {
-                    host().timebase
-                };
-                arm_timer(wake.unwrap_or(u64::MAX).min(now.saturating_add(longest)));
-                csr::wfi();
+                    .position(|s| s.key == p.key)
+                    .map(|i| (hq.slots.swap_remove(i), p.slice)),
+                None => {
+                    let wake = hq
+                        .slots
+                        .iter()
+                        .filter(|s| hq.rq.state(s.key) == Ok(State::Blocked))
+                        .filter_map(|s| match (s.timer, s.arch.hw_timer_deadline()) {
+                            (Some(a), Some(b)) => Some(a.min(b)),
+                            (a, b) => a.or(b),
+                        })
+                        .min();
+                    drop(guard);
+                    if !steal(cpu) {
+                        idle(cpu, now, wake);
+                    }
+                    continue;
+                }
             }
+        };
+        let Some((mut slot, slice)) = picked else {
+            continue;
+        };
+        let started = csr::time();
+        let end = run_slot(&mut slot, &mut last, started.saturating_add(slice));
+        let ran = csr::time().saturating_sub(started);
+        let mut guard = queue.lock();
+        if let Some(hq) = guard.as_mut() {
+            match end {
+                Next::Block => {
+                    let _ = hq.rq.block(slot.key);
+                }
+                Next::Stopped => {
+                    let _ = hq.rq.stop(slot.key);
+                }
+                Next::Continue | Next::Yield => {}
+            }
+            let _ = hq.rq.account(slot.key, ran);
+            hq.slots.push(slot);
         }
     }
 }
 
+/// Sleeps until an interrupt, at the latest at `wake` (a blocked vCPU's timer).
+fn idle(cpu: usize, now: u64, wake: Option<u64>) {
+    // The boot hart polls console input: it never sleeps long.
+    let longest = if cpu == 0 {
+        host().timebase / 50
+    } else {
+        host().timebase
+    };
+    arm_timer(wake.unwrap_or(u64::MAX).min(now.saturating_add(longest)));
+    csr::wfi();
+}
+
+/// An idle hart takes one waiting vCPU from the busiest other hart (never a
+/// pinned or running one). Returns whether it got one.
+fn steal(cpu: usize) -> bool {
+    let ncpus = host().ncpus;
+    let mut busiest: Option<(usize, u64)> = None;
+    for other in (0..ncpus).filter(|&o| o != cpu) {
+        let load = QUEUES[other].lock().as_ref().map_or(0, |q| {
+            if q.rq.nr_runnable() > usize::from(q.rq.running().is_some()) {
+                q.rq.load()
+            } else {
+                0
+            }
+        });
+        if load > 0 && busiest.is_none_or(|(_, l)| load > l) {
+            busiest = Some((other, load));
+        }
+    }
+    let Some((victim, _)) = busiest else {
+        return false;
+    };
+    // Both locks, in hart order (every hart does the same: no deadlock).
+    let (lo, hi) = if cpu < victim {
+        (cpu, victim)
+    } else {
+        (victim, cpu)
+    };
+    let mut first = QUEUES[lo].lock();
+    let mut second = QUEUES[hi].lock();
+    let (mine, theirs) = if cpu < victim {
+        (&mut *first, &mut *second)
+    } else {
+        (&mut *second, &mut *first)
+    };
+    let (Some(mine), Some(theirs)) = (mine.as_mut(), theirs.as_mut()) else {
+        return false;
+    };
+    let Some(m) = mine.rq.pull_from(&mut theirs.rq) else {
+        return false;
+    };
+    let Some(i) = theirs.slots.iter().position(|s| s.key == m.key) else {
+        // The policy moved a key whose slot is not there: put it back.
+        let _ = mine.rq.migrate_to(&mut theirs.rq, m.key);
+        return false;
+    };
+    let slot = theirs.slots.swap_remove(i);
+    if let Some(vm) = vms().get(slot.vm) {
+        if let Some(sh) = vm.vcpus.get(slot.vcpu) {
+            sh.cpu.store(cpu, Ordering::Release);
+        }
+    }
+    // Its VS-stage TLB entries on this hart are flushed when it is loaded here
+    // (any switch of vCPU on a hart flushes them; see run_slot).
+    mine.slots.push(slot);
+    true
+}
+
 /// Brings a queued vCPU up to date with requests made while it was not running.
-fn refresh(slot: &mut Slot, now: u64) {
+fn refresh(slot: &mut Slot, now: u64, rq: &mut RunQueue) {
     let Some(vm) = vms().get(slot.vm) else { return };
+    let key = slot.key;
     if vm.is_stopped() {
-        slot.run = Run::Stopped;
+        let _ = rq.stop(key);
         return;
     }
     let generation = vm.generation.load(Ordering::Acquire);
@@ -204,17 +293,18 @@ fn refresh(slot: &mut Slot, now: u64) {
         slot.timer = None;
         if slot.vcpu == 0 {
             slot.arch.reset(vm.boot_state());
-            slot.run = Run::Runnable;
+            let _ = rq.start(key);
+            let _ = rq.wake(key);
         } else {
-            slot.run = Run::Stopped;
+            let _ = rq.stop(key);
         }
     }
     let sh = &vm.vcpus[slot.vcpu];
-    if slot.run == Run::Stopped {
+    if rq.state(key) == Ok(State::Stopped) {
         if let Some(boot) = sh.start.lock().take() {
             slot.arch.reset(boot);
             slot.timer = None;
-            slot.run = Run::Runnable;
+            let _ = rq.start(key);
             let _ = vm.inner.lock().hsm.start_complete(slot.vcpu);
         }
     }
@@ -226,22 +316,25 @@ fn refresh(slot: &mut Slot, now: u64) {
     }
     slot.arch
         .set_interrupt(VirtualInterrupt::External, sh.eip.load(Ordering::Acquire));
-    if slot.run == Run::Blocked
+    if rq.state(key) == Ok(State::Blocked)
         && (sh.pending_irq.load(Ordering::Acquire) != 0 || slot.arch.interrupt_pending())
     {
-        slot.run = Run::Runnable;
+        let _ = rq.wake(key);
     }
 }
 
-fn run_slot(slot: &mut Slot, last: &mut Option<(usize, usize)>) {
-    let Some(vm) = vms().get(slot.vm) else { return };
+/// Runs one vCPU on this hart until its slice ends at `slice_end`, it blocks,
+/// stops, or its VM changes state. Returns why it came back.
+fn run_slot(slot: &mut Slot, last: &mut Option<(usize, usize)>, slice_end: u64) -> Next {
+    let Some(vm) = vms().get(slot.vm) else {
+        return Next::Stopped;
+    };
     let sh = &vm.vcpus[slot.vcpu];
     let me = (slot.vm, slot.vcpu);
     let flush_gstage = host().features.vmid_bits == 0 && last.map(|l| l.0) != Some(slot.vm);
     sh.running.store(true, Ordering::Release);
     slot.arch.load(*last != Some(me), flush_gstage);
     *last = Some(me);
-    let slice_end = csr::time().saturating_add(slice_ticks());
     if !FIRST_ENTRY.swap(true, Ordering::AcqRel) {
         let ticks = csr::time().saturating_sub(crate::BOOT_TIME.load(Ordering::Relaxed));
         log!(
@@ -250,6 +343,7 @@ fn run_slot(slot: &mut Slot, last: &mut Option<(usize, usize)>) {
             ticks.saturating_mul(1_000_000) / host().timebase.max(1)
         );
     }
+    let mut end = Next::Yield;
     loop {
         slot.arch
             .set_interrupt(VirtualInterrupt::External, sh.eip.load(Ordering::Acquire));
@@ -290,15 +384,10 @@ fn run_slot(slot: &mut Slot, last: &mut Option<(usize, usize)>) {
         }
         match handle_exit(vm, slot, exit) {
             Next::Continue => {}
-            Next::Block => {
-                slot.run = Run::Blocked;
+            other => {
+                end = other;
                 break;
             }
-            Next::Stopped => {
-                slot.run = Run::Stopped;
-                break;
-            }
-            Next::Yield => break,
         }
         if csr::time() >= slice_end {
             break;
@@ -306,6 +395,7 @@ fn run_slot(slot: &mut Slot, last: &mut Option<(usize, usize)>) {
     }
     slot.arch.put();
     sh.running.store(false, Ordering::Release);
+    end
 }
 
 /// Index of an exit in [`crate::vm::EXIT_KINDS`].
@@ -426,7 +516,7 @@ fn device_side_effects(vm: &Vm, inner: &mut crate::vm::VmInner) {
     while let Some((vcpu, level)) = inner.devices.take_changed() {
         if let Some(sh) = vm.vcpus.get(vcpu as usize) {
             if sh.eip.swap(level, Ordering::AcqRel) != level && level {
-                kick(sh.cpu);
+                kick(sh.cpu.load(Ordering::Acquire));
             }
         }
     }
@@ -736,7 +826,7 @@ impl SbiEnv for Env<'_> {
             a0: vcpu as u64,
             a1: opaque,
         });
-        kick(sh.cpu);
+        kick(sh.cpu.load(Ordering::Acquire));
         Ok(())
     }
 
@@ -753,7 +843,7 @@ impl SbiEnv for Env<'_> {
         let sh = &self.vm.vcpus[vcpu];
         sh.pending_irq
             .fetch_or(1 << VirtualInterrupt::Software.hvip_bit(), Ordering::AcqRel);
-        kick(sh.cpu);
+        kick(sh.cpu.load(Ordering::Acquire));
     }
 
     fn remote_fence(&mut self, vcpu: usize, fence: Fence) {
@@ -763,7 +853,7 @@ impl SbiEnv for Env<'_> {
             _ => FENCE_VVMA,
         };
         sh.fence.fetch_or(bit, Ordering::AcqRel);
-        kick(sh.cpu);
+        kick(sh.cpu.load(Ordering::Acquire));
     }
 
     fn is_guest_ram(&self, gpa: GuestPhysAddr, len: u64) -> bool {

@@ -6,7 +6,7 @@ use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use fv_addr::{GuestPhysAddr, HostPhysAddr, Range, MEGA_PAGE_SIZE, PAGE_SIZE};
 use fv_bootpkg::VmSpec;
 use fv_devices::plic::Plic;
@@ -61,7 +61,7 @@ pub mod state {
 #[derive(Debug)]
 pub struct VcpuShared {
     /// Logical CPU (hart) whose run queue holds the vCPU.
-    pub cpu: usize,
+    pub cpu: AtomicUsize,
     /// `hvip` bits to assert on the next entry.
     pub pending_irq: AtomicU64,
     /// Fence requests ([`FENCE_I`], [`FENCE_VVMA`]).
@@ -242,7 +242,7 @@ impl Vm {
             .map_err(|_| CreateError::BadImage("bad vCPU count"))?;
         let vcpus = (0..spec.vcpus)
             .map(|_| VcpuShared {
-                cpu: cpus(),
+                cpu: AtomicUsize::new(cpus()),
                 pending_irq: AtomicU64::new(0),
                 fence: AtomicU32::new(0),
                 start: Mutex::new(None),
