@@ -111,6 +111,7 @@ fn add_vm(builder: &mut PackageBuilder, vm: &VmConfig) -> Result<VmSummary> {
     };
     builder
         .add_vm(&VmDescriptor {
+            sched: fv_bootpkg::VmSched::default(),
             name: &vm.name,
             vcpus: vm.vcpus,
             memory_bytes: vm.memory_bytes,

@@ -295,7 +295,20 @@ pub extern "C" fn rust_main(hartid: u64, dtb_pa: u64, start_time: u64) -> ! {
             }
         };
         let vmid = (i + 1) as u16;
-        match vm::Vm::create(i, vmid, features.vmid_bits, mode, spec, dtb, &mut place) {
+        let pin = spec.sched.pin.map(|p| p as usize).filter(|&p| {
+            let ok = p < ncpus;
+            if !ok {
+                log!(
+                    "VM '{}' is pinned to hart {} but only {} harts run: not pinned",
+                    spec.name,
+                    p,
+                    ncpus
+                );
+            }
+            ok
+        });
+        let mut place_vm = || pin.unwrap_or_else(&mut place);
+        match vm::Vm::create(i, vmid, features.vmid_bits, mode, spec, dtb, &mut place_vm) {
             Ok(v) => vms.push(v),
             Err(e) => log!("VM '{}' not created: {}", spec.name, e),
         }
@@ -323,9 +336,10 @@ pub extern "C" fn rust_main(hartid: u64, dtb_pa: u64, start_time: u64) -> ! {
                 arch.reset(v.boot_state());
             }
             let key = fv_sched::VcpuKey(((v.id as u32) << 16) | j as u32);
+            let pin = v.spec.sched.pin.map(|p| p as usize).filter(|&p| p < ncpus);
             let params = fv_sched::VcpuParams {
-                weight: 100,
-                pin: None,
+                weight: v.spec.sched.weight,
+                pin,
                 stopped: j != 0,
             };
             let cpu = sh.cpu.load(Ordering::Relaxed);

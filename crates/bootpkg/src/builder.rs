@@ -28,6 +28,8 @@ pub struct VmDescriptor<'a> {
     pub cmdline: &'a str,
     /// Per-VM options.
     pub flags: VmFlags,
+    /// How the VM's vCPUs are scheduled.
+    pub sched: crate::VmSched,
     /// The kernel image's pieces.
     pub segments: &'a [Segment<'a>],
 }
@@ -55,6 +57,7 @@ struct OwnedVm {
     cmdline: String,
     vcpus: u32,
     flags: VmFlags,
+    sched: crate::VmSched,
     memory_bytes: u64,
     entry: u64,
     dtb_gpa: u64,
@@ -96,6 +99,18 @@ impl PackageBuilder {
             segments: vm.segments.iter().copied().map(Extent::from),
         };
         check_vm(index, &facts)?;
+        if vm.sched.weight == 0 || vm.sched.weight > crate::MAX_WEIGHT {
+            return Err(BootPkgError::BadWeight {
+                vm: index,
+                value: vm.sched.weight,
+            });
+        }
+        if vm.sched.pin.is_some_and(|p| p >= crate::MAX_PIN_HART) {
+            return Err(BootPkgError::BadPin {
+                vm: index,
+                value: vm.sched.pin.map_or(0, |p| p.saturating_add(1)),
+            });
+        }
         if self.vms.iter().any(|v| v.name == vm.name) {
             return Err(BootPkgError::DuplicateName { vm: index });
         }
@@ -104,6 +119,7 @@ impl PackageBuilder {
             cmdline: vm.cmdline.into(),
             vcpus: vm.vcpus,
             flags: vm.flags,
+            sched: vm.sched,
             memory_bytes: vm.memory_bytes,
             entry: vm.entry.raw(),
             dtb_gpa: vm.dtb_gpa.raw(),
@@ -146,6 +162,15 @@ impl PackageBuilder {
             put_u64(&mut out, rec + 24, vm.cmdline.len() as u64);
             put(&mut out, rec + 32, &vm.vcpus.to_le_bytes());
             put(&mut out, rec + 36, &vm.flags.bits().to_le_bytes());
+            put(&mut out, rec + 112, &vm.sched.weight.to_le_bytes());
+            put(
+                &mut out,
+                rec + 116,
+                &vm.sched
+                    .pin
+                    .map_or(0, |p| p.saturating_add(1))
+                    .to_le_bytes(),
+            );
             put_u64(&mut out, rec + 40, vm.memory_bytes);
             put_u64(&mut out, rec + 48, vm.entry);
             put_u64(&mut out, rec + 56, vm.dtb_gpa);

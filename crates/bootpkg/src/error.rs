@@ -41,6 +41,20 @@ impl fmt::Display for Part {
 pub enum BootPkgError {
     /// The bytes end before the header, the VM table or `total_size`.
     Truncated,
+    /// A VM's scheduling weight is above [`crate::MAX_WEIGHT`].
+    BadWeight {
+        /// The VM record.
+        vm: u32,
+        /// The weight found.
+        value: u32,
+    },
+    /// A VM's pinned hart is not below [`crate::MAX_PIN_HART`].
+    BadPin {
+        /// The VM record.
+        vm: u32,
+        /// The field's value (hart + 1).
+        value: u32,
+    },
     /// The package does not start with [`crate::MAGIC`].
     BadMagic,
     /// The format version is not [`crate::FORMAT_VERSION`].
@@ -178,6 +192,16 @@ impl fmt::Display for BootPkgError {
         use BootPkgError as E;
         match *self {
             E::Truncated => f.write_str("boot package is truncated"),
+            E::BadWeight { vm, value } => write!(
+                f,
+                "VM {vm}: scheduling weight {value} is outside 1..={}",
+                crate::MAX_WEIGHT
+            ),
+            E::BadPin { vm, value } => write!(
+                f,
+                "VM {vm}: pinned hart field {value} is beyond hart {}",
+                crate::MAX_PIN_HART - 1
+            ),
             E::BadMagic => f.write_str("not a boot package (bad magic)"),
             E::UnsupportedVersion(v) => write!(f, "unsupported boot package version {v}"),
             E::ChecksumMismatch { stored, computed } => write!(

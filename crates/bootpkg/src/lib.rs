@@ -29,7 +29,9 @@
 //!     72     4  segment count (1..=MAX_SEGMENTS)
 //!     76     4  has_initrd (0 or 1)
 //!     80    32  initrd: a segment record (all zero when has_initrd is 0; mem_size = data length > 0)
-//!    112    16  reserved, zero
+//!    112     4  scheduling weight (0 = the default, DEFAULT_WEIGHT; else 1..=MAX_WEIGHT)
+//!    116     4  pinned hart + 1 (0 = not pinned; else the vCPUs run only on hart value - 1, < MAX_PIN_HART)
+//!    120     8  reserved, zero
 //!
 //! segment record (SEGMENT_RECORD_SIZE = 32 bytes)
 //!      0     8  gpa
@@ -76,6 +78,31 @@ pub const MAGIC: [u8; 8] = *b"FVBOOTPK";
 pub const FORMAT_VERSION: u32 = 1;
 /// Size of the package header in bytes.
 pub const HEADER_SIZE: usize = 32;
+/// Scheduling weight of a VM that asks for none.
+pub const DEFAULT_WEIGHT: u32 = 100;
+/// Largest scheduling weight.
+pub const MAX_WEIGHT: u32 = 10_000;
+/// Harts a VM can be pinned to: `0..MAX_PIN_HART`.
+pub const MAX_PIN_HART: u32 = 64;
+
+/// How a VM's vCPUs are scheduled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VmSched {
+    /// Share of CPU time relative to other vCPUs on the same hart (1..=[`MAX_WEIGHT`]).
+    pub weight: u32,
+    /// The hart (logical CPU index) every vCPU of the VM is pinned to, if any.
+    pub pin: Option<u32>,
+}
+
+impl Default for VmSched {
+    fn default() -> Self {
+        Self {
+            weight: DEFAULT_WEIGHT,
+            pin: None,
+        }
+    }
+}
+
 /// Size of one VM record in bytes.
 pub const VM_RECORD_SIZE: usize = 128;
 /// Size of one segment record in bytes.
@@ -156,6 +183,8 @@ pub struct VmSpec<'a> {
     pub cmdline: &'a str,
     /// Per-VM options.
     pub flags: VmFlags,
+    /// How the VM's vCPUs are scheduled.
+    pub sched: VmSched,
     /// The VM's segment records (validated), `SEGMENT_RECORD_SIZE` bytes each.
     segment_table: &'a [u8],
     /// The whole package, which the segment records point into.
@@ -192,6 +221,7 @@ impl fmt::Debug for VmSpec<'_> {
             .field("initrd", &self.initrd)
             .field("cmdline", &self.cmdline)
             .field("flags", &self.flags)
+            .field("sched", &self.sched)
             .field("segments", &self.segment_count())
             .finish()
     }
@@ -435,10 +465,22 @@ fn decode_vm(package: &[u8], i: usize, data_start: usize) -> Result<VmSpec<'_>, 
         )?),
         value => return Err(BootPkgError::BadInitrdMarker { vm, value }),
     };
-    if rec.get(112..).is_none_or(|r| r.iter().any(|&b| b != 0)) {
+    if rec.get(120..).is_none_or(|r| r.iter().any(|&b| b != 0)) {
         return Err(BootPkgError::ReservedNonZero { vm: Some(vm) });
     }
+    let weight = match read_u32(rec, 112)? {
+        0 => DEFAULT_WEIGHT,
+        w if w <= MAX_WEIGHT => w,
+        value => return Err(BootPkgError::BadWeight { vm, value }),
+    };
+    let pin = match read_u32(rec, 116)? {
+        0 => None,
+        p if p <= MAX_PIN_HART => Some(p - 1),
+        value => return Err(BootPkgError::BadPin { vm, value }),
+    };
+    let sched = VmSched { weight, pin };
     Ok(VmSpec {
+        sched,
         name,
         vcpus,
         memory_bytes,

@@ -34,6 +34,7 @@ fn sample_data() -> Sample {
 
 fn alpha<'a>(s: &'a Sample, segs: &'a [Segment<'a>]) -> VmDescriptor<'a> {
     VmDescriptor {
+        sched: crate::VmSched::default(),
         name: "alpha",
         vcpus: 4,
         memory_bytes: 64 * MIB,
@@ -77,6 +78,7 @@ fn build_sample() -> Vec<u8> {
     let mut b = PackageBuilder::new();
     b.add_vm(&alpha(&s, &segs)).unwrap();
     b.add_vm(&VmDescriptor {
+        sched: crate::VmSched::default(),
         name: "beta",
         vcpus: 1,
         memory_bytes: 16 * MIB,
@@ -522,6 +524,7 @@ fn builder_rejects_bad_placement() {
     ];
     assert_eq!(
         b.add_vm(&VmDescriptor {
+            sched: crate::VmSched::default(),
             segments: &overlapping,
             ..base
         }),
@@ -539,6 +542,7 @@ fn builder_rejects_bad_placement() {
     }];
     assert_eq!(
         b.add_vm(&VmDescriptor {
+            sched: crate::VmSched::default(),
             segments: &past_end,
             entry: gpa(RAM + 64 * MIB - 0x100),
             ..base
@@ -556,6 +560,7 @@ fn builder_rejects_bad_placement() {
     }];
     assert_eq!(
         b.add_vm(&VmDescriptor {
+            sched: crate::VmSched::default(),
             segments: &below,
             ..base
         }),
@@ -567,6 +572,7 @@ fn builder_rejects_bad_placement() {
     // Initrd overlapping the kernel.
     assert_eq!(
         b.add_vm(&VmDescriptor {
+            sched: crate::VmSched::default(),
             initrd: Some(Segment {
                 gpa: gpa(RAM + 0x30_0000),
                 data: &s.initrd,
@@ -583,6 +589,7 @@ fn builder_rejects_bad_placement() {
     // Initrd overlapping the DTB slot.
     assert_eq!(
         b.add_vm(&VmDescriptor {
+            sched: crate::VmSched::default(),
             initrd: Some(Segment {
                 gpa: gpa(RAM + 62 * MIB - 0x1000),
                 data: &s.initrd,
@@ -599,6 +606,7 @@ fn builder_rejects_bad_placement() {
     // DTB slot on the kernel.
     assert_eq!(
         b.add_vm(&VmDescriptor {
+            sched: crate::VmSched::default(),
             dtb_gpa: gpa(RAM + 0x20_0000),
             ..base
         }),
@@ -615,6 +623,7 @@ fn builder_rejects_bad_placement() {
     }];
     assert_eq!(
         b.add_vm(&VmDescriptor {
+            sched: crate::VmSched::default(),
             segments: &shrunk,
             ..base
         }),
@@ -629,6 +638,7 @@ fn builder_rejects_bad_placement() {
     );
     assert_eq!(
         b.add_vm(&VmDescriptor {
+            sched: crate::VmSched::default(),
             segments: &[],
             ..base
         }),
@@ -647,6 +657,7 @@ fn builder_limits_vm_count() {
     let names: Vec<std::string::String> = (0..=MAX_VMS).map(|i| std::format!("vm{i}")).collect();
     for name in &names[..MAX_VMS] {
         b.add_vm(&VmDescriptor {
+            sched: crate::VmSched::default(),
             name,
             ..alpha(&s, &segs)
         })
@@ -654,6 +665,7 @@ fn builder_limits_vm_count() {
     }
     assert_eq!(
         b.add_vm(&VmDescriptor {
+            sched: crate::VmSched::default(),
             name: &names[MAX_VMS],
             ..alpha(&s, &segs)
         }),
@@ -736,5 +748,65 @@ proptest! {
         if let Ok(pkg) = Package::parse(&bytes) {
             walk(&pkg);
         }
+    }
+}
+
+#[test]
+fn scheduling_fields_round_trip_and_are_checked() {
+    let s = sample_data();
+    let segs = alpha_segments(&s);
+    let mut d = alpha(&s, &segs);
+    d.sched = crate::VmSched {
+        weight: 250,
+        pin: Some(1),
+    };
+    let mut b = PackageBuilder::new();
+    b.add_vm(&d).unwrap();
+    let bytes = b.build();
+    let pkg = Package::parse(&bytes).unwrap();
+    let vm = pkg.vms().next().unwrap();
+    assert_eq!(
+        vm.sched,
+        crate::VmSched {
+            weight: 250,
+            pin: Some(1)
+        }
+    );
+
+    // The record's bytes 112..120 hold weight and pin + 1 (little endian).
+    let rec = HEADER_SIZE;
+    assert_eq!(&bytes[rec + 112..rec + 116], &250u32.to_le_bytes());
+    assert_eq!(&bytes[rec + 116..rec + 120], &2u32.to_le_bytes());
+
+    // Defaults: zero fields mean weight 100, not pinned.
+    let d2 = alpha(&s, &segs);
+    let mut b2 = PackageBuilder::new();
+    b2.add_vm(&d2).unwrap();
+    let bytes2 = b2.build();
+    let vm2 = Package::parse(&bytes2).unwrap().vms().next().unwrap();
+    assert_eq!(vm2.sched, crate::VmSched::default());
+    assert_eq!(vm2.sched.weight, crate::DEFAULT_WEIGHT);
+
+    // Out of range values are refused by the builder.
+    for bad in [
+        crate::VmSched {
+            weight: 0,
+            pin: None,
+        },
+        crate::VmSched {
+            weight: crate::MAX_WEIGHT + 1,
+            pin: None,
+        },
+        crate::VmSched {
+            weight: 1,
+            pin: Some(crate::MAX_PIN_HART),
+        },
+    ] {
+        let mut d3 = alpha(&s, &segs);
+        d3.sched = bad;
+        assert!(matches!(
+            PackageBuilder::new().add_vm(&d3),
+            Err(BootPkgError::BadWeight { .. } | BootPkgError::BadPin { .. })
+        ));
     }
 }
