@@ -88,16 +88,52 @@ pub fn use_uart(base: u64, shift: u32) {
     });
 }
 
-/// Writes a line of the hypervisor's own (used by the macros). If a guest's
-/// line is unfinished, it is ended first so the two never mix.
+/// Writes text of the hypervisor's own (shell output, log lines). If a
+/// guest's line is unfinished, it is ended first so the two never mix.
 pub fn write_fmt(args: fmt::Arguments<'_>) {
     let mut c = CONSOLE.lock();
-    if !c.line_start {
+    if c.owner.is_some() && !c.line_start {
         let _ = c.write_str("\n");
         c.line_start = true;
     }
     c.owner = None;
-    let _ = c.write_fmt(args);
+    let mut w = Tracking {
+        console: &mut c,
+        last: None,
+    };
+    let _ = w.write_fmt(args);
+    if let Some(last) = w.last {
+        c.line_start = last == b'\n';
+    }
+}
+
+/// A log line: kept in the log ring (`log` in the shell), then printed as
+/// `ferrovisor: <line>`. The ring is written before the console is taken, so
+/// the two locks are never held together in that order.
+pub fn log_line(args: fmt::Arguments<'_>) {
+    crate::mgmt::log_to_ring(format_args!("{args}\n"));
+    let mut c = CONSOLE.lock();
+    if !c.line_start {
+        let _ = c.write_str("\n");
+    }
+    c.owner = None;
+    let _ = c.write_fmt(format_args!("ferrovisor: {args}\n"));
+    c.line_start = true;
+}
+
+/// Remembers the last byte written, to know whether a line is open.
+struct Tracking<'a> {
+    console: &'a mut Console,
+    last: Option<u8>,
+}
+
+impl Write for Tracking<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        if let Some(&b) = s.as_bytes().last() {
+            self.last = Some(b);
+        }
+        self.console.write_str(s)
+    }
 }
 
 /// Writes a guest's console output. Every line starts with `[<vm name>] `; when
@@ -154,6 +190,6 @@ pub fn force_unlock() {
 #[macro_export]
 macro_rules! log {
     ($($arg:tt)*) => {
-        $crate::console::write_fmt(format_args!("ferrovisor: {}\n", format_args!($($arg)*)))
+        $crate::console::log_line(format_args!($($arg)*))
     };
 }

@@ -15,6 +15,7 @@ mod boot;
 mod console;
 mod heap;
 mod mem;
+mod mgmt;
 mod sched;
 mod vm;
 
@@ -360,6 +361,8 @@ pub extern "C" fn rust_main(hartid: u64, dtb_pa: u64, start_time: u64) -> ! {
                 arch,
                 timer: None,
                 generation: 0,
+                paused_seen: 0,
+                parked: false,
             });
         }
         sched::report_vm(v);

@@ -17,6 +17,7 @@ use fv_guest_sbi::{
     ConsoleError, Fence, HartState, HsmError, ResetKind, ResetReason, SbiCall, SbiEnv, SbiOutcome,
     SuspendType,
 };
+use fv_mgmt::{CounterKey, ExitReason, IrqKind, SbiExtension};
 use fv_sched::{RunQueue, State, VcpuKey};
 use fv_vm::{Access, GuestException, GuestMemory, HostInterrupt, Vcpu, VcpuExit, VirtualInterrupt};
 use spin::{Mutex, Once};
@@ -75,6 +76,10 @@ pub struct Slot {
     pub timer: Option<u64>,
     /// VM generation this vCPU's state belongs to.
     pub generation: u32,
+    /// The VM's pause total this vCPU's clock has been adjusted for.
+    pub paused_seen: u64,
+    /// Blocked because its VM is paused (woken on resume).
+    pub parked: bool,
 }
 
 /// What the run loop does after an exit.
@@ -85,11 +90,13 @@ enum Next {
     Yield,
 }
 
-fn host() -> &'static Host {
+/// Host facts (set before any hart runs guests).
+pub fn host() -> &'static Host {
     HOST.get().expect("HOST is set before any hart runs guests")
 }
 
-fn vms() -> &'static [Vm] {
+/// Every VM.
+pub fn vms() -> &'static [Vm] {
     VMS.get().map(|v| v.as_slice()).unwrap_or(&[])
 }
 
@@ -118,7 +125,8 @@ pub fn kick(cpu: usize) {
     }
 }
 
-fn kick_vm(vm: &Vm) {
+/// Kicks every hart that runs one of `vm`'s vCPUs.
+pub fn kick_vm(vm: &Vm) {
     let mut seen = [false; MAX_HARTS];
     for v in &vm.vcpus {
         let cpu = v.cpu.load(Ordering::Acquire);
@@ -206,6 +214,9 @@ pub fn run_hart(cpu: usize) -> ! {
                 Next::Continue | Next::Yield => {}
             }
             let _ = hq.rq.account(slot.key, ran);
+            if let Some(sh) = vms().get(slot.vm).and_then(|v| v.vcpus.get(slot.vcpu)) {
+                sh.run_ticks.fetch_add(ran, Ordering::Relaxed);
+            }
             hq.slots.push(slot);
         }
     }
@@ -271,6 +282,7 @@ fn steal(cpu: usize) -> bool {
     if let Some(vm) = vms().get(slot.vm) {
         if let Some(sh) = vm.vcpus.get(slot.vcpu) {
             sh.cpu.store(cpu, Ordering::Release);
+            sh.migrations.fetch_add(1, Ordering::Relaxed);
         }
     }
     // Its VS-stage TLB entries on this hart are flushed when it is loaded here
@@ -286,6 +298,27 @@ fn refresh(slot: &mut Slot, now: u64, rq: &mut RunQueue) {
     if vm.is_stopped() {
         let _ = rq.stop(key);
         return;
+    }
+    if vm.state.load(Ordering::Acquire) == state::PAUSED {
+        // Parked: not picked until the VM resumes (blocked, not stopped, so
+        // its HSM state is untouched).
+        if rq.block(key).is_ok() {
+            slot.parked = true;
+        }
+        return;
+    }
+    // Guest time stands still while the VM is paused: shift the guest clock
+    // and any emulated timer deadline by the time spent paused.
+    let paused = vm.paused_ticks.load(Ordering::Acquire);
+    if paused != slot.paused_seen {
+        let shift = paused.wrapping_sub(slot.paused_seen);
+        slot.paused_seen = paused;
+        slot.arch.set_htimedelta(0u64.wrapping_sub(paused));
+        slot.timer = slot.timer.map(|t| t.saturating_add(shift));
+    }
+    if slot.parked {
+        slot.parked = false;
+        let _ = rq.wake(key);
     }
     let generation = vm.generation.load(Ordering::Acquire);
     if generation != slot.generation {
@@ -311,6 +344,7 @@ fn refresh(slot: &mut Slot, now: u64, rq: &mut RunQueue) {
     if let Some(d) = slot.timer {
         if now >= d {
             slot.arch.set_interrupt(VirtualInterrupt::Timer, true);
+            vm.vcpus[slot.vcpu].irqs.record(IrqKind::Timer);
             slot.timer = None;
         }
     }
@@ -350,6 +384,7 @@ fn run_slot(slot: &mut Slot, last: &mut Option<(usize, usize)>, slice_end: u64) 
         let irq = sh.pending_irq.swap(0, Ordering::AcqRel);
         if irq & (1 << VirtualInterrupt::Software.hvip_bit()) != 0 {
             slot.arch.set_interrupt(VirtualInterrupt::Software, true);
+            sh.irqs.record(IrqKind::Software);
         }
         let fences = sh.fence.swap(0, Ordering::AcqRel);
         if fences & FENCE_I != 0 {
@@ -376,9 +411,7 @@ fn run_slot(slot: &mut Slot, last: &mut Option<(usize, usize)>, slice_end: u64) 
         arm_timer(slot.timer.map_or(slice_end, |t| t.min(slice_end)));
         let exit = slot.arch.run();
         EXITS.fetch_add(1, Ordering::Relaxed);
-        if let Some(c) = sh.exits.get(exit_kind(&exit)) {
-            c.fetch_add(1, Ordering::Relaxed);
-        }
+        sh.exits.record(exit_reason(&exit));
         if matches!(exit, VcpuExit::HostInterrupt(_)) && crate::boot::cpu_index() == 0 {
             service_console();
         }
@@ -398,19 +431,20 @@ fn run_slot(slot: &mut Slot, last: &mut Option<(usize, usize)>, slice_end: u64) 
     end
 }
 
-/// Index of an exit in [`crate::vm::EXIT_KINDS`].
-fn exit_kind(exit: &VcpuExit) -> usize {
+/// The statistics bucket of an exit.
+fn exit_reason(exit: &VcpuExit) -> ExitReason {
     match exit {
-        VcpuExit::SbiCall { .. } => 0,
-        VcpuExit::MmioRead { .. } => 1,
-        VcpuExit::MmioWrite { .. } => 2,
-        VcpuExit::GuestPageFault { .. } => 3,
-        VcpuExit::Wfi => 4,
-        VcpuExit::VirtualInstruction { .. } => 5,
-        VcpuExit::HostInterrupt(HostInterrupt::Timer) => 6,
-        VcpuExit::HostInterrupt(HostInterrupt::Software) => 7,
-        VcpuExit::HostInterrupt(HostInterrupt::External) => 8,
-        _ => 9,
+        VcpuExit::SbiCall { .. } => ExitReason::Sbi,
+        VcpuExit::MmioRead { .. } => ExitReason::MmioRead,
+        VcpuExit::MmioWrite { .. } => ExitReason::MmioWrite,
+        VcpuExit::GuestPageFault { .. } => ExitReason::GuestPageFault,
+        VcpuExit::Wfi => ExitReason::Wfi,
+        VcpuExit::VirtualInstruction { .. } => ExitReason::VirtualInstruction,
+        VcpuExit::HostInterrupt(HostInterrupt::Timer) => ExitReason::HostTimer,
+        VcpuExit::HostInterrupt(HostInterrupt::Software) => ExitReason::HostIpi,
+        VcpuExit::HostInterrupt(HostInterrupt::External) => ExitReason::HostExternal,
+        VcpuExit::HostInterrupt(HostInterrupt::Other(_)) => ExitReason::HostOther,
+        VcpuExit::Unhandled { .. } => ExitReason::Unhandled,
     }
 }
 
@@ -472,7 +506,7 @@ fn handle_exit(vm: &Vm, slot: &mut Slot, exit: VcpuExit) -> Next {
             // Not emulated: to the guest it is an instruction it may not execute.
             slot.arch
                 .inject_exception(GuestException::IllegalInstruction, insn);
-            vm.inner.lock().stats.injected_faults += 1;
+            vm.vcpus[slot.vcpu].injected.fetch_add(1, Ordering::Relaxed);
             Next::Continue
         }
         VcpuExit::Unhandled { cause, tval, pc } => {
@@ -504,71 +538,59 @@ fn device_side_effects(vm: &Vm, inner: &mut crate::vm::VmInner) {
             }
             inner.input.pop_front();
         }
-        let out = inner.devices.with_device::<Uart16550, _>(uart, |u, irq| {
+        let crate::vm::VmInner {
+            devices, history, ..
+        } = &mut *inner;
+        let _ = devices.with_device::<Uart16550, _>(uart, |u, irq| {
             if u.output().is_empty() {
                 return;
             }
+            history.push(u.output());
             crate::console::guest_output(vm.id, &vm.name, u.output());
             u.clear_output(irq);
         });
-        let _ = out;
     }
     while let Some((vcpu, level)) = inner.devices.take_changed() {
         if let Some(sh) = vm.vcpus.get(vcpu as usize) {
             if sh.eip.swap(level, Ordering::AcqRel) != level && level {
+                sh.irqs.record(IrqKind::External);
                 kick(sh.cpu.load(Ordering::Acquire));
             }
         }
     }
 }
 
-/// Console input for the VM that has the focus (polled on the boot hart).
-/// Ctrl-A n moves the focus to the next running VM; Ctrl-A Ctrl-A sends Ctrl-A.
+/// Reads console input (polled on the boot hart) and hands it to the
+/// management layer (`crate::mgmt::input_byte`): guest input, shell, escapes.
 pub fn service_console() {
-    static ESCAPE: AtomicBool = AtomicBool::new(false);
     while let Some(b) = crate::console::poll_input() {
-        if ESCAPE.swap(false, Ordering::AcqRel) {
-            match b {
-                b'n' => {
-                    focus_next();
-                    continue;
-                }
-                0x01 => {}
-                _ => continue,
-            }
-        } else if b == 0x01 {
-            ESCAPE.store(true, Ordering::Release);
-            continue;
-        }
-        let Some(vm) = vms().get(FOCUS.load(Ordering::Acquire)) else {
-            return;
-        };
-        let mut inner = vm.inner.lock();
-        // Queued until the guest's UART has room; beyond 4 KiB of typed-ahead
-        // input, bytes are dropped (a real UART would overrun far sooner).
-        if inner.input.len() < 4096 && inner.input.try_reserve(1).is_ok() {
-            inner.input.push_back(b);
-        }
-        device_side_effects(vm, &mut inner);
+        crate::mgmt::input_byte(b);
     }
 }
 
-/// The VM whose UART gets console input.
-static FOCUS: AtomicUsize = AtomicUsize::new(0);
+/// Queues a byte of console input for VM `index`'s UART.
+pub fn queue_input(index: usize, b: u8) {
+    let Some(vm) = vms().get(index) else { return };
+    let mut inner = vm.inner.lock();
+    // Queued until the guest's UART has room; beyond 4 KiB of typed-ahead
+    // input, bytes are dropped (a real UART would overrun far sooner).
+    if inner.input.len() < 4096 && inner.input.try_reserve(1).is_ok() {
+        inner.input.push_back(b);
+    }
+    device_side_effects(vm, &mut inner);
+}
 
-fn focus_next() {
-    let all = vms();
-    let start = FOCUS.load(Ordering::Acquire);
-    for k in 1..=all.len() {
-        let i = (start + k) % all.len();
-        if !all[i].is_stopped() {
-            FOCUS.store(i, Ordering::Release);
-            log!(
-                "console input goes to VM '{}' (Ctrl-A n: next VM)",
-                all[i].name
-            );
-            return;
-        }
+/// A queued vCPU's scheduling state as the management layer shows it.
+pub fn vcpu_state(cpu: usize, vm: usize, vcpu: usize) -> fv_mgmt::VcpuState {
+    let key = VcpuKey(((vm as u32) << 16) | vcpu as u32);
+    match QUEUES
+        .get(cpu)
+        .and_then(|q| q.lock().as_ref().map(|q| q.rq.state(key)))
+    {
+        Some(Ok(State::Running)) => fv_mgmt::VcpuState::Running,
+        Some(Ok(State::Runnable)) => fv_mgmt::VcpuState::Runnable,
+        Some(Ok(State::Blocked)) => fv_mgmt::VcpuState::Blocked,
+        _ => fv_mgmt::VcpuState::Stopped,
     }
 }
 
@@ -596,11 +618,7 @@ fn memory_exit(vm: &Vm, slot: &mut Slot, addr: GuestPhysAddr, access: Access) ->
         Access::Store => GuestException::StoreAccessFault,
         Access::Fetch => GuestException::InstructionAccessFault,
     };
-    let n = {
-        let mut inner = vm.inner.lock();
-        inner.stats.injected_faults += 1;
-        inner.stats.injected_faults
-    };
+    let n = vm.vcpus[slot.vcpu].injected.fetch_add(1, Ordering::Relaxed) + 1;
     if n <= 8 {
         log!(
             "VM '{}' vCPU {}: {:?} at {} (nothing there): access fault injected",
@@ -625,7 +643,9 @@ fn sbi_call(vm: &Vm, slot: &mut Slot, call: SbiCall) -> Next {
         };
         fv_guest_sbi::handle(&mut env, &call)
     };
-    vm.inner.lock().stats.sbi_calls += 1;
+    vm.vcpus[slot.vcpu]
+        .sbi
+        .record(SbiExtension::from_eid(call.eid));
     match outcome {
         SbiOutcome::Return(r) => {
             slot.arch.complete_sbi(r.error, r.value);
@@ -684,7 +704,7 @@ fn sbi_call(vm: &Vm, slot: &mut Slot, call: SbiCall) -> Next {
             Next::Stopped
         }
         SbiOutcome::SystemReset { .. } => {
-            reboot_vm(vm, slot);
+            reboot_vm(vm, Some(slot.vcpu));
             Next::Yield
         }
     }
@@ -701,18 +721,14 @@ pub fn stop_vm(vm: &Vm, reason: StopReason) {
         StopReason::PowerOff => "powered off",
         StopReason::GuestFailure => "powered off reporting a failure",
         StopReason::Fault => "stopped by the hypervisor",
+        StopReason::Operator => "stopped by the operator",
     };
     log!("VM '{}' {}", vm.name, why);
     let mut line = alloc::string::String::new();
-    for (k, name) in crate::vm::EXIT_KINDS.iter().enumerate() {
-        let n: u64 = vm
-            .vcpus
-            .iter()
-            .filter_map(|v| v.exits.get(k))
-            .map(|c| c.load(Ordering::Relaxed))
-            .sum();
+    for &r in ExitReason::ALL {
+        let n: u64 = vm.vcpus.iter().map(|v| v.exits.get(r)).sum();
         if n != 0 {
-            let _ = core::fmt::Write::write_fmt(&mut line, format_args!(" {name} {n}"));
+            let _ = core::fmt::Write::write_fmt(&mut line, format_args!(" {} {n}", r.name()));
         }
     }
     log!("VM '{}' exits:{}", vm.name, line);
@@ -728,7 +744,9 @@ pub fn stop_vm(vm: &Vm, reason: StopReason) {
 }
 
 /// Reboots a VM: stops all its vCPUs, reloads its images, restarts vCPU 0.
-fn reboot_vm(vm: &Vm, slot: &mut Slot) {
+/// `caller` is the vCPU asking (SBI SRST), `None` for the operator. Returns
+/// false if the VM was not running.
+pub fn reboot_vm(vm: &Vm, caller: Option<usize>) -> bool {
     if vm
         .state
         .compare_exchange(
@@ -739,12 +757,12 @@ fn reboot_vm(vm: &Vm, slot: &mut Slot) {
         )
         .is_err()
     {
-        return;
+        return false;
     }
     log!("VM '{}' rebooting", vm.name);
     kick_vm(vm);
     for (i, v) in vm.vcpus.iter().enumerate() {
-        if i != slot.vcpu {
+        if Some(i) != caller {
             while v.running.load(Ordering::Acquire) {
                 core::hint::spin_loop();
             }
@@ -757,7 +775,7 @@ fn reboot_vm(vm: &Vm, slot: &mut Slot) {
         log!("VM '{}': reboot failed: {}", vm.name, e);
         vm.state.store(state::RUNNING, Ordering::Release);
         stop_vm(vm, StopReason::Fault);
-        return;
+        return false;
     }
     {
         let mut inner = vm.inner.lock();
@@ -766,6 +784,7 @@ fn reboot_vm(vm: &Vm, slot: &mut Slot) {
     vm.generation.fetch_add(1, Ordering::AcqRel);
     vm.state.store(state::RUNNING, Ordering::Release);
     kick_vm(vm);
+    true
 }
 
 fn finish(cpu: usize) -> ! {
@@ -873,6 +892,7 @@ impl SbiEnv for Env<'_> {
                 .read(gpa, &mut buf[..n])
                 .map_err(|_| ConsoleError::Denied)?;
         }
+        self.vm.inner.lock().history.push(&buf[..n]);
         crate::console::guest_output(self.vm.id, &self.vm.name, &buf[..n]);
         Ok(n as u64)
     }
@@ -882,6 +902,7 @@ impl SbiEnv for Env<'_> {
     }
 
     fn console_putchar(&mut self, byte: u8) -> Result<(), ConsoleError> {
+        self.vm.inner.lock().history.push(&[byte]);
         crate::console::guest_output(self.vm.id, &self.vm.name, &[byte]);
         Ok(())
     }

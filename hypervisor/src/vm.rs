@@ -12,6 +12,10 @@ use fv_bootpkg::VmSpec;
 use fv_devices::plic::Plic;
 use fv_devices::uart16550::Uart16550;
 use fv_devices::{DeviceId, VmDevices};
+use fv_mgmt::{AtomicExitCounts, AtomicIrqCounts, AtomicSbiCounts, Ring};
+
+/// Console history kept per VM.
+pub const HISTORY_BYTES: usize = 16 * 1024;
 use fv_guest_sbi::HsmStates;
 use fv_stage2::{GStage, Mode, Perms};
 use fv_vm::{GuestMemory, GuestMemoryError, VcpuBoot};
@@ -38,6 +42,8 @@ pub enum StopReason {
     GuestFailure,
     /// The hypervisor stopped it: it did something the hypervisor cannot let it continue from.
     Fault,
+    /// The operator stopped it (`vm stop`).
+    Operator,
 }
 
 impl StopReason {
@@ -55,6 +61,8 @@ pub mod state {
     pub const REBOOTING: u8 = 1;
     /// Stopped for good.
     pub const STOPPED: u8 = 2;
+    /// Paused by the operator: no vCPU is scheduled, guest time stands still.
+    pub const PAUSED: u8 = 3;
 }
 
 /// Per-vCPU requests other harts make (IPIs, starts, fences), and where it runs.
@@ -72,23 +80,19 @@ pub struct VcpuShared {
     pub eip: AtomicBool,
     /// Whether the vCPU is between `load` and `put` on some hart.
     pub running: AtomicBool,
-    /// Exits by kind ([`EXIT_KINDS`]).
-    pub exits: [AtomicU64; EXIT_KINDS.len()],
+    /// Exits by reason.
+    pub exits: AtomicExitCounts,
+    /// SBI calls by extension.
+    pub sbi: AtomicSbiCounts,
+    /// Virtual interrupts raised for it, by kind.
+    pub irqs: AtomicIrqCounts,
+    /// Faults injected into it.
+    pub injected: AtomicU64,
+    /// Ticks it ran.
+    pub run_ticks: AtomicU64,
+    /// Times it moved to another hart.
+    pub migrations: AtomicU64,
 }
-
-/// Names of the exit kinds counted per vCPU, in counter order.
-pub const EXIT_KINDS: [&str; 10] = [
-    "sbi",
-    "mmio-read",
-    "mmio-write",
-    "page-fault",
-    "wfi",
-    "virtual-insn",
-    "timer",
-    "ipi",
-    "external",
-    "other",
-];
 
 /// Fence request: `fence.i` before the next entry.
 pub const FENCE_I: u32 = 1;
@@ -114,6 +118,8 @@ pub struct VmInner {
     pub uart: Option<DeviceId>,
     /// Console input not yet taken by the UART (its receive FIFO was full).
     pub input: VecDeque<u8>,
+    /// The last console output (for `vm log`).
+    pub history: Ring,
     /// Why the VM stopped, once it has.
     pub stop_reason: Option<StopReason>,
     /// Counters.
@@ -123,12 +129,8 @@ pub struct VmInner {
 /// Per-VM counters.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct VmStats {
-    /// SBI calls handled.
-    pub sbi_calls: u64,
     /// Lazy RAM mappings made (first touches of a 2 MiB chunk).
     pub ram_faults: u64,
-    /// Faults injected into the guest.
-    pub injected_faults: u64,
 }
 
 /// One VM.
@@ -149,6 +151,12 @@ pub struct Vm {
     pub state: AtomicU8,
     /// Bumped on every reboot; vCPUs reset themselves when they see it change.
     pub generation: AtomicU32,
+    /// Host `time` when it was paused (valid in [`state::PAUSED`]).
+    pub paused_at: AtomicU64,
+    /// Host ticks spent paused, all pauses together: guest time lags host time
+    /// by this much (`htimedelta = -paused_ticks`), so guest clocks and timers
+    /// do not jump across a pause.
+    pub paused_ticks: AtomicU64,
     /// Cross-hart per-vCPU state.
     pub vcpus: Vec<VcpuShared>,
     /// Everything else, under a lock.
@@ -247,7 +255,12 @@ impl Vm {
                 fence: AtomicU32::new(0),
                 start: Mutex::new(None),
                 eip: AtomicBool::new(false),
-                exits: Default::default(),
+                exits: AtomicExitCounts::new(),
+                sbi: AtomicSbiCounts::new(),
+                irqs: AtomicIrqCounts::new(),
+                injected: AtomicU64::new(0),
+                run_ticks: AtomicU64::new(0),
+                migrations: AtomicU64::new(0),
                 running: AtomicBool::new(false),
             })
             .collect();
@@ -260,6 +273,8 @@ impl Vm {
             spec,
             state: AtomicU8::new(state::RUNNING),
             generation: AtomicU32::new(0),
+            paused_at: AtomicU64::new(0),
+            paused_ticks: AtomicU64::new(0),
             vcpus,
             inner: Mutex::new(VmInner {
                 gstage,
@@ -270,6 +285,8 @@ impl Vm {
                 devices,
                 uart: Some(uart),
                 input: VecDeque::new(),
+                history: Ring::with_capacity(HISTORY_BYTES)
+                    .map_err(|_| CreateError::OutOfMemory)?,
                 stop_reason: None,
                 stats: VmStats::default(),
             }),

@@ -1,0 +1,349 @@
+//! The management shell on the hypervisor console and the hypervisor's side of
+//! `fv_mgmt::Management`: what `vm list`, `vm info`, `stats`, `log`, `vm pause`
+//! and friends see and do. The command language, the escape sequences and the
+//! formatting are `fv_mgmt`'s; this module only answers from the live VMs.
+//!
+//! Console input goes through `fv_mgmt::ConsoleInput`: ordinary bytes go to the
+//! VM that has the focus, `Ctrl-A c` enters and leaves the shell (prompt
+//! `fv> `), `Ctrl-A n` / `Ctrl-A <digit>` move the focus, `Ctrl-A h` prints help.
+
+use crate::sched::{self, vms};
+use crate::vm::{state, StopReason, Vm};
+use crate::{console, log};
+use core::fmt;
+use core::sync::atomic::{AtomicUsize, Ordering};
+use fv_arch_riscv64::csr;
+use fv_mgmt::{
+    Action, ConsoleInput, Edit, HartSet, HartStats, HostStats, Input, LineEditor, Management,
+    MgmtError, Ring, RingView, VcpuState, VcpuStats, VmSelect, VmState, VmSummary,
+};
+use spin::Mutex;
+
+/// Bytes of hypervisor log kept for `log`.
+pub const LOG_BYTES: usize = 16 * 1024;
+
+/// The hypervisor's log ring (every `log!` line).
+pub static LOG: Mutex<Ring<[u8; LOG_BYTES]>> = Mutex::new(Ring::new([0; LOG_BYTES]));
+
+/// The VM whose UART gets console input.
+pub static FOCUS: AtomicUsize = AtomicUsize::new(0);
+
+struct Shell {
+    input: ConsoleInput,
+    editor: LineEditor,
+}
+
+static SHELL: Mutex<Shell> = Mutex::new(Shell {
+    input: ConsoleInput::new(),
+    editor: LineEditor::new(),
+});
+
+/// Appends a formatted line to the log ring.
+pub fn log_to_ring(args: fmt::Arguments<'_>) {
+    struct W<'a>(&'a mut Ring<[u8; LOG_BYTES]>);
+    impl fmt::Write for W<'_> {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            self.0.push(s.as_bytes());
+            Ok(())
+        }
+    }
+    let mut ring = LOG.lock();
+    let _ = fmt::Write::write_fmt(&mut W(&mut ring), args);
+}
+
+/// Shell output: straight to the console, never prefixed.
+struct Out;
+
+impl fmt::Write for Out {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        console::write_fmt(format_args!("{s}"));
+        Ok(())
+    }
+}
+
+/// One byte typed on the machine's console (called on the boot hart).
+pub fn input_byte(b: u8) {
+    let mut shell = SHELL.lock();
+    let Some(event) = shell.input.feed(b) else {
+        return;
+    };
+    match event {
+        Input::Guest(b) => sched::queue_input(FOCUS.load(Ordering::Acquire), b),
+        Input::EnterShell => {
+            shell.editor.clear();
+            console::write_fmt(format_args!(
+                "ferrovisor shell: `help` lists commands, Ctrl-A c leaves\nfv> "
+            ));
+        }
+        Input::LeaveShell => console::write_fmt(format_args!("(left the shell)\n")),
+        Input::SwitchVm(sel) => focus(sel),
+        Input::Help => console::write_fmt(format_args!("{}\n", fv_mgmt::ESCAPE_HELP)),
+        Input::UnknownEscape(_) => {}
+        Input::Shell(b) => {
+            let mut line = [0u8; fv_mgmt::MAX_LINE_LEN];
+            let mut len = None;
+            match shell.editor.feed(b) {
+                Edit::Echo(c) => console::write_fmt(format_args!("{}", c as char)),
+                Edit::Erase(n) => {
+                    for _ in 0..n {
+                        console::write_fmt(format_args!("\u{8} \u{8}"));
+                    }
+                }
+                Edit::Bell => console::write_fmt(format_args!("\u{7}")),
+                Edit::Line(l) => {
+                    let n = l.len().min(line.len());
+                    line[..n].copy_from_slice(&l[..n]);
+                    len = Some(n);
+                }
+                Edit::TooLong => console::write_fmt(format_args!("\nerror: line too long\nfv> ")),
+                Edit::Cancel => console::write_fmt(format_args!("\nfv> ")),
+                Edit::None => {}
+            }
+            drop(shell);
+            if let Some(n) = len {
+                console::write_fmt(format_args!("\n"));
+                let _ = fv_mgmt::execute_line(&line[..n], &mut Hypervisor, &mut Out);
+                console::write_fmt(format_args!("fv> "));
+            }
+        }
+    }
+}
+
+fn focus(sel: VmSelect) {
+    let all = vms();
+    if all.is_empty() {
+        return;
+    }
+    let target = match sel {
+        VmSelect::Index(i) => Some(usize::from(i)).filter(|&i| i < all.len()),
+        VmSelect::Next => {
+            let start = FOCUS.load(Ordering::Acquire);
+            (1..=all.len())
+                .map(|k| (start + k) % all.len())
+                .find(|&i| !all[i].is_stopped())
+        }
+    };
+    if let Some(i) = target {
+        FOCUS.store(i, Ordering::Release);
+        log!("console input goes to VM '{}'", all[i].name);
+    }
+}
+
+fn find(name: &str) -> Result<(usize, &'static Vm), MgmtError> {
+    vms()
+        .iter()
+        .enumerate()
+        .find(|(_, v)| v.name == name)
+        .ok_or(MgmtError::UnknownVm)
+}
+
+fn vm_state(vm: &Vm) -> VmState {
+    match vm.state.load(Ordering::Acquire) {
+        state::RUNNING => VmState::Running,
+        state::PAUSED => VmState::Paused,
+        state::REBOOTING => VmState::Rebooting,
+        _ => VmState::Stopped(match vm.inner.lock().stop_reason {
+            Some(StopReason::PowerOff) | None => fv_mgmt::StopReason::PowerOff,
+            Some(StopReason::GuestFailure) => fv_mgmt::StopReason::GuestFailure,
+            Some(StopReason::Fault) => fv_mgmt::StopReason::Fault,
+            Some(StopReason::Operator) => fv_mgmt::StopReason::Operator,
+        }),
+    }
+}
+
+/// The hypervisor as the management layer sees it.
+struct Hypervisor;
+
+impl Management for Hypervisor {
+    fn for_each_vm(&self, f: &mut dyn FnMut(&VmSummary<'_>)) {
+        let focus = FOCUS.load(Ordering::Acquire);
+        for (i, vm) in vms().iter().enumerate() {
+            let mut harts = HartSet::default();
+            for v in &vm.vcpus {
+                harts.insert(v.cpu.load(Ordering::Relaxed) as u32);
+            }
+            let resident =
+                vm.inner.lock().mapped.iter().filter(|m| **m).count() as u64 * crate::vm::CHUNK;
+            f(&VmSummary {
+                index: i as u32,
+                name: &vm.name,
+                state: vm_state(vm),
+                vcpus: vm.vcpus.len() as u32,
+                memory_bytes: vm.ram.size,
+                resident_bytes: resident,
+                harts,
+                weight: vm.spec.sched.weight,
+                vmid: (sched::host().features.vmid_bits != 0).then_some(vm.vmid),
+                console_focus: i == focus,
+            });
+        }
+    }
+
+    fn for_each_vcpu(&self, name: &str, f: &mut dyn FnMut(&VcpuStats)) -> Result<(), MgmtError> {
+        let (_, vm) = find(name)?;
+        let stopped = vm.is_stopped();
+        for (j, sh) in vm.vcpus.iter().enumerate() {
+            let hart = sh.cpu.load(Ordering::Relaxed);
+            let state = if stopped {
+                VcpuState::Stopped
+            } else if sh.running.load(Ordering::Relaxed) {
+                VcpuState::Running
+            } else {
+                sched::vcpu_state(hart, vm.id, j)
+            };
+            f(&VcpuStats {
+                vcpu: j as u32,
+                state,
+                hart: Some(hart as u32),
+                pinned: vm.spec.sched.pin.is_some(),
+                run_ticks: sh.run_ticks.load(Ordering::Relaxed),
+                migrations: sh.migrations.load(Ordering::Relaxed),
+                exits: sh.exits.snapshot(),
+                sbi: sh.sbi.snapshot(),
+                irqs: sh.irqs.snapshot(),
+                exceptions_injected: sh.injected.load(Ordering::Relaxed),
+            });
+        }
+        Ok(())
+    }
+
+    fn host(&self) -> HostStats {
+        let (memory, free) = crate::mem::FRAMES.lock().as_ref().map_or((0, 0), |fa| {
+            (
+                fa.total_frames() as u64 * fv_addr::PAGE_SIZE,
+                fa.free_frames() as u64 * fv_addr::PAGE_SIZE,
+            )
+        });
+        HostStats {
+            timebase_hz: sched::host().timebase,
+            uptime_ticks: csr::time().saturating_sub(crate::BOOT_TIME.load(Ordering::Relaxed)),
+            memory_bytes: memory,
+            free_bytes: free,
+            harts: sched::host().ncpus as u32,
+        }
+    }
+
+    fn for_each_hart(&self, f: &mut dyn FnMut(&HartStats)) {
+        let now = csr::time();
+        let up = now.saturating_sub(crate::BOOT_TIME.load(Ordering::Relaxed));
+        for cpu in 0..sched::host().ncpus {
+            let (vcpus, idle) = sched::QUEUES[cpu].lock().as_ref().map_or((0, 0), |q| {
+                (q.rq.len() as u32, q.rq.hart_stats(now).idle_ticks)
+            });
+            f(&HartStats {
+                hart: cpu as u32,
+                hartid: sched::host().hartids.get(cpu).copied().unwrap_or(0),
+                vcpus,
+                run_ticks: up.saturating_sub(idle),
+                idle_ticks: idle,
+            });
+        }
+    }
+
+    fn with_hypervisor_log(&self, f: &mut dyn FnMut(RingView<'_>)) {
+        f(LOG.lock().view());
+    }
+
+    fn with_console_history(
+        &self,
+        name: &str,
+        f: &mut dyn FnMut(RingView<'_>),
+    ) -> Result<(), MgmtError> {
+        let (_, vm) = find(name)?;
+        f(vm.inner.lock().history.view());
+        Ok(())
+    }
+
+    fn start(&mut self, name: &str) -> Result<(), MgmtError> {
+        let (_, vm) = find(name)?;
+        Action::Start.check(vm_state(vm))?;
+        // Every VM of the boot package starts at boot; re-creating one after
+        // it stopped needs `vm destroy` first, which is not implemented yet.
+        Err(MgmtError::Unsupported)
+    }
+
+    fn pause(&mut self, name: &str) -> Result<(), MgmtError> {
+        let (_, vm) = find(name)?;
+        Action::Pause.check(vm_state(vm))?;
+        vm.paused_at.store(csr::time(), Ordering::Release);
+        if vm
+            .state
+            .compare_exchange(
+                state::RUNNING,
+                state::PAUSED,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_err()
+        {
+            return Err(MgmtError::WrongState {
+                current: vm_state(vm),
+            });
+        }
+        sched::kick_vm(vm);
+        log!("VM '{}' paused", vm.name);
+        Ok(())
+    }
+
+    fn resume(&mut self, name: &str) -> Result<(), MgmtError> {
+        let (_, vm) = find(name)?;
+        Action::Resume.check(vm_state(vm))?;
+        let paused_for = csr::time().saturating_sub(vm.paused_at.load(Ordering::Acquire));
+        vm.paused_ticks.fetch_add(paused_for, Ordering::AcqRel);
+        if vm
+            .state
+            .compare_exchange(
+                state::PAUSED,
+                state::RUNNING,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_err()
+        {
+            vm.paused_ticks.fetch_sub(paused_for, Ordering::AcqRel);
+            return Err(MgmtError::WrongState {
+                current: vm_state(vm),
+            });
+        }
+        sched::kick_vm(vm);
+        log!("VM '{}' resumed after {} ticks", vm.name, paused_for);
+        Ok(())
+    }
+
+    fn stop(&mut self, name: &str) -> Result<(), MgmtError> {
+        let (_, vm) = find(name)?;
+        Action::Stop.check(vm_state(vm))?;
+        sched::stop_vm(vm, StopReason::Operator);
+        Ok(())
+    }
+
+    fn reboot(&mut self, name: &str) -> Result<(), MgmtError> {
+        let (_, vm) = find(name)?;
+        Action::Reboot.check(vm_state(vm))?;
+        if vm.state.load(Ordering::Acquire) == state::PAUSED {
+            self.resume(name)?;
+        }
+        if sched::reboot_vm(vm, None) {
+            Ok(())
+        } else {
+            Err(MgmtError::WrongState {
+                current: vm_state(vm),
+            })
+        }
+    }
+
+    fn destroy(&mut self, name: &str) -> Result<(), MgmtError> {
+        let (_, vm) = find(name)?;
+        Action::Destroy.check(vm_state(vm))?;
+        Err(MgmtError::Unsupported)
+    }
+
+    fn focus_console(&mut self, name: &str) -> Result<(), MgmtError> {
+        let (i, vm) = find(name)?;
+        if vm.inner.lock().uart.is_none() {
+            return Err(MgmtError::NoConsole);
+        }
+        FOCUS.store(i, Ordering::Release);
+        Ok(())
+    }
+}
