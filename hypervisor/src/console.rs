@@ -25,6 +25,12 @@ const LSR_DR: u8 = 1 << 0;
 const LSR_THRE: u8 = 1 << 5;
 
 impl Uart {
+    fn has_input(&self) -> bool {
+        let lsr = (self.base + (LSR << self.shift)) as *const u8;
+        // SAFETY: as in `put`: the hypervisor's own UART, identity-mapped MMIO.
+        unsafe { core::ptr::read_volatile(lsr) & LSR_DR != 0 }
+    }
+
     fn get(&self) -> Option<u8> {
         let lsr = (self.base + (LSR << self.shift)) as *const u8;
         let rbr = (self.base + (RBR << self.shift)) as *const u8;
@@ -171,6 +177,12 @@ pub fn guest_output(vm: usize, name: &str, bytes: &[u8]) {
             }
         }
     }
+}
+
+/// Whether a byte typed on the machine's console is waiting.
+pub fn input_waiting() -> bool {
+    let c = CONSOLE.lock();
+    c.uart.is_some_and(|u| u.has_input())
 }
 
 /// One byte typed on the machine's console, if any (polls the UART).

@@ -331,7 +331,7 @@ pub extern "C" fn rust_main(hartid: u64, dtb_pa: u64, start_time: u64) -> ! {
         for (j, sh) in v.vcpus.iter().enumerate() {
             // SAFETY: v.hgatp selects the VM's own G-stage table, which lives in
             // the VM (and so in VMS, forever).
-            let mut arch = unsafe { RiscvVcpu::new(features, v.hgatp) };
+            let mut arch = unsafe { RiscvVcpu::new(features, v.hgatp.load(Ordering::Relaxed)) };
             if j == 0 {
                 use fv_vm::Vcpu;
                 arch.reset(v.boot_state());
@@ -363,6 +363,7 @@ pub extern "C" fn rust_main(hartid: u64, dtb_pa: u64, start_time: u64) -> ! {
                 generation: 0,
                 paused_seen: 0,
                 parked: false,
+                gfence: false,
             });
         }
         sched::report_vm(v);

@@ -37,11 +37,11 @@ pub static CBOZ_BLOCK: AtomicU64 = AtomicU64::new(0);
 pub unsafe fn zero(hpa: HostPhysAddr, len: u64) {
     let addr = hva(hpa).raw();
     let block = CBOZ_BLOCK.load(Ordering::Relaxed);
-    if block != 0 && addr % block == 0 && len % block == 0 {
+    if block != 0 && addr.is_multiple_of(block) && len.is_multiple_of(block) {
         // SAFETY: the caller owns the range; block alignment checked above and
         // `cbo.zero` was probed at boot.
         unsafe { fv_arch_riscv64::cache::cbo_zero(addr, len, block) };
-    } else if addr % 8 == 0 && len % 8 == 0 {
+    } else if addr.is_multiple_of(8) && len.is_multiple_of(8) {
         // SAFETY: the caller owns the range; 8-byte alignment checked above.
         unsafe { fv_arch_riscv64::cache::store_zero(addr, len) };
     } else {

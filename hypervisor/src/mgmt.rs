@@ -142,6 +142,7 @@ fn vm_state(vm: &Vm) -> VmState {
         state::RUNNING => VmState::Running,
         state::PAUSED => VmState::Paused,
         state::REBOOTING => VmState::Rebooting,
+        state::DESTROYED => VmState::Destroyed,
         _ => VmState::Stopped(match vm.inner.lock().stop_reason {
             Some(StopReason::PowerOff) | None => fv_mgmt::StopReason::PowerOff,
             Some(StopReason::GuestFailure) => fv_mgmt::StopReason::GuestFailure,
@@ -257,9 +258,21 @@ impl Management for Hypervisor {
     fn start(&mut self, name: &str) -> Result<(), MgmtError> {
         let (_, vm) = find(name)?;
         Action::Start.check(vm_state(vm))?;
-        // Every VM of the boot package starts at boot; re-creating one after
-        // it stopped needs `vm destroy` first, which is not implemented yet.
-        Err(MgmtError::Unsupported)
+        if vm.state.load(Ordering::Acquire) == state::STOPPED {
+            sched::wait_vcpus_out(vm);
+            vm.release();
+            vm.state.store(state::DESTROYED, Ordering::Release);
+        }
+        if let Err(e) = vm.recreate() {
+            log!("VM '{}' not started: {}", vm.name, e);
+            return Err(MgmtError::NoResources(fv_mgmt::Resource::Memory));
+        }
+        sched::RUNNING_VMS.fetch_add(1, Ordering::AcqRel);
+        vm.generation.fetch_add(1, Ordering::AcqRel);
+        vm.state.store(state::RUNNING, Ordering::Release);
+        sched::kick_vm(vm);
+        log!("VM '{}' started", vm.name);
+        Ok(())
     }
 
     fn pause(&mut self, name: &str) -> Result<(), MgmtError> {
@@ -335,7 +348,14 @@ impl Management for Hypervisor {
     fn destroy(&mut self, name: &str) -> Result<(), MgmtError> {
         let (_, vm) = find(name)?;
         Action::Destroy.check(vm_state(vm))?;
-        Err(MgmtError::Unsupported)
+        if !vm.is_stopped() {
+            sched::stop_vm(vm, StopReason::Operator);
+        }
+        sched::wait_vcpus_out(vm);
+        let freed = vm.release();
+        vm.state.store(state::DESTROYED, Ordering::Release);
+        log!("VM '{}' destroyed: {} KiB freed", vm.name, freed >> 10);
+        Ok(())
     }
 
     fn focus_console(&mut self, name: &str) -> Result<(), MgmtError> {

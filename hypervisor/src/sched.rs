@@ -80,6 +80,8 @@ pub struct Slot {
     pub paused_seen: u64,
     /// Blocked because its VM is paused (woken on resume).
     pub parked: bool,
+    /// Fence its VMID's G-stage translations before it next runs.
+    pub gfence: bool,
 }
 
 /// What the run loop does after an exit.
@@ -324,6 +326,14 @@ fn refresh(slot: &mut Slot, now: u64, rq: &mut RunQueue) {
     if generation != slot.generation {
         slot.generation = generation;
         slot.timer = None;
+        // The VM may have been re-created with a new G-stage table under the
+        // same VMID: switch to it and fence the VMID before running.
+        // SAFETY: the VM's hgatp selects its own current table.
+        unsafe { slot.arch.set_hgatp(vm.hgatp.load(Ordering::Acquire)) };
+        slot.gfence = true;
+        slot.paused_seen = vm.paused_ticks.load(Ordering::Acquire);
+        slot.arch
+            .set_htimedelta(0u64.wrapping_sub(slot.paused_seen));
         if slot.vcpu == 0 {
             slot.arch.reset(vm.boot_state());
             let _ = rq.start(key);
@@ -365,7 +375,8 @@ fn run_slot(slot: &mut Slot, last: &mut Option<(usize, usize)>, slice_end: u64) 
     };
     let sh = &vm.vcpus[slot.vcpu];
     let me = (slot.vm, slot.vcpu);
-    let flush_gstage = host().features.vmid_bits == 0 && last.map(|l| l.0) != Some(slot.vm);
+    let flush_gstage = core::mem::take(&mut slot.gfence)
+        || (host().features.vmid_bits == 0 && last.map(|l| l.0) != Some(slot.vm));
     sh.running.store(true, Ordering::Release);
     slot.arch.load(*last != Some(me), flush_gstage);
     *last = Some(me);
@@ -412,9 +423,6 @@ fn run_slot(slot: &mut Slot, last: &mut Option<(usize, usize)>, slice_end: u64) 
         let exit = slot.arch.run();
         EXITS.fetch_add(1, Ordering::Relaxed);
         sh.exits.record(exit_reason(&exit));
-        if matches!(exit, VcpuExit::HostInterrupt(_)) && crate::boot::cpu_index() == 0 {
-            service_console();
-        }
         match handle_exit(vm, slot, exit) {
             Next::Continue => {}
             other => {
@@ -422,7 +430,14 @@ fn run_slot(slot: &mut Slot, last: &mut Option<(usize, usize)>, slice_end: u64) 
                 break;
             }
         }
-        if csr::time() >= slice_end {
+        // Console input (and shell commands, which may wait for vCPUs to leave
+        // the guest) is served at the top of the boot hart's loop, never with
+        // a vCPU loaded: end the slice early when a key is waiting.
+        if csr::time() >= slice_end
+            || (crate::boot::cpu_index() == 0
+                && matches!(exit, VcpuExit::HostInterrupt(_))
+                && crate::console::input_waiting())
+        {
             break;
         }
     }
@@ -739,6 +754,17 @@ pub fn stop_vm(vm: &Vm, reason: StopReason) {
     if RUNNING_VMS.fetch_sub(1, Ordering::AcqRel) == 1 {
         for cpu in 0..host().ncpus {
             kick(cpu);
+        }
+    }
+}
+
+/// Waits until none of `vm`'s vCPUs is in the guest (they leave at their next
+/// exit once kicked, and a stopped VM's vCPUs never enter again).
+pub fn wait_vcpus_out(vm: &Vm) {
+    kick_vm(vm);
+    for v in &vm.vcpus {
+        while v.running.load(Ordering::Acquire) {
+            core::hint::spin_loop();
         }
     }
 }

@@ -63,6 +63,8 @@ pub mod state {
     pub const STOPPED: u8 = 2;
     /// Paused by the operator: no vCPU is scheduled, guest time stands still.
     pub const PAUSED: u8 = 3;
+    /// Stopped and its memory freed (`vm destroy`); `vm start` builds it again.
+    pub const DESTROYED: u8 = 4;
 }
 
 /// Per-vCPU requests other harts make (IPIs, starts, fences), and where it runs.
@@ -102,7 +104,7 @@ pub const FENCE_VVMA: u32 = 2;
 /// The lock-protected part of a VM.
 pub struct VmInner {
     /// The VM's G-stage table.
-    pub gstage: GStage<FrameTables>,
+    pub gstage: Option<GStage<FrameTables>>,
     /// Host frames backing each 2 MiB chunk of guest RAM.
     pub chunks: Vec<HostPhysAddr>,
     /// Whether a chunk is mapped (zeroed and in the G-stage table).
@@ -141,8 +143,10 @@ pub struct Vm {
     pub name: String,
     /// VMID in hgatp.
     pub vmid: u16,
-    /// `hgatp` value for its vCPUs.
-    pub hgatp: u64,
+    /// `hgatp` value for its vCPUs (changes when the VM is re-created).
+    pub hgatp: AtomicU64,
+    /// G-stage translation mode.
+    pub mode: Mode,
     /// Guest RAM range.
     pub ram: Range<GuestPhysAddr>,
     /// What the package says about it (images are reloaded from here on reboot).
@@ -178,6 +182,37 @@ pub enum CreateError {
     BadImage(&'static str),
 }
 
+/// Takes `nchunks` 2 MiB chunks of frames for guest RAM, and whether each must
+/// be cleared before the guest sees it.
+fn alloc_ram(nchunks: usize) -> Result<(Vec<HostPhysAddr>, Vec<bool>), CreateError> {
+    let mut chunks = Vec::new();
+    chunks
+        .try_reserve(nchunks)
+        .map_err(|_| CreateError::OutOfMemory)?;
+    let mut needs_zero = Vec::new();
+    needs_zero
+        .try_reserve(nchunks)
+        .map_err(|_| CreateError::OutOfMemory)?;
+    let fresh_is_zero = mem::FRESH_RAM_IS_ZERO.load(Ordering::Relaxed);
+    let mut g = FRAMES.lock();
+    let fa = g.as_mut().ok_or(CreateError::OutOfMemory)?;
+    for _ in 0..nchunks {
+        match fa.alloc_contiguous((CHUNK / PAGE_SIZE) as usize, CHUNK) {
+            Ok(hpa) => {
+                chunks.push(hpa);
+                needs_zero.push(!fresh_is_zero || fa.is_dirty(hpa, (CHUNK / PAGE_SIZE) as usize));
+            }
+            Err(_) => {
+                for c in &chunks {
+                    let _ = fa.free(*c, (CHUNK / PAGE_SIZE) as usize);
+                }
+                return Err(CreateError::OutOfMemory);
+            }
+        }
+    }
+    Ok((chunks, needs_zero))
+}
+
 impl core::fmt::Display for CreateError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
@@ -206,34 +241,7 @@ impl Vm {
             return Err(CreateError::BadImage("RAM size is not a multiple of 2 MiB"));
         }
         let nchunks = (spec.memory_bytes / CHUNK) as usize;
-        let mut chunks = Vec::new();
-        chunks
-            .try_reserve(nchunks)
-            .map_err(|_| CreateError::OutOfMemory)?;
-        let mut needs_zero = Vec::new();
-        needs_zero
-            .try_reserve(nchunks)
-            .map_err(|_| CreateError::OutOfMemory)?;
-        let fresh_is_zero = mem::FRESH_RAM_IS_ZERO.load(core::sync::atomic::Ordering::Relaxed);
-        {
-            let mut g = FRAMES.lock();
-            let fa = g.as_mut().ok_or(CreateError::OutOfMemory)?;
-            for _ in 0..nchunks {
-                match fa.alloc_contiguous((CHUNK / PAGE_SIZE) as usize, CHUNK) {
-                    Ok(hpa) => {
-                        chunks.push(hpa);
-                        needs_zero
-                            .push(!fresh_is_zero || fa.is_dirty(hpa, (CHUNK / PAGE_SIZE) as usize));
-                    }
-                    Err(_) => {
-                        for c in &chunks {
-                            let _ = fa.free(*c, (CHUNK / PAGE_SIZE) as usize);
-                        }
-                        return Err(CreateError::OutOfMemory);
-                    }
-                }
-            }
-        }
+        let (chunks, needs_zero) = alloc_ram(nchunks)?;
         let gstage = GStage::new(FrameTables::default(), mode).map_err(CreateError::Stage2)?;
         let vmid = if vmid_bits == 0 { 0 } else { vmid };
         let mut devices = VmDevices::new();
@@ -268,7 +276,8 @@ impl Vm {
             id,
             name: String::from(spec.name),
             vmid,
-            hgatp,
+            hgatp: AtomicU64::new(hgatp),
+            mode,
             ram,
             spec,
             state: AtomicU8::new(state::RUNNING),
@@ -277,7 +286,7 @@ impl Vm {
             paused_ticks: AtomicU64::new(0),
             vcpus,
             inner: Mutex::new(VmInner {
-                gstage,
+                gstage: Some(gstage),
                 mapped: alloc::vec![false; nchunks],
                 needs_zero,
                 chunks,
@@ -294,7 +303,13 @@ impl Vm {
             overhead_bytes: AtomicU64::new(0),
         };
         vm.load_images()?;
-        let tables = vm.inner.lock().gstage.table_frames() as u64 * PAGE_SIZE;
+        let tables = vm
+            .inner
+            .lock()
+            .gstage
+            .as_ref()
+            .map_or(0, |g| g.table_frames()) as u64
+            * PAGE_SIZE;
         let desc = core::mem::size_of::<Vm>() as u64
             + vm.vcpus.len() as u64 * core::mem::size_of::<VcpuShared>() as u64
             + nchunks as u64 * 9
@@ -317,6 +332,77 @@ impl Vm {
         Ok(())
     }
 
+    /// Frees the VM's guest RAM and G-stage tables (its frames become dirty:
+    /// cleared before anyone else sees them). Its vCPUs must all be out of the
+    /// guest and the VM stopped. Returns the bytes freed.
+    pub fn release(&self) -> u64 {
+        let mut inner = self.inner.lock();
+        let mut freed = 0;
+        {
+            let mut g = FRAMES.lock();
+            if let Some(fa) = g.as_mut() {
+                for c in inner.chunks.drain(..) {
+                    if fa.free(c, (CHUNK / PAGE_SIZE) as usize).is_ok() {
+                        freed += CHUNK;
+                    }
+                }
+            }
+        }
+        if let Some(g) = inner.gstage.take() {
+            freed += g.table_frames() as u64 * PAGE_SIZE;
+            // No vCPU of this VM runs, and each fences its VMID before it runs
+            // again (see `Vm::recreate`), so the tables can go at once.
+            let _tables: FrameTables = g.destroy();
+        }
+        inner.mapped.iter_mut().for_each(|m| *m = false);
+        inner.needs_zero.clear();
+        freed
+    }
+
+    /// Builds the VM again from its package entry after [`Vm::release`]: new
+    /// RAM, a new G-stage table, devices and HSM reset, images reloaded. The
+    /// caller then bumps the generation so vCPU 0 starts.
+    pub fn recreate(&self) -> Result<(), CreateError> {
+        let nchunks = (self.ram.size / CHUNK) as usize;
+        let (chunks, needs_zero) = alloc_ram(nchunks)?;
+        let gstage = match GStage::new(FrameTables::default(), self.mode) {
+            Ok(g) => g,
+            Err(e) => {
+                let mut g = FRAMES.lock();
+                if let Some(fa) = g.as_mut() {
+                    for c in &chunks {
+                        let _ = fa.free(*c, (CHUNK / PAGE_SIZE) as usize);
+                    }
+                }
+                return Err(CreateError::Stage2(e));
+            }
+        };
+        self.hgatp.store(gstage.hgatp(self.vmid), Ordering::Release);
+        {
+            let mut inner = self.inner.lock();
+            inner.gstage = Some(gstage);
+            inner.chunks = chunks;
+            inner.needs_zero = needs_zero;
+            inner.mapped.iter_mut().for_each(|m| *m = false);
+            inner.devices.reset();
+            inner.input.clear();
+            let _ = inner.hsm.reset(0);
+            inner.stop_reason = None;
+        }
+        for v in &self.vcpus {
+            v.pending_irq.store(0, Ordering::Release);
+            v.fence.store(0, Ordering::Release);
+            v.eip.store(false, Ordering::Release);
+            *v.start.lock() = None;
+        }
+        self.paused_ticks.store(0, Ordering::Release);
+        if let Err(e) = self.load_images() {
+            self.release();
+            return Err(e);
+        }
+        Ok(())
+    }
+
     /// The boot vCPU's initial state.
     pub fn boot_state(&self) -> VcpuBoot {
         VcpuBoot {
@@ -326,9 +412,12 @@ impl Vm {
         }
     }
 
-    /// Whether the VM is stopped for good.
+    /// Whether the VM is stopped (or destroyed): none of its vCPUs may run.
     pub fn is_stopped(&self) -> bool {
-        self.state.load(Ordering::Acquire) == state::STOPPED
+        matches!(
+            self.state.load(Ordering::Acquire),
+            state::STOPPED | state::DESTROYED
+        )
     }
 }
 
@@ -369,6 +458,8 @@ impl VmInner {
             .checked_add(idx as u64 * CHUNK)
             .map_err(|_| CreateError::BadImage("RAM range overflows"))?;
         self.gstage
+            .as_mut()
+            .ok_or(CreateError::OutOfMemory)?
             .map(gpa_chunk, hpa, CHUNK, Perms::R | Perms::W | Perms::X)
             .map_err(CreateError::Stage2)?;
         if let Some(m) = self.mapped.get_mut(idx) {
@@ -459,6 +550,8 @@ impl GStageMemory<'_> {
             let (hpa, _) = self
                 .inner
                 .gstage
+                .as_ref()
+                .ok_or(GuestMemoryError::NotRam)?
                 .translate(at)
                 .ok_or(GuestMemoryError::NotRam)?;
             let n = ((PAGE_SIZE - at.page_offset()) as usize).min(len - done);

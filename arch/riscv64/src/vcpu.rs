@@ -185,6 +185,16 @@ impl RiscvVcpu {
         self.loaded = false;
     }
 
+    /// Points the vCPU at a new G-stage table (its VM was re-created). Takes
+    /// effect at the next [`RiscvVcpu::load`], which must fence the VMID.
+    ///
+    /// # Safety
+    /// As for [`RiscvVcpu::new`]: `hgatp` must select a table that maps only
+    /// this VM's memory and outlives the vCPU's use of it.
+    pub unsafe fn set_hgatp(&mut self, hgatp: u64) {
+        self.hgatp = hgatp;
+    }
+
     /// The VMID this vCPU runs with.
     pub fn vmid(&self) -> u64 {
         (self.hgatp & regs::hgatp::VMID_MASK) >> regs::hgatp::VMID_SHIFT
