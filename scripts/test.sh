@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (.ci/run):
-#   setup, rustfmt, clippy (host and bare metal), unit tests, bare-metal build,
-#   QEMU integration tests. Every step runs even if an earlier one failed (except
-#   setup); the script exits non-zero if any step failed.
+#   setup, fetching the Linux guest (cached), rustfmt, clippy (host and bare
+#   metal), unit tests, bare-metal build, QEMU integration tests, Linux tests.
+#   Every step runs even if an earlier one failed (except setup); the script
+#   exits non-zero if any step failed.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -11,6 +12,7 @@ LOG_DIR=target/test-logs
 mkdir -p "$LOG_DIR"
 
 results=()
+suite_start=$SECONDS
 failed_steps=0
 tests_passed=0
 tests_failed=0
@@ -24,6 +26,7 @@ step() {
     echo
     echo "=== [$name] $*"
     local start=$SECONDS
+    echo "    (started $(date -u +%H:%M:%S) UTC)"
     "$@" 2>&1 | tee "$log"
     local rc=${PIPESTATUS[0]}
     local p f
@@ -61,11 +64,14 @@ for manifest in arch/*/Cargo.toml hypervisor/Cargo.toml guests/*/Cargo.toml; do
     [ -n "$name" ] && bare_metal+=(-p "$name")
 done
 
+# The Linux guest (Debian kernel + busybox initramfs) for the Linux tests; cached
+# under ~/.cache/ferrovisor/linux/, so this is quick after the first time.
+step fetch-linux scripts/fetch-linux.sh
 step fmt cargo fmt --all --check
 # --all-targets skips test targets marked `test = false` (the QEMU tests): lint them too.
 clippy_host() {
     cargo clippy --all-targets -- -D warnings &&
-        cargo clippy -p ferrovisor --test qemu -- -D warnings
+        cargo clippy -p ferrovisor --test qemu --test linux -- -D warnings
 }
 
 step clippy-host clippy_host
@@ -73,12 +79,16 @@ step clippy-bare-metal cargo clippy --target "$TARGET" "${bare_metal[@]}" -- -D 
 step unit-tests cargo test
 step build scripts/build.sh
 step qemu-tests cargo test -p ferrovisor --test qemu -- --test-threads=1
+# drive.py and mkinitramfs.py (the Linux guest's tools), without QEMU.
+step guest-linux-tools python3 -m unittest discover -s scripts/guest-linux -p 'test_*.py'
+# --nocapture: each step of the Linux tests, with its time, shows in the log.
+step linux-tests cargo test -p ferrovisor --test linux -- --test-threads=1 --nocapture
 
 echo
 echo "=== summary"
 for r in "${results[@]}"; do
     echo "  $r"
 done
-echo "  steps: $(( ${#results[@]} - failed_steps )) ok, $failed_steps failed; QEMU logs in target/qemu-logs/"
+echo "  steps: $(( ${#results[@]} - failed_steps )) ok, $failed_steps failed; total $((SECONDS - suite_start)) s; QEMU logs in target/qemu-logs/"
 echo "tests: $tests_passed passed, $tests_failed failed"
 [ "$failed_steps" -eq 0 ]

@@ -26,7 +26,11 @@
 //!   - { name: b, memory: 64M, kernel: b.elf, vcpus: 2 }
 //! ```
 //!
-//! Relative paths are relative to the config file. Sizes are a number with an
+//! In `kernel` and `initrd`, a leading `~/` (or a lone `~`) stands for `$HOME`, and
+//! `${VAR}` for the environment variable `VAR` (it must be set and non-empty; `$$`
+//! is a literal `$`), e.g. `kernel: ~/.cache/ferrovisor/linux/current/Image` or
+//! `initrd: ${FV_LINUX_INITRD}`. Expansion happens first; a path that is still
+//! relative is then relative to the config file. Sizes are a number with an
 //! optional binary suffix: `K`, `M`, `G`, `T` (also `KiB`, `MB`, ...; all powers of
 //! 1024). Every error names the file, the line, the field and the problem.
 
@@ -421,11 +425,11 @@ impl Ctx<'_> {
                 "missing (the guest kernel or test binary)",
             )
         })?;
-        let kernel_path = self.resolve(&kernel.value);
+        let kernel_path = self.resolve(&kernel.value, line_of(kernel), &field("kernel"))?;
         self.check_file(&kernel_path, line_of(kernel), &field("kernel"), "kernel")?;
         let initrd = match &raw.initrd {
             Some(i) => {
-                let p = self.resolve(&i.value);
+                let p = self.resolve(&i.value, line_of(i), &field("initrd"))?;
                 self.check_file(&p, line_of(i), &field("initrd"), "initrd")?;
                 Some(p)
             }
@@ -710,14 +714,85 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    fn resolve(&self, p: &str) -> PathBuf {
-        let p = Path::new(p);
-        if p.is_absolute() {
+    /// Expands `~/` and `${VAR}` in path `p` (see the module documentation) and
+    /// makes a relative result relative to the config file.
+    fn resolve(&self, p: &str, line: Option<u32>, field: &str) -> Result<PathBuf, ConfigError> {
+        let expanded = expand_path(p, |var| std::env::var_os(var))
+            .map_err(|problem| self.err(line, field, problem))?;
+        let p = Path::new(&expanded);
+        Ok(if p.is_absolute() {
             p.to_path_buf()
         } else {
             self.base.join(p)
+        })
+    }
+}
+
+/// Expands a path from a config file: a leading `~` followed by `/` or nothing
+/// becomes `$HOME`, `${VAR}` becomes the value of environment variable `VAR` (read
+/// through `lookup`), `$$` becomes `$`. An unset or empty variable, `~user`, a `$`
+/// not followed by `{` or `$`, an unterminated `${` and a bad variable name are
+/// errors; the message names the variable and what to do.
+pub fn expand_path(
+    text: &str,
+    lookup: impl Fn(&str) -> Option<std::ffi::OsString>,
+) -> Result<String, String> {
+    let var = |name: &str, how: &str| -> Result<String, String> {
+        match lookup(name) {
+            None => Err(format!(
+                "{how} is used in `{text}` but the environment variable `{name}` is not set"
+            )),
+            Some(v) if v.is_empty() => Err(format!(
+                "{how} is used in `{text}` but the environment variable `{name}` is empty"
+            )),
+            Some(v) => v.into_string().map_err(|_| {
+                format!("the environment variable `{name}` (used in `{text}`) is not valid UTF-8")
+            }),
+        }
+    };
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    if let Some(after) = rest.strip_prefix('~') {
+        if after.is_empty() || after.starts_with('/') {
+            out.push_str(&var("HOME", "`~`")?);
+            rest = after;
+        } else {
+            return Err(format!(
+                "`{text}`: only `~/` (your home directory) is supported, not `~user`"
+            ));
         }
     }
+    while let Some(pos) = rest.find('$') {
+        out.push_str(&rest[..pos]);
+        let after = &rest[pos + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some(inner) = after.strip_prefix('{') {
+            let Some(end) = inner.find('}') else {
+                return Err(format!("`{text}`: `${{` without a closing `}}`"));
+            };
+            let name = &inner[..end];
+            let name_ok = name
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !name_ok {
+                return Err(format!(
+                    "`{text}`: `${{{name}}}` is not a variable name (letters, digits and `_`, not starting with a digit)"
+                ));
+            }
+            out.push_str(&var(name, &format!("`${{{name}}}`"))?);
+            rest = &inner[end + 1..];
+        } else {
+            return Err(format!(
+                "`{text}`: a `$` must start `${{VAR}}` (braces required) or be doubled (`$$`) for a literal `$`"
+            ));
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 /// Turns a YAML/serde error into a [`ConfigError`] naming the field.
@@ -1047,6 +1122,115 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.field, "vms[0].kernel");
         assert!(e.problem.contains("does not exist"), "{e}");
+    }
+
+    /// A lookup over a fixed set of variables.
+    fn env_of(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<std::ffi::OsString> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.into())
+    }
+
+    #[test]
+    fn expand_home_and_variables() {
+        let env = env_of(&[
+            ("HOME", "/home/u"),
+            ("FV_LINUX", "/cache/linux"),
+            ("EMPTY", ""),
+            ("_x1", "y"),
+        ]);
+        let ok = |t: &str| expand_path(t, &env).unwrap();
+        assert_eq!(ok("~/.cache/k"), "/home/u/.cache/k");
+        assert_eq!(ok("~"), "/home/u");
+        assert_eq!(ok("${FV_LINUX}/Image"), "/cache/linux/Image");
+        assert_eq!(ok("~/a/${FV_LINUX}/${_x1}"), "/home/u/a//cache/linux/y");
+        assert_eq!(ok("a$${FV_LINUX}$$"), "a${FV_LINUX}$");
+        // `~` is special only at the very start.
+        assert_eq!(ok("a/~/b"), "a/~/b");
+        assert_eq!(ok("plain/path.elf"), "plain/path.elf");
+        // A variable's value is not expanded again.
+        let env2 = env_of(&[("A", "${B}"), ("B", "no")]);
+        assert_eq!(expand_path("${A}", &env2).unwrap(), "${B}");
+    }
+
+    #[test]
+    fn expand_errors_name_the_variable() {
+        let env = env_of(&[("EMPTY", "")]);
+        let err = |t: &str| expand_path(t, &env).unwrap_err();
+        let e = err("${NOPE}/Image");
+        assert!(e.contains("`NOPE` is not set"), "{e}");
+        assert!(e.contains("${NOPE}/Image"), "{e}");
+        assert!(err("${EMPTY}").contains("`EMPTY` is empty"));
+        assert!(err("~/x").contains("`HOME` is not set"));
+        assert!(err("~root/x").contains("not `~user`"));
+        assert!(err("${UNCLOSED/x").contains("without a closing"));
+        assert!(err("${}").contains("not a variable name"));
+        assert!(err("${1A}").contains("not a variable name"));
+        assert!(err("${A-B}").contains("not a variable name"));
+        assert!(err("$HOME/x").contains("braces required"));
+        assert!(err("x$").contains("braces required"));
+    }
+
+    #[test]
+    fn config_paths_expand_home_and_variables() {
+        let d = Dir::new("expand");
+        let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) else {
+            panic!("HOME is not set in the test environment");
+        };
+        // `~/` resolves against $HOME, not the config's directory: a missing file
+        // there names the expanded path.
+        let e = d
+            .parse("memory: 64M\nkernel: ~/fv-no-such-kernel-7d1e.elf\n")
+            .unwrap_err();
+        assert_error(&e, 2, "kernel", "does not exist");
+        let want = PathBuf::from(&home).join("fv-no-such-kernel-7d1e.elf");
+        assert!(e.problem.contains(&want.display().to_string()), "{e}");
+        // The real files, reached from $HOME through `..` (`~/` for the kernel,
+        // `${HOME}` for the initrd): both resolve to the files in the temp dir.
+        let up = PathBuf::from(&home)
+            .components()
+            .skip(1)
+            .map(|_| "..")
+            .collect::<Vec<_>>()
+            .join("/");
+        let kernel = format!("~/{up}{}", d.0.join("k.elf").display());
+        let initrd = format!("${{HOME}}/{up}{}", d.0.join("rd.cpio").display());
+        let c = d
+            .parse(&format!(
+                "memory: 64M\nkernel: {kernel}\ninitrd: {initrd}\n"
+            ))
+            .unwrap();
+        let (k, rd) = (&c.vms[0].kernel, c.vms[0].initrd.as_ref().unwrap());
+        assert!(
+            k.starts_with(&home) && k.ends_with("k.elf") && k.is_file(),
+            "{k:?}"
+        );
+        assert!(
+            rd.starts_with(&home) && rd.ends_with("rd.cpio") && rd.is_file(),
+            "{rd:?}"
+        );
+        assert_eq!(std::fs::read(k).unwrap(), b"kernel");
+        assert_eq!(std::fs::read(rd).unwrap(), b"initrd");
+    }
+
+    #[test]
+    fn config_unset_variable_names_file_line_and_field() {
+        let d = Dir::new("unset");
+        let e = d
+            .parse("vms:\n  - name: a\n    memory: 64M\n    kernel: k.elf\n    initrd: ${FV_TEST_SURELY_UNSET_5B9C}/rd.cpio\n")
+            .unwrap_err();
+        assert_error(
+            &e,
+            5,
+            "vms[0].initrd",
+            "`FV_TEST_SURELY_UNSET_5B9C` is not set",
+        );
+        let e = d
+            .parse("memory: 64M\nkernel: $FV_TEST_SURELY_UNSET_5B9C\n")
+            .unwrap_err();
+        assert_error(&e, 2, "kernel", "braces required");
     }
 
     #[test]

@@ -1,15 +1,16 @@
 //! `ferrovisor`: the host tool's command line.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
-use ferrovisor::qemu::{self, Control, QemuConfig, Stream};
-use ferrovisor::{bench as benchmark, config, package, paths, ALL_VMS_STOPPED};
+use ferrovisor::qemu::{self, Control, Input, QemuConfig, RunOptions, Stream};
+use ferrovisor::{bench as benchmark, config, package, paths, ALL_VMS_STOPPED, MIB};
 
 /// Ferrovisor host tool: builds the boot package and boots the hypervisor in QEMU.
 #[derive(Parser, Debug)]
@@ -22,15 +23,23 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Build the boot package for a config and boot it under the hypervisor in QEMU.
-    /// Exits 0 only if the hypervisor reports that all VMs stopped and QEMU powers
-    /// off cleanly.
+    ///
+    /// The serial console (every VM's lines, prefixed `[<vm>] `, and the
+    /// hypervisor's) streams to stdout as it arrives; standard input goes to the
+    /// serial console, i.e. to the VM that has the console focus (the first).
+    /// On a terminal this is an interactive session (QEMU's keys: Ctrl-A x quits,
+    /// Ctrl-A h lists them; the hypervisor's Ctrl-A n, input to the next VM, is
+    /// typed Ctrl-A Ctrl-A n). Ends when every VM has stopped. Exit status: 0 only if
+    /// the hypervisor reports that all VMs stopped and QEMU powers off cleanly;
+    /// 1 when a VM failed or QEMU did not exit cleanly; 124 on --timeout; 130 when
+    /// interrupted (SIGINT, SIGTERM, SIGHUP).
     Run {
         /// The VM config file (YAML).
         #[arg(long)]
         config: PathBuf,
-        /// Kill QEMU after this many seconds.
-        #[arg(long, default_value_t = 300)]
-        timeout: u64,
+        /// Kill QEMU and fail after this many seconds (default: no limit).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        timeout: Option<u64>,
         /// The hypervisor binary (ELF or flat) QEMU loads with -kernel.
         #[arg(long)]
         hypervisor: Option<PathBuf>,
@@ -47,7 +56,9 @@ enum Command {
     /// Benchmark: bench-guest under Ferrovisor and on bare QEMU, side by side (null
     /// SBI call, first touch of guest RAM, boot time to the first guest
     /// instruction, image size and memory per VM, wall time). Logs go to
-    /// target/bench-logs/.
+    /// target/bench-logs/. With --linux: the Debian Linux guest instead (boot to
+    /// userspace, CPU, syscall and page-touching loops in the guest, each against
+    /// its target ratio); logs go to target/bench-logs/linux/.
     Bench {
         /// Runs per side, alternating Ferrovisor and bare QEMU.
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
@@ -59,11 +70,29 @@ enum Command {
         #[arg(long)]
         json: Option<PathBuf>,
         /// The bench-guest ELF (default: its release build in the target directory).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "linux")]
         guest: Option<PathBuf>,
-        /// Kill a QEMU run after this many seconds.
-        #[arg(long, default_value_t = 120)]
-        timeout: u64,
+        /// Kill a QEMU run after this many seconds (default 120); with --linux, the
+        /// limit on each step of a run (boot to the shell, each benchmark, power-off;
+        /// default 180).
+        #[arg(long)]
+        timeout: Option<u64>,
+        /// Benchmark the Linux guest of scripts/fetch-linux.sh instead of bench-guest.
+        #[arg(long)]
+        linux: bool,
+        /// With --linux: the kernel Image (default: the one fetch-linux.sh chose last).
+        #[arg(long, requires = "linux")]
+        kernel: Option<PathBuf>,
+        /// With --linux: the initramfs (default: the one fetch-linux.sh chose last).
+        #[arg(long, requires = "linux")]
+        initrd: Option<PathBuf>,
+        /// With --linux: repetitions of each in-guest benchmark per boot.
+        #[arg(long, requires = "linux", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+        reps: u32,
+        /// With --linux: no uncounted warm-up run of each benchmark before the
+        /// repetitions.
+        #[arg(long, requires = "linux")]
+        no_warmup: bool,
     },
 }
 
@@ -82,7 +111,23 @@ fn main() -> ExitCode {
             json,
             guest,
             timeout,
-        } => bench(runs, hypervisor, json, guest, timeout),
+            linux: false,
+            ..
+        } => bench(runs, hypervisor, json, guest, timeout.unwrap_or(120)),
+        Command::Bench {
+            runs,
+            hypervisor,
+            json,
+            timeout,
+            linux: true,
+            kernel,
+            initrd,
+            reps,
+            no_warmup,
+            ..
+        } => bench_linux(
+            runs, reps, !no_warmup, hypervisor, json, kernel, initrd, timeout,
+        ),
     };
     match result {
         Ok(code) => code,
@@ -117,7 +162,47 @@ fn package_only(config_path: PathBuf, output: PathBuf) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn run(config_path: PathBuf, timeout: u64, hypervisor: Option<PathBuf>) -> Result<ExitCode> {
+/// Set by the signal handler `ferrovisor run` installs; QEMU is stopped when set.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_signal: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::Release);
+}
+
+/// SIGINT, SIGTERM and SIGHUP set [`INTERRUPTED`] instead of killing us, so the run
+/// loop can end QEMU (and restore the terminal) before we exit.
+fn catch_signals() {
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: the handler only stores to an atomic, which is
+        // async-signal-safe; signal(2) takes the function's address as an integer.
+        unsafe {
+            libc::signal(
+                sig,
+                on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
+            );
+        }
+    }
+}
+
+/// Exit status of `ferrovisor run` after its `--timeout` (as timeout(1)).
+const EXIT_TIMEOUT: u8 = 124;
+/// Exit status of `ferrovisor run` after SIGINT/SIGTERM/SIGHUP (128 + SIGINT).
+const EXIT_INTERRUPTED: u8 = 130;
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / MIB as f64)
+}
+
+fn file_size(path: &std::path::Path) -> String {
+    std::fs::metadata(path).map_or_else(|_| "?".into(), |m| mib(m.len()))
+}
+
+fn run(
+    config_path: PathBuf,
+    timeout: Option<u64>,
+    hypervisor: Option<PathBuf>,
+) -> Result<ExitCode> {
+    let t0 = Instant::now();
     let cfg = config::load(&config_path)?;
     let hypervisor = hypervisor.unwrap_or_else(paths::default_hypervisor);
     if !hypervisor.is_file() {
@@ -127,11 +212,51 @@ fn run(config_path: PathBuf, timeout: u64, hypervisor: Option<PathBuf>) -> Resul
             paths::BUILD_COMMAND
         );
     }
+    eprintln!(
+        "ferrovisor: {}: {} VM(s) on a {}-CPU machine with {}",
+        config_path.display(),
+        cfg.vms.len(),
+        cfg.machine.cpus,
+        config::format_size(cfg.machine.memory_bytes)
+    );
+    for vm in &cfg.vms {
+        eprintln!(
+            "ferrovisor: VM `{}`: {} vCPU(s), {}; kernel {} ({}){}",
+            vm.name,
+            vm.vcpus,
+            config::format_size(vm.memory_bytes),
+            vm.kernel.display(),
+            file_size(&vm.kernel),
+            vm.initrd
+                .as_ref()
+                .map(|p| format!(", initrd {} ({})", p.display(), file_size(p)))
+                .unwrap_or_default()
+        );
+    }
+    eprintln!("ferrovisor: building the boot package ...");
     let built = package::build(&cfg)?;
     let cache = paths::cache_dir();
     let pkg_path = package::cache_path(&cache, &config_path);
     package::write_atomically(&pkg_path, &built.bytes)
         .with_context(|| format!("writing the boot package to {}", pkg_path.display()))?;
+    for vm in &built.vms {
+        eprintln!(
+            "ferrovisor: VM `{}`: {} entry {:#x}, DTB at {:#x}{}",
+            vm.name,
+            vm.format,
+            vm.entry,
+            vm.dtb_gpa,
+            vm.initrd_gpa
+                .map(|g| format!(", initrd at {g:#x}"))
+                .unwrap_or_default()
+        );
+    }
+    eprintln!(
+        "ferrovisor: boot package {} ({}) built in {:.1} s",
+        pkg_path.display(),
+        mib(built.bytes.len() as u64),
+        t0.elapsed().as_secs_f64()
+    );
     let stem = pkg_path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -139,41 +264,80 @@ fn run(config_path: PathBuf, timeout: u64, hypervisor: Option<PathBuf>) -> Resul
     let log = cache.join("logs").join(format!("{stem}.log"));
     let qemu_cfg = QemuConfig::new(&cfg.machine, &hypervisor, Some(&pkg_path));
     eprintln!("ferrovisor: {}", qemu_cfg.command_line());
+    let interactive = std::io::stdin().is_terminal();
+    let first = cfg.vms.first().map_or("", |v| v.name.as_str());
+    if interactive {
+        let next = if cfg.vms.len() > 1 {
+            "; Ctrl-A Ctrl-A n: input to the next VM"
+        } else {
+            ""
+        };
+        eprintln!(
+            "ferrovisor: typing goes to VM `{first}`{next}; Ctrl-A x: quit QEMU at once, Ctrl-A h: QEMU's keys"
+        );
+    }
+    eprintln!(
+        "ferrovisor: serial log at {}; {}",
+        log.display(),
+        timeout.map_or_else(|| "no timeout".to_string(), |t| format!("timeout {t} s"))
+    );
 
-    let mut stopped_line = false;
+    catch_signals();
+    let opts = RunOptions {
+        timeout: timeout.map(Duration::from_secs),
+        input: Input::Inherit,
+        interrupt: Some(&INTERRUPTED),
+    };
+    let mut stopped_line: Option<String> = None;
     let stdout = std::io::stdout();
-    let outcome = qemu::run(
+    let outcome = qemu::run_with(
         &qemu_cfg,
-        Duration::from_secs(timeout),
+        &opts,
         &log,
         |stream, line| {
             match stream {
                 Stream::Serial => {
-                    let mut out = stdout.lock();
-                    let _ = writeln!(out, "{line}");
-                    let _ = out.flush();
-                    if line.contains(ALL_VMS_STOPPED) {
-                        stopped_line = true;
+                    if stopped_line.is_none() && line.contains(ALL_VMS_STOPPED) {
+                        stopped_line = Some(line.trim().to_string());
                     }
                 }
                 Stream::Stderr => eprintln!("qemu: {line}"),
             }
             Control::Continue
         },
+        |stream, bytes| {
+            if stream == Stream::Serial {
+                let mut out = stdout.lock();
+                let _ = out.write_all(bytes);
+                let _ = out.flush();
+            }
+        },
     )?;
-    eprintln!("ferrovisor: log at {}", outcome.log_path.display());
+    // The console may have stopped mid-line.
+    eprintln!();
+    eprintln!("ferrovisor: serial log at {}", outcome.log_path.display());
+    if outcome.interrupted {
+        eprintln!("ferrovisor: interrupted; QEMU killed");
+        return Ok(ExitCode::from(EXIT_INTERRUPTED));
+    }
     if outcome.timed_out {
-        eprintln!("ferrovisor: timed out after {timeout} s; QEMU killed");
-        return Ok(ExitCode::FAILURE);
+        eprintln!(
+            "ferrovisor: timed out after {} s; QEMU killed",
+            timeout.unwrap_or_default()
+        );
+        return Ok(ExitCode::from(EXIT_TIMEOUT));
     }
     if !outcome.clean_exit() {
         let status = outcome
             .status
             .map_or_else(|| "unknown status".into(), |s| s.to_string());
-        eprintln!("ferrovisor: QEMU did not power off cleanly ({status})");
+        match &stopped_line {
+            Some(l) => eprintln!("ferrovisor: not every VM stopped cleanly ({l}); QEMU {status}"),
+            None => eprintln!("ferrovisor: QEMU did not power off cleanly ({status})"),
+        }
         return Ok(ExitCode::FAILURE);
     }
-    if !stopped_line {
+    if stopped_line.is_none() {
         eprintln!("ferrovisor: QEMU exited without `{ALL_VMS_STOPPED}`");
         return Ok(ExitCode::FAILURE);
     }
@@ -212,6 +376,51 @@ fn bench(
         package::write_atomically(&path, text.as_bytes())
             .with_context(|| format!("writing {}", path.display()))?;
         eprintln!("ferrovisor bench: figures written to {}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn bench_linux(
+    runs: u32,
+    reps: u32,
+    warmup: bool,
+    hypervisor: Option<PathBuf>,
+    json: Option<PathBuf>,
+    kernel: Option<PathBuf>,
+    initrd: Option<PathBuf>,
+    timeout: Option<u64>,
+) -> Result<ExitCode> {
+    let defaults = benchmark::linux::Options::new();
+    let opts = benchmark::linux::Options {
+        runs: runs as usize,
+        reps: reps as usize,
+        warmup,
+        hypervisor: hypervisor.unwrap_or(defaults.hypervisor),
+        kernel: kernel.unwrap_or(defaults.kernel),
+        initrd: initrd.unwrap_or(defaults.initrd),
+        timeout: timeout.map_or(defaults.timeout, Duration::from_secs),
+        ..defaults
+    };
+    eprintln!(
+        "ferrovisor bench --linux: {} run(s) per side of {} + {} (under {} / bare QEMU)",
+        opts.runs,
+        opts.kernel.display(),
+        opts.initrd.display(),
+        opts.hypervisor.display()
+    );
+    let report = benchmark::linux::run(&opts, &mut |line| {
+        eprintln!("ferrovisor bench --linux: {line}")
+    })?;
+    print!("{}", benchmark::linux::render(&report));
+    if let Some(path) = json {
+        let text = benchmark::json::Json::pretty(&benchmark::linux::to_json(&report));
+        package::write_atomically(&path, text.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!(
+            "ferrovisor bench --linux: figures written to {}",
+            path.display()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

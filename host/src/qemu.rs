@@ -5,10 +5,11 @@
 //! line, written to a log file as it arrives and handed to a callback.
 
 use std::fs::{self, File};
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, IsTerminal, Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -127,6 +128,42 @@ pub enum Control {
     StopWithin(Duration),
 }
 
+/// Where QEMU's standard input comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// `/dev/null`: nothing reaches the serial console (tests, benchmarks).
+    Null,
+    /// This process's standard input, inherited: whatever is typed or piped in
+    /// reaches the serial console. When it is a terminal, QEMU (`-nographic`)
+    /// switches it to raw mode, so QEMU stays in this process's (foreground)
+    /// process group to be allowed to read it, and [`run_with`] restores the
+    /// terminal's settings after QEMU has ended, however it ended.
+    Inherit,
+}
+
+/// How [`run_with`] runs QEMU.
+#[derive(Clone, Copy, Debug)]
+pub struct RunOptions {
+    /// Kill QEMU after this long; `None`: no limit.
+    pub timeout: Option<Duration>,
+    /// QEMU's standard input.
+    pub input: Input,
+    /// Checked at least every 100 ms: once it is true (set by a signal handler,
+    /// say), QEMU is killed and the outcome says `interrupted`.
+    pub interrupt: Option<&'static AtomicBool>,
+}
+
+impl RunOptions {
+    /// A run with `/dev/null` as input, killed after `timeout`.
+    pub fn with_timeout(timeout: Duration) -> RunOptions {
+        RunOptions {
+            timeout: Some(timeout),
+            input: Input::Null,
+            interrupt: None,
+        }
+    }
+}
+
 /// How a run ended.
 #[derive(Clone, Debug)]
 pub struct RunOutcome {
@@ -136,6 +173,8 @@ pub struct RunOutcome {
     pub timed_out: bool,
     /// The callback asked to stop and QEMU was killed.
     pub stopped: bool,
+    /// [`RunOptions::interrupt`] became true and QEMU was killed.
+    pub interrupted: bool,
     /// Serial lines seen.
     pub serial_lines: usize,
     /// The last lines QEMU wrote to stderr.
@@ -149,72 +188,177 @@ pub struct RunOutcome {
 impl RunOutcome {
     /// QEMU exited by itself with status 0 (a clean poweroff).
     pub fn clean_exit(&self) -> bool {
-        !self.timed_out && !self.stopped && self.status.is_some_and(|s| s.success())
+        !self.timed_out
+            && !self.stopped
+            && !self.interrupted
+            && self.status.is_some_and(|s| s.success())
     }
 }
 
-/// Kills QEMU's whole process group (QEMU runs as a group leader).
-fn kill_group(child: &mut Child) {
-    if let Ok(pid) = libc::pid_t::try_from(child.id()) {
-        // SAFETY: kill(2) takes plain integers and touches no memory of ours; the
-        // negative pid names the process group we created for this child
-        // (`process_group(0)`), whose leader we have not yet reaped, so the id
-        // cannot have been reused.
-        unsafe {
-            libc::kill(-pid, libc::SIGKILL);
+/// Kills QEMU: its whole process group when it leads one (`own_group`), else just
+/// QEMU.
+fn kill_qemu(child: &mut Child, own_group: bool) {
+    if own_group {
+        if let Ok(pid) = libc::pid_t::try_from(child.id()) {
+            // SAFETY: kill(2) takes plain integers and touches no memory of ours;
+            // the negative pid names the process group we created for this child
+            // (`process_group(0)`), whose leader we have not yet reaped, so the id
+            // cannot have been reused.
+            unsafe {
+                libc::kill(-pid, libc::SIGKILL);
+            }
         }
     }
     let _ = child.kill();
 }
 
+/// The terminal settings of standard input, put back when dropped (QEMU leaves
+/// the terminal in raw mode when it is killed).
+struct SavedTerminal(Option<libc::termios>);
+
+impl SavedTerminal {
+    fn save_stdin() -> SavedTerminal {
+        let mut t = std::mem::MaybeUninit::<libc::termios>::uninit();
+        // SAFETY: tcgetattr(3) writes one `termios` through the pointer, which
+        // points to a local of exactly that type; fd 0 is only queried.
+        let ok = unsafe { libc::tcgetattr(libc::STDIN_FILENO, t.as_mut_ptr()) } == 0;
+        // SAFETY: tcgetattr returned 0, so it filled in the whole struct.
+        SavedTerminal(ok.then(|| unsafe { t.assume_init() }))
+    }
+}
+
+impl Drop for SavedTerminal {
+    fn drop(&mut self) {
+        if let Some(t) = &self.0 {
+            // SAFETY: tcsetattr(3) only reads the `termios` we saved from this
+            // very fd; restoring a terminal's own earlier settings is always valid.
+            unsafe {
+                libc::tcsetattr(libc::STDIN_FILENO, libc::TCSAFLUSH, t);
+            }
+        }
+    }
+}
+
+/// What a reader thread hands the run loop.
+enum Msg {
+    /// Bytes as they arrived (a prompt without a newline, say).
+    Chunk(Stream, Vec<u8>),
+    /// A whole line, without its line ending (`\n`, `\r\n`); the last,
+    /// unterminated piece of output also counts as a line.
+    Line(Stream, String),
+}
+
+fn send_line(tx: &mpsc::Sender<Msg>, kind: Stream, mut line: Vec<u8>) -> bool {
+    while matches!(line.last(), Some(b'\n' | b'\r')) {
+        line.pop();
+    }
+    tx.send(Msg::Line(kind, String::from_utf8_lossy(&line).into_owned()))
+        .is_ok()
+}
+
 fn spawn_reader<R: Read + Send + 'static>(
-    stream: R,
+    mut stream: R,
     kind: Stream,
-    tx: mpsc::Sender<(Stream, String)>,
+    tx: mpsc::Sender<Msg>,
 ) -> thread::JoinHandle<()> {
     thread::spawn(move || {
-        let mut reader = BufReader::new(stream);
-        let mut buf = Vec::new();
+        let mut buf = [0u8; 4096];
+        let mut pending: Vec<u8> = Vec::new();
         loop {
-            buf.clear();
-            match reader.read_until(b'\n', &mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {
-                    while matches!(buf.last(), Some(b'\n' | b'\r')) {
-                        buf.pop();
-                    }
-                    let line = String::from_utf8_lossy(&buf).into_owned();
-                    if tx.send((kind, line)).is_err() {
-                        break;
-                    }
+            let n = match stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            };
+            let Some(data) = buf.get(..n) else { break };
+            if tx.send(Msg::Chunk(kind, data.to_vec())).is_err() {
+                return;
+            }
+            pending.extend_from_slice(data);
+            while let Some(pos) = pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=pos).collect();
+                if !send_line(&tx, kind, line) {
+                    return;
                 }
             }
+        }
+        if !pending.is_empty() {
+            send_line(&tx, kind, pending);
         }
     })
 }
 
 /// Runs QEMU for at most `timeout`, writing every output line to `log_path`
 /// (serial lines as they are, QEMU's stderr prefixed `[qemu stderr] `) and handing
-/// it to `on_line`. On timeout, or when `on_line` asks, the process group is killed.
+/// it to `on_line`. QEMU's input is `/dev/null`. On timeout, or when `on_line`
+/// asks, the process group is killed.
 pub fn run(
     cfg: &QemuConfig,
     timeout: Duration,
     log_path: &Path,
+    on_line: impl FnMut(Stream, &str) -> Control,
+) -> io::Result<RunOutcome> {
+    run_with(
+        cfg,
+        &RunOptions::with_timeout(timeout),
+        log_path,
+        on_line,
+        |_, _| {},
+    )
+}
+
+/// [`run`] with options (input, no timeout, interruption) and a second callback,
+/// `on_output`, that gets QEMU's output as it arrives, before it forms whole
+/// lines (for passing a console through: a shell prompt has no newline). For each
+/// piece of output `on_output` is called before `on_line` sees the lines it ends.
+pub fn run_with(
+    cfg: &QemuConfig,
+    opts: &RunOptions,
+    log_path: &Path,
     mut on_line: impl FnMut(Stream, &str) -> Control,
+    mut on_output: impl FnMut(Stream, &[u8]),
 ) -> io::Result<RunOutcome> {
     if let Some(dir) = log_path.parent() {
         fs::create_dir_all(dir)?;
     }
     let mut log = File::create(log_path)?;
     writeln!(log, "# {}", cfg.command_line())?;
-    writeln!(log, "# timeout {} s", timeout.as_secs_f64())?;
+    match opts.timeout {
+        Some(t) => writeln!(log, "# timeout {} s", t.as_secs_f64())?,
+        None => writeln!(log, "# no timeout")?,
+    }
 
+    let terminal_input = opts.input == Input::Inherit && io::stdin().is_terminal();
     let mut cmd = Command::new(&cfg.binary);
     cmd.args(cfg.args())
-        .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
+        .stderr(Stdio::piped());
+    match opts.input {
+        Input::Null => cmd.stdin(Stdio::null()),
+        Input::Inherit => cmd.stdin(Stdio::inherit()),
+    };
+    // QEMU leads its own process group, so a kill reaches anything it starts, and
+    // a Ctrl-C on our terminal is ours to handle, not QEMU's; except when it reads
+    // the terminal: only the foreground group may.
+    let own_group = !terminal_input;
+    if own_group {
+        cmd.process_group(0);
+    }
+    // If this process dies without ending QEMU (killed, say), the kernel ends it.
+    let parent = std::process::id();
+    // SAFETY: the closure runs in the child between fork and exec and calls only
+    // async-signal-safe functions (prctl, getppid, _exit) on plain integers.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            if u32::try_from(libc::getppid()).ok() != Some(parent) {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+    let saved_terminal = terminal_input.then(SavedTerminal::save_stdin);
     let start = Instant::now();
     let mut child = cmd.spawn().map_err(|e| {
         io::Error::new(
@@ -232,9 +376,10 @@ pub fn run(
     }
     drop(tx);
 
-    let mut deadline = start + timeout;
+    let mut deadline = opts.timeout.map(|t| start + t);
     let mut timed_out = false;
     let mut stopped = false;
+    let mut interrupted = false;
     let mut stop_requested = false;
     let mut serial_lines = 0usize;
     let mut stderr_tail: Vec<String> = Vec::new();
@@ -254,31 +399,46 @@ pub fn run(
         }
         log.flush()
     };
+    // How long one wait for output may take: until the deadline, and no more than
+    // the interruption check's period.
+    const POLL: Duration = Duration::from_millis(100);
+    const FOREVER: Duration = Duration::from_secs(3600);
 
     loop {
+        if opts.interrupt.is_some_and(|f| f.load(Ordering::Acquire)) {
+            interrupted = true;
+            kill_qemu(&mut child, own_group);
+            break;
+        }
         let now = Instant::now();
-        if now >= deadline {
+        if deadline.is_some_and(|d| now >= d) {
             if stop_requested {
                 stopped = true;
             } else {
                 timed_out = true;
             }
-            kill_group(&mut child);
+            kill_qemu(&mut child, own_group);
             break;
         }
-        match rx.recv_timeout(deadline - now) {
-            Ok((kind, line)) => {
+        let mut wait = deadline.map_or(FOREVER, |d| d - now);
+        if opts.interrupt.is_some() {
+            wait = wait.min(POLL);
+        }
+        match rx.recv_timeout(wait) {
+            Ok(Msg::Chunk(kind, bytes)) => on_output(kind, &bytes),
+            Ok(Msg::Line(kind, line)) => {
                 record(kind, &line, &mut log)?;
                 match on_line(kind, &line) {
                     Control::Continue => {}
                     Control::Stop => {
                         stopped = true;
-                        kill_group(&mut child);
+                        kill_qemu(&mut child, own_group);
                         break;
                     }
                     Control::StopWithin(grace) => {
                         stop_requested = true;
-                        deadline = deadline.min(Instant::now() + grace);
+                        let until = Instant::now() + grace;
+                        deadline = Some(deadline.map_or(until, |d| d.min(until)));
                     }
                 }
             }
@@ -288,17 +448,24 @@ pub fn run(
         }
     }
     let status = child.wait().ok();
-    // Whatever was still buffered goes to the log (not to the callback).
+    drop(saved_terminal);
+    // Whatever was still buffered goes to the log (not to the callbacks).
     let drain_until = Instant::now() + Duration::from_secs(2);
     while let Some(left) = drain_until.checked_duration_since(Instant::now()) {
         match rx.recv_timeout(left) {
-            Ok((kind, line)) => record(kind, &line, &mut log)?,
+            Ok(Msg::Line(kind, line)) => record(kind, &line, &mut log)?,
+            Ok(Msg::Chunk(..)) => {}
             Err(_) => break,
         }
     }
     let elapsed = start.elapsed();
     let how = if timed_out {
-        format!("killed after the {} s timeout", timeout.as_secs_f64())
+        format!(
+            "killed after the {} s timeout",
+            opts.timeout.unwrap_or_default().as_secs_f64()
+        )
+    } else if interrupted {
+        "killed: interrupted".to_string()
     } else if stopped {
         "killed on request".to_string()
     } else {
@@ -317,6 +484,7 @@ pub fn run(
         status,
         timed_out,
         stopped,
+        interrupted,
         serial_lines,
         stderr_tail,
         log_path: log_path.to_path_buf(),
@@ -494,6 +662,115 @@ mod tests {
         assert!(t0.elapsed() < Duration::from_secs(10));
         assert!(fs::read_to_string(&log).unwrap().contains("more"));
         let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// Output reaches `on_output` as it arrives, before its line is complete: a
+    /// prompt without a newline is seen while the program still runs.
+    #[test]
+    fn output_arrives_before_the_newline() {
+        let dir = std::env::temp_dir().join(format!("fv-qemu-chunk-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let script = dir.join("prompt.sh");
+        fs::write(
+            &script,
+            "#!/bin/sh\nprintf 'line one\\r\\nguest:~# '\nsleep 2\necho typed\n",
+        )
+        .unwrap();
+        make_executable(&script);
+        let log = dir.join("prompt.log");
+        let q = fake_qemu(&script);
+        let t0 = Instant::now();
+        let mut raw = Vec::new();
+        let mut prompt_at = None;
+        let mut lines = Vec::new();
+        let opts = RunOptions {
+            timeout: None,
+            input: Input::Null,
+            interrupt: None,
+        };
+        let outcome = run_with(
+            &q,
+            &opts,
+            &log,
+            |k, l| {
+                lines.push((k, l.to_string()));
+                Control::Continue
+            },
+            |k, bytes| {
+                if k == Stream::Serial {
+                    raw.extend_from_slice(bytes);
+                    if prompt_at.is_none() && raw.ends_with(b"guest:~# ") {
+                        prompt_at = Some(t0.elapsed());
+                    }
+                }
+            },
+        )
+        .unwrap();
+        assert!(outcome.clean_exit(), "{outcome:?}");
+        let prompt_at = prompt_at.expect("the prompt never arrived on its own");
+        assert!(prompt_at < Duration::from_millis(1500), "{prompt_at:?}");
+        assert!(outcome.elapsed >= Duration::from_secs(2));
+        assert_eq!(raw, b"line one\r\nguest:~# typed\n");
+        assert_eq!(
+            lines,
+            [
+                (Stream::Serial, "line one".to_string()),
+                (Stream::Serial, "guest:~# typed".to_string())
+            ]
+        );
+        let text = fs::read_to_string(&log).unwrap();
+        assert!(text.contains("# no timeout"), "{text}");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// Setting the interrupt flag kills the program within a poll period or so.
+    #[test]
+    fn interrupt_flag_kills_the_run() {
+        static STOP: AtomicBool = AtomicBool::new(false);
+        let dir = std::env::temp_dir().join(format!("fv-qemu-intr-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let script = dir.join("forever.sh");
+        fs::write(&script, "#!/bin/sh\necho up\nexec sleep 300\n").unwrap();
+        make_executable(&script);
+        let opts = RunOptions {
+            timeout: Some(Duration::from_secs(60)),
+            input: Input::Null,
+            interrupt: Some(&STOP),
+        };
+        let t0 = Instant::now();
+        let outcome = run_with(
+            &fake_qemu(&script),
+            &opts,
+            &dir.join("intr.log"),
+            |_, l| {
+                if l == "up" {
+                    STOP.store(true, Ordering::Release);
+                }
+                Control::Continue
+            },
+            |_, _| {},
+        )
+        .unwrap();
+        assert!(outcome.interrupted);
+        assert!(!outcome.timed_out && !outcome.stopped);
+        assert!(!outcome.clean_exit());
+        assert!(t0.elapsed() < Duration::from_secs(10));
+        let text = fs::read_to_string(dir.join("intr.log")).unwrap();
+        assert!(text.contains("interrupted"), "{text}");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    fn make_executable(script: &Path) {
+        let mut perms = fs::metadata(script).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+        fs::set_permissions(script, perms).unwrap();
+    }
+
+    fn fake_qemu(script: &Path) -> QemuConfig {
+        QemuConfig {
+            binary: script.to_path_buf(),
+            ..QemuConfig::new(&machine(), Path::new("hv"), None)
+        }
     }
 
     /// Runs `script` as if it were QEMU through [`run`] (it ignores QEMU's

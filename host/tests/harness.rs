@@ -93,6 +93,28 @@ fn print_and_shutdown(message: &str) -> Vec<u8> {
     out
 }
 
+/// Prints `message` through the legacy SBI console, then loops forever (a
+/// machine that never powers off).
+fn print_and_spin(message: &str) -> Vec<u8> {
+    const MSG: i32 = 36;
+    let code = [
+        auipc(S0, 0),      // 0
+        addi(S0, S0, MSG), // 4
+        lbu(A0, S0, 0),    // 8: loop
+        beq(A0, ZERO, 20), // 12 -> 32
+        addi(A7, ZERO, 1), // 16: legacy console_putchar
+        ECALL,             // 20
+        addi(S0, S0, 1),   // 24
+        jal(ZERO, -20),    // 28 -> 8
+        jal(ZERO, 0),      // 32: j .
+    ];
+    let mut out: Vec<u8> = code.iter().flat_map(|i| i.to_le_bytes()).collect();
+    assert_eq!(out.len(), MSG as usize);
+    out.extend_from_slice(message.as_bytes());
+    out.push(0);
+    out
+}
+
 fn payload(name: &str, bytes: &[u8]) -> PathBuf {
     testing::scratch_file(&format!("harness-{name}.bin"), bytes).unwrap()
 }
@@ -223,4 +245,41 @@ fn run_command_exit_codes() {
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("scripts/build.sh"));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `stop_after_success`: a machine that never powers off passes once every
+/// success pattern matched (QEMU killed after the linger time), still fails on
+/// a failure line seen during the linger, and without the option times out.
+#[test]
+fn stop_after_success_ends_endless_runs() {
+    let hv = payload("endless", &print_and_spin("DONE: fake passed=1 failed=0\n"));
+    let mut c = case("harness-endless-ok", hv.clone(), 60);
+    c.success_patterns = vec![Pattern::LineStart("DONE: fake passed=".into())];
+    c.require_clean_exit = false;
+    c.stop_after_success = Some(Duration::from_millis(500));
+    let t0 = std::time::Instant::now();
+    let report = testing::run_case(&c).unwrap_or_else(|e| panic!("{e}"));
+    assert!(t0.elapsed() < Duration::from_secs(30), "{:?}", t0.elapsed());
+    let text = std::fs::read_to_string(&report.log_path).unwrap();
+    assert!(text.contains("killed on request"), "{text}");
+
+    let hv = payload(
+        "endless-fail",
+        &print_and_spin("DONE: fake passed=1 failed=0\nFAIL: fake/late: after DONE\n"),
+    );
+    let mut c = case("harness-endless-fail", hv.clone(), 60);
+    c.success_patterns = vec![Pattern::LineStart("DONE: fake passed=".into())];
+    c.require_clean_exit = false;
+    c.stop_after_success = Some(Duration::from_secs(2));
+    let err = testing::run_case(&c).unwrap_err();
+    assert!(
+        matches!(&err, CaseError::FailureLine { line, .. } if line == "FAIL: fake/late: after DONE"),
+        "{err}"
+    );
+
+    let mut c = case("harness-endless-timeout", hv, 3);
+    c.success_patterns = vec![Pattern::LineStart("DONE: fake passed=".into())];
+    c.failure_patterns.clear();
+    let err = testing::run_case(&c).unwrap_err();
+    assert!(matches!(&err, CaseError::Timeout { .. }), "{err}");
 }
