@@ -71,7 +71,16 @@ impl QemuConfig {
             self.smp.to_string(),
             "-m".into(),
             format!("{}M", self.memory_bytes.div_ceil(MIB)),
-            "-nographic".into(),
+            // The serial port on stdio without QEMU's multiplexer, so Ctrl-A
+            // (Ferrovisor's console escape) and Ctrl-C reach the hypervisor.
+            "-display".into(),
+            "none".into(),
+            "-monitor".into(),
+            "none".into(),
+            "-chardev".into(),
+            "stdio,id=con0,signal=off".into(),
+            "-serial".into(),
+            "chardev:con0".into(),
             "-bios".into(),
             "default".into(),
             // A reset request ends QEMU instead of looping through another boot.
@@ -527,7 +536,14 @@ mod tests {
                 "4",
                 "-m",
                 "1024M",
-                "-nographic",
+                "-display",
+                "none",
+                "-monitor",
+                "none",
+                "-chardev",
+                "stdio,id=con0,signal=off",
+                "-serial",
+                "chardev:con0",
                 "-bios",
                 "default",
                 "-no-reboot",
@@ -540,7 +556,7 @@ mod tests {
         assert!(!q.args().iter().any(|a| a.contains("kvm")));
         assert_eq!(
             q.command_line(),
-            "/usr/bin/qemu-system-riscv64 -M virt -cpu rv64 -smp 4 -m 1024M -nographic -bios default -no-reboot -kernel /t/ferrovisor-hv -initrd /c/p.fvpkg"
+            "/usr/bin/qemu-system-riscv64 -M virt -cpu rv64 -smp 4 -m 1024M -display none -monitor none -chardev stdio,id=con0,signal=off -serial chardev:con0 -bios default -no-reboot -kernel /t/ferrovisor-hv -initrd /c/p.fvpkg"
         );
     }
 

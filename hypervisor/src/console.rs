@@ -10,6 +10,8 @@ struct Console {
     owner: Option<usize>,
     /// Whether the cursor is at the start of a line.
     line_start: bool,
+    /// The owner's last byte was a carriage return, not yet acted on.
+    cr_pending: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -84,6 +86,7 @@ static CONSOLE: Mutex<Console> = Mutex::new(Console {
     uart: None,
     owner: None,
     line_start: true,
+    cr_pending: false,
 });
 
 /// Switches output to the UART at `base` (registers `1 << shift` bytes apart).
@@ -98,10 +101,11 @@ pub fn use_uart(base: u64, shift: u32) {
 /// guest's line is unfinished, it is ended first so the two never mix.
 pub fn write_fmt(args: fmt::Arguments<'_>) {
     let mut c = CONSOLE.lock();
-    if c.owner.is_some() && !c.line_start {
+    if c.owner.is_some() && (!c.line_start || c.cr_pending) {
         let _ = c.write_str("\n");
         c.line_start = true;
     }
+    c.cr_pending = false;
     c.owner = None;
     let mut w = Tracking {
         console: &mut c,
@@ -119,9 +123,10 @@ pub fn write_fmt(args: fmt::Arguments<'_>) {
 pub fn log_line(args: fmt::Arguments<'_>) {
     crate::mgmt::log_to_ring(format_args!("{args}\n"));
     let mut c = CONSOLE.lock();
-    if !c.line_start {
+    if !c.line_start || c.cr_pending {
         let _ = c.write_str("\n");
     }
+    c.cr_pending = false;
     c.owner = None;
     let _ = c.write_fmt(format_args!("ferrovisor: {args}\n"));
     c.line_start = true;
@@ -149,12 +154,28 @@ impl Write for Tracking<'_> {
 pub fn guest_output(vm: usize, name: &str, bytes: &[u8]) {
     let mut c = CONSOLE.lock();
     for &b in bytes {
-        if c.owner != Some(vm) && !c.line_start {
-            let _ = c.write_str("\n");
-            c.line_start = true;
+        if c.owner != Some(vm) {
+            // Someone else's line is open (or a carriage return of theirs is
+            // pending): end it before this VM's output starts.
+            if !c.line_start || c.cr_pending {
+                let _ = c.write_str("\n");
+                c.line_start = true;
+            }
+            c.cr_pending = false;
         }
         c.owner = Some(vm);
-        if c.line_start {
+        // A carriage return followed by anything but a newline (a shell
+        // redrawing its line) goes out, and the redrawn line gets the prefix
+        // again; "\r\n" is an ordinary line end.
+        if core::mem::take(&mut c.cr_pending) && b != b'\n' {
+            let _ = c.write_str("\r");
+            c.line_start = true;
+        }
+        if b == b'\r' {
+            c.cr_pending = true;
+            continue;
+        }
+        if c.line_start && b != b'\n' {
             let _ = write!(c, "[{name}] ");
             c.line_start = false;
         }
@@ -163,7 +184,6 @@ pub fn guest_output(vm: usize, name: &str, bytes: &[u8]) {
                 let _ = c.write_str("\n");
                 c.line_start = true;
             }
-            b'\r' => {}
             // Control characters a terminal would act on (other than tab,
             // backspace and escape for prompts) are shown as '?'.
             0x08 | 0x09 | 0x1b | 0x20..=0x7e => {

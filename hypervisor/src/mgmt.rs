@@ -5,7 +5,8 @@
 //!
 //! Console input goes through `fv_mgmt::ConsoleInput`: ordinary bytes go to the
 //! VM that has the focus, `Ctrl-A c` enters and leaves the shell (prompt
-//! `fv> `), `Ctrl-A n` / `Ctrl-A <digit>` move the focus, `Ctrl-A h` prints help.
+//! `fv> `), `Ctrl-A n` / `Ctrl-A <digit>` move the focus, `Ctrl-A h` prints help,
+//! `Ctrl-A x` stops every VM (and so the machine).
 
 use crate::sched::{self, vms};
 use crate::vm::{state, StopReason, Vm};
@@ -78,6 +79,17 @@ pub fn input_byte(b: u8) {
         Input::LeaveShell => console::write_fmt(format_args!("(left the shell)\n")),
         Input::SwitchVm(sel) => focus(sel),
         Input::Help => console::write_fmt(format_args!("{}\n", fv_mgmt::ESCAPE_HELP)),
+        Input::UnknownEscape(b'x') => {
+            // As QEMU's Ctrl-A x: end everything (the machine powers off once
+            // the last VM has stopped).
+            log!("Ctrl-A x: stopping every VM");
+            drop(shell);
+            for vm in vms() {
+                if !vm.is_stopped() {
+                    sched::stop_vm(vm, StopReason::Operator);
+                }
+            }
+        }
         Input::UnknownEscape(_) => {}
         Input::Shell(b) => {
             let mut line = [0u8; fv_mgmt::MAX_LINE_LEN];
