@@ -71,7 +71,7 @@ step fmt cargo fmt --all --check
 # --all-targets skips test targets marked `test = false` (the QEMU tests): lint them too.
 clippy_host() {
     cargo clippy --all-targets -- -D warnings &&
-        cargo clippy -p ferrovisor --test qemu --test linux -- -D warnings
+        cargo clippy -p ferrovisor --test qemu --test linux --test containment -- -D warnings
 }
 
 step clippy-host clippy_host
@@ -79,6 +79,7 @@ step clippy-bare-metal cargo clippy --target "$TARGET" "${bare_metal[@]}" -- -D 
 step unit-tests cargo test
 step build scripts/build.sh
 step qemu-tests cargo test -p ferrovisor --test qemu -- --test-threads=1
+step containment-tests cargo test -p ferrovisor --test containment -- --test-threads=1
 # drive.py and mkinitramfs.py (the Linux guest's tools), without QEMU.
 step guest-linux-tools python3 -m unittest discover -s scripts/guest-linux -p 'test_*.py'
 # --nocapture: each step of the Linux tests, with its time, shows in the log.

@@ -47,6 +47,14 @@ pub fn power_off(reason: ShutdownReason) -> ! {
         // (identity-mapped MMIO, owned by the hypervisor); writing FINISHER_FAIL
         // with code 1 ends the machine, which is what we want here.
         unsafe { core::ptr::write_volatile(finisher as *mut u32, (1 << 16) | 0x3333) };
+        // QEMU ends the machine asynchronously: calling SRST now would let
+        // OpenSBI write FINISHER_PASS behind our FAIL and sometimes win. Give
+        // the finisher a moment (it never returns on QEMU), then fall back.
+        let until =
+            csr::time().saturating_add(sched::HOST.get().map_or(10_000_000, |h| h.timebase));
+        while csr::time() < until {
+            core::hint::spin_loop();
+        }
     }
     firmware::shutdown(reason)
 }

@@ -53,6 +53,9 @@ pub static QUEUES: [Mutex<Option<HartQueue>>; MAX_HARTS] = [const { Mutex::new(N
 pub static RUNNING_VMS: AtomicUsize = AtomicUsize::new(0);
 /// Whether any VM ended uncleanly.
 static ANY_FAILURE: AtomicBool = AtomicBool::new(false);
+/// The host timer deadline each hart last armed.
+static ARMED: [AtomicU64; MAX_HARTS] = [const { AtomicU64::new(u64::MAX) }; MAX_HARTS];
+
 /// Whether any vCPU has entered a guest yet.
 static FIRST_ENTRY: AtomicBool = AtomicBool::new(false);
 /// Exits handled, all harts.
@@ -104,6 +107,14 @@ pub fn vms() -> &'static [Vm] {
 
 /// Arms the host timer for `deadline` (host `time`).
 fn arm_timer(deadline: u64) {
+    // Re-arming with the value already armed is skipped: every write is work
+    // for the machine (an SBI call without Sstc, a timer update under QEMU).
+    let cpu = crate::boot::cpu_index();
+    if let Some(armed) = ARMED.get(cpu) {
+        if armed.swap(deadline, Ordering::Relaxed) == deadline {
+            return;
+        }
+    }
     if host().features.sstc {
         // SAFETY: stimecmp only schedules the hypervisor's own timer interrupt.
         unsafe { csr::write::<{ num::STIMECMP }>(deadline) };
@@ -175,21 +186,12 @@ pub fn run_hart(cpu: usize) -> ! {
                 refresh(slot, now, &mut hq.rq);
             }
             match hq.rq.pick(now) {
-                Some(p) => hq
-                    .slots
-                    .iter()
-                    .position(|s| s.key == p.key)
-                    .map(|i| (hq.slots.swap_remove(i), p.slice)),
+                Some(p) => hq.slots.iter().position(|s| s.key == p.key).map(|i| {
+                    let slot = hq.slots.swap_remove(i);
+                    (slot, p.slice, earliest_wake(&hq.slots, &hq.rq, now))
+                }),
                 None => {
-                    let wake = hq
-                        .slots
-                        .iter()
-                        .filter(|s| hq.rq.state(s.key) == Ok(State::Blocked))
-                        .filter_map(|s| match (s.timer, s.arch.hw_timer_deadline()) {
-                            (Some(a), Some(b)) => Some(a.min(b)),
-                            (a, b) => a.or(b),
-                        })
-                        .min();
+                    let wake = earliest_wake(&hq.slots, &hq.rq, now);
                     drop(guard);
                     if !steal(cpu) {
                         idle(cpu, now, wake);
@@ -198,11 +200,11 @@ pub fn run_hart(cpu: usize) -> ! {
                 }
             }
         };
-        let Some((mut slot, slice)) = picked else {
+        let Some((mut slot, slice, wake)) = picked else {
             continue;
         };
         let started = csr::time();
-        let end = run_slot(&mut slot, &mut last, started.saturating_add(slice));
+        let end = run_slot(&mut slot, &mut last, started.saturating_add(slice), wake);
         let ran = csr::time().saturating_sub(started);
         let mut guard = queue.lock();
         if let Some(hq) = guard.as_mut() {
@@ -222,6 +224,22 @@ pub fn run_hart(cpu: usize) -> ! {
             hq.slots.push(slot);
         }
     }
+}
+
+/// When the first blocked vCPU of this queue has its timer due (emulated or
+/// Sstc), so the hart can wake it then rather than at the end of a slice.
+/// Deadlines already past are left out: such a vCPU has its interrupt masked
+/// (else `refresh` would have woken it) and must not cut every slice short.
+fn earliest_wake(slots: &[Slot], rq: &RunQueue, now: u64) -> Option<u64> {
+    slots
+        .iter()
+        .filter(|s| rq.state(s.key) == Ok(State::Blocked))
+        .filter_map(|s| match (s.timer, s.arch.hw_timer_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
+        .filter(|&d| d > now)
+        .min()
 }
 
 /// Sleeps until an interrupt, at the latest at `wake` (a blocked vCPU's timer).
@@ -369,7 +387,15 @@ fn refresh(slot: &mut Slot, now: u64, rq: &mut RunQueue) {
 
 /// Runs one vCPU on this hart until its slice ends at `slice_end`, it blocks,
 /// stops, or its VM changes state. Returns why it came back.
-fn run_slot(slot: &mut Slot, last: &mut Option<(usize, usize)>, slice_end: u64) -> Next {
+fn run_slot(
+    slot: &mut Slot,
+    last: &mut Option<(usize, usize)>,
+    slice_end: u64,
+    wake: Option<u64>,
+) -> Next {
+    // A waiting vCPU's timer ends the slice early: it is woken and the
+    // scheduler (which credits waking vCPUs) decides who runs.
+    let slice_end = wake.map_or(slice_end, |w| w.min(slice_end));
     let Some(vm) = vms().get(slot.vm) else {
         return Next::Stopped;
     };

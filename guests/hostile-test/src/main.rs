@@ -9,10 +9,11 @@
 //! Kernel command line (`/chosen/bootargs`), all optional:
 //!
 //! - `phase=a,b,…`: the phases to run, in order (default
-//!   `wild,sbi,ipi,hsm,dbcn,mmio,spin`). A list that does not end in `spin`, `die`
-//!   or `reboot` (after its last reboot) repeats forever, each pass a "round";
+//!   `wild,sbi,ipi,hsm,dbcn,mmio,spin`). `spin` and `die` never end; without
+//!   them the list repeats forever, each pass a "round" (`reboot` reboots only
+//!   while the VM has been rebooted fewer than `reboots` times);
 //! - `seed=N` (decimal or 0x-hex), `count=N` (operations per vCPU in `wild`,
-//!   `sbi` and `dbcn`, default 2000), `storm_ms=N` (length of the IPI storm,
+//!   `sbi`, `dbcn` and `mmio`, default 2000), `storm_ms=N` (length of the IPI storm,
 //!   default 1000), `reboots=N` (cold reboots of `reboot`, default 3),
 //!   `die_ms=N` (how long `die` lets the vCPUs spin first, default 500).
 //!

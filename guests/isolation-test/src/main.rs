@@ -7,7 +7,18 @@
 //! - reading mstatus, the all-zero instruction, and (when the DTB does not
 //!   list the H extension) hstatus/hgatp: illegal instruction (2);
 //! - the last word of RAM stores and loads back;
-//! - at least 1000 stores spread over every 2 MiB block of RAM read back.
+//! - at least 1000 stores spread over every 2 MiB block of RAM read back;
+//! - guest RAM at the guest-physical addresses where, on the host, the
+//!   firmware (OpenSBI, 0x8000_0000..0x8006_0000) and the hypervisor image
+//!   (0x8020_0000 and up; 0x80A0_0000 and 0x8100_0000 are used) live is this
+//!   guest's own RAM: words stored there read back (addresses the DTB marks
+//!   reserved or that hold the image, stacks or DTB are skipped, so on bare
+//!   QEMU the firmware range is);
+//! - the host's devices the DTB does not list (CLINT 0x0200_0000, PLIC
+//!   0x0c00_0000, UART 0x1000_0000, test finisher 0x0010_0000): loads and
+//!   stores give access faults. Devices the DTB lists are skipped (all of them
+//!   on bare QEMU); the value stored is 0, which the finisher ignores, and the
+//!   finisher is never written when the DTB lists it.
 //!
 //! These hold on bare QEMU (unbacked physical addresses raise access faults)
 //! and under a hypervisor that injects access faults for unbacked GPAs.
@@ -37,6 +48,42 @@ const HOLE_CANDIDATES: [usize; 5] = [
     0x0a00_0000,
 ];
 
+/// Where the host's firmware (OpenSBI) lives on QEMU virt: first word, a
+/// word in its data, its last word.
+const HOST_FIRMWARE_WORDS: [usize; 4] = [0x8000_0000, 0x8002_0000, 0x8004_0000, 0x8005_fff8];
+/// Inside the host's hypervisor image (loaded at 0x8020_0000, some MiB),
+/// above this guest's own image.
+const HOST_HYPERVISOR_BLOCKS: [usize; 2] = [0x80A0_0000, 0x8100_0000];
+/// Bytes checked at each of [`HOST_HYPERVISOR_BLOCKS`].
+const HOST_BLOCK_BYTES: usize = 16 << 10;
+
+/// Host devices on QEMU virt that a VM's DTB does not list: name, address.
+const HOST_DEVICES: [(&str, usize); 7] = [
+    ("clint", 0x0200_0000),
+    ("clint-mtime", 0x0200_bff8),
+    ("plic", 0x0c00_0000),
+    ("plic-context", 0x0c20_0004),
+    ("uart", 0x1000_0000),
+    ("uart-lsr", 0x1000_0005),
+    ("test-finisher", 0x0010_0000),
+];
+
+/// The device range or memory region the DTB names that contains `a`.
+fn claimed(p: &Platform, a: usize) -> Option<Region> {
+    let mut hit = None;
+    if let Some(fdt) = p.fdt() {
+        for_each_device_range(&fdt, |_, reg| {
+            if reg.contains(a) && hit.is_none() {
+                hit = Some(reg);
+            }
+        });
+    }
+    if let Some(m) = p.memory().iter().find(|m| m.contains(a)) {
+        hit = Some(*m);
+    }
+    hit
+}
+
 fn main(p: &'static Platform, r: &'static Reporter) {
     let ram_end = p.memory().iter().map(|m| m.end).max().unwrap_or(p.ram.end);
     println!(
@@ -46,20 +93,7 @@ fn main(p: &'static Platform, r: &'static Reporter) {
     for x in p.reserved() {
         println!("INFO: isolation-test: reserved {x}");
     }
-    let claimed = |a: usize| -> Option<Region> {
-        let mut hit = None;
-        if let Some(fdt) = p.fdt() {
-            for_each_device_range(&fdt, |_, reg| {
-                if reg.contains(a) && hit.is_none() {
-                    hit = Some(reg);
-                }
-            });
-        }
-        if let Some(m) = p.memory().iter().find(|m| m.contains(a)) {
-            hit = Some(*m);
-        }
-        hit
-    };
+    let claimed = |a: usize| claimed(p, a);
 
     // Past the end of RAM: the first byte, the last word of the next page, the
     // next 2 MiB block.
@@ -125,6 +159,174 @@ fn main(p: &'static Platform, r: &'static Reporter) {
     illegal(p, r);
     last_word(p, r, ram_end);
     all_blocks(p, r);
+    host_memory_gpas(p, r);
+    host_devices(p, r);
+}
+
+/// Why `[a, a + len)` cannot be used for a store/load-back check, if it can't.
+fn unusable(p: &Platform, a: usize, len: usize) -> Option<&'static str> {
+    let w = Region::with_size(a, len);
+    if !p
+        .memory()
+        .iter()
+        .any(|m| m.start <= w.start && w.end <= m.end)
+    {
+        Some("not RAM in the DTB")
+    } else if p.in_use(w) {
+        Some("reserved or in use (image, stacks, DTB)")
+    } else {
+        None
+    }
+}
+
+/// Most words [`store_load_back`] checks at once.
+const MAX_READBACK_WORDS: usize = 256;
+
+/// What went wrong in [`store_load_back`].
+enum Readback {
+    /// The access at `addr` trapped.
+    Trap {
+        addr: usize,
+        store: bool,
+        t: TrapInfo,
+    },
+    /// `addr` read back `back` after `stored` was stored there.
+    Mismatch { addr: usize, stored: u64, back: u64 },
+}
+
+impl core::fmt::Display for Readback {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Readback::Trap { addr, store, t } => write!(
+                f,
+                "{} at {addr:#x} trapped: {t}",
+                if *store { "store" } else { "load" }
+            ),
+            Readback::Mismatch { addr, stored, back } => {
+                write!(f, "at {addr:#x}: stored {stored:#x}, read back {back:#x}")
+            }
+        }
+    }
+}
+
+fn load(addr: usize) -> Result<u64, Readback> {
+    trap::try_load_u64(addr).map_err(|t| Readback::Trap {
+        addr,
+        store: false,
+        t,
+    })
+}
+
+fn store(addr: usize, v: u64) -> Result<(), Readback> {
+    trap::try_store_u64(addr, v).map_err(|t| Readback::Trap {
+        addr,
+        store: true,
+        t,
+    })
+}
+
+/// Stores [`pattern`] at every word of `words` (at most
+/// [`MAX_READBACK_WORDS`]), then reads each back and restores its old value:
+/// the number checked, or the first mismatch or trap. All stores come before
+/// the loads, so words aliasing each other show up too.
+fn store_load_back(words: impl Iterator<Item = usize>) -> Result<usize, Readback> {
+    let mut old = [(0usize, 0u64); MAX_READBACK_WORDS];
+    let mut n = 0;
+    for (slot, a) in old.iter_mut().zip(words) {
+        *slot = (a, load(a)?);
+        n += 1;
+        store(a, pattern(a))?;
+    }
+    let mut bad = None;
+    for &(a, v) in old.get(..n).unwrap_or(&[]) {
+        let back = load(a)?;
+        if back != pattern(a) && bad.is_none() {
+            bad = Some(Readback::Mismatch {
+                addr: a,
+                stored: pattern(a),
+                back,
+            });
+        }
+        store(a, v)?;
+    }
+    bad.map_or(Ok(n), Err)
+}
+
+/// Guest RAM at the GPAs where the host's firmware and hypervisor live is the
+/// guest's own: what is stored there reads back.
+fn host_memory_gpas(p: &Platform, r: &Reporter) {
+    let mut firmware = [0usize; HOST_FIRMWARE_WORDS.len()];
+    let mut nfw = 0;
+    for &a in &HOST_FIRMWARE_WORDS {
+        match unusable(p, a, 8) {
+            Some(why) => println!("INFO: isolation-test: host firmware GPA {a:#x} skipped: {why}"),
+            None => {
+                if let Some(slot) = firmware.get_mut(nfw) {
+                    *slot = a;
+                    nfw += 1;
+                }
+            }
+        }
+    }
+    if nfw > 0 {
+        let words = firmware.get(..nfw).unwrap_or(&[]).iter().copied();
+        readback_check(r, "ram-at-host-firmware-gpa", words);
+    }
+    for (i, &base) in HOST_HYPERVISOR_BLOCKS.iter().enumerate() {
+        if let Some(why) = unusable(p, base, HOST_BLOCK_BYTES) {
+            println!(
+                "INFO: isolation-test: host hypervisor GPA block {} skipped: {why}",
+                Region::with_size(base, HOST_BLOCK_BYTES)
+            );
+            continue;
+        }
+        // One word in every 64 bytes.
+        let words = (base..base + HOST_BLOCK_BYTES).step_by(64);
+        readback_check(r, &name("ram-at-host-hypervisor-gpa-", i), words);
+    }
+}
+
+fn readback_check(r: &Reporter, check: &str, words: impl Iterator<Item = usize> + Clone) {
+    let first = words.clone().next().unwrap_or(0);
+    match store_load_back(words) {
+        Ok(n) => {
+            println!(
+                "INFO: isolation-test: {check}: {n} words from {first:#x} stored and read back"
+            );
+            r.pass(check);
+        }
+        Err(e) => r.fail(check, format_args!("{e}")),
+    }
+}
+
+/// The host's devices that the DTB does not list fault like any hole.
+fn host_devices(p: &Platform, r: &Reporter) {
+    for (dev, a) in HOST_DEVICES {
+        if let Some(reg) = claimed(p, a) {
+            println!(
+                "INFO: isolation-test: host {dev} at {a:#x} skipped: the DTB lists {reg} there"
+            );
+            continue;
+        }
+        let l = trap::try_load_u32(a);
+        expect_fault(
+            r,
+            &check_name("load-host-", dev),
+            a,
+            l.map(|_| ()),
+            LOAD_ACCESS_FAULT,
+        );
+        // 0: no command for the test finisher (it acts on 0x3333, 0x5555 and
+        // 0x7777 only), were it there after all.
+        let s = trap::try_store_u32(a, 0);
+        expect_fault(r, &check_name("store-host-", dev), a, s, STORE_ACCESS_FAULT);
+    }
+}
+
+fn check_name(prefix: &str, dev: &str) -> fv_guest_rt::report::Name {
+    let mut n = fv_guest_rt::report::Name::new(prefix);
+    n.push(dev);
+    n
 }
 
 fn expect_fault(r: &Reporter, check: &str, addr: usize, got: Result<(), TrapInfo>, cause: usize) {
