@@ -9,6 +9,8 @@
 //! kernel: guest.elf     # ELF64 RISC-V, Linux RISC-V Image, or a flat binary
 //! initrd: rootfs.cpio   # optional
 //! command_line: console=ttyS0   # optional
+//! weight: 200           # optional scheduling weight, 1..=10000 (default 100)
+//! pin: 0                # optional: run every vCPU on this host hart only
 //! machine: { ... }      # optional, see below
 //! ```
 //!
@@ -128,6 +130,10 @@ pub struct VmConfig {
     pub initrd: Option<PathBuf>,
     /// Kernel command line.
     pub command_line: String,
+    /// Scheduling weight (share of a hart against other vCPUs on it), 1..=10000.
+    pub weight: u32,
+    /// The host hart every vCPU is pinned to, if any (`< machine.cpus`).
+    pub pin: Option<u32>,
 }
 
 /// A validated configuration.
@@ -259,6 +265,8 @@ struct RawFile {
     kernel: Option<Spanned<String>>,
     initrd: Option<Spanned<String>>,
     command_line: Option<Spanned<String>>,
+    weight: Option<Spanned<u32>>,
+    pin: Option<Spanned<u32>>,
     machine: Option<Spanned<RawMachine>>,
     vms: Option<Spanned<Vec<Spanned<RawVm>>>>,
 }
@@ -272,6 +280,8 @@ struct RawVm {
     kernel: Option<Spanned<String>>,
     initrd: Option<Spanned<String>>,
     command_line: Option<Spanned<String>>,
+    weight: Option<Spanned<u32>>,
+    pin: Option<Spanned<u32>>,
 }
 
 #[derive(Deserialize)]
@@ -291,6 +301,7 @@ fn line_of<T>(s: &Spanned<T>) -> Option<u32> {
 /// Lines of a VM's fields, for cross-VM messages.
 #[derive(Clone, Copy, Debug, Default)]
 struct VmLines {
+    pin: Option<u32>,
     start: Option<u32>,
     name: Option<u32>,
     memory: Option<u32>,
@@ -331,6 +342,8 @@ impl Ctx<'_> {
                     ("kernel", raw.kernel.as_ref().and_then(line_of)),
                     ("initrd", raw.initrd.as_ref().and_then(line_of)),
                     ("command_line", raw.command_line.as_ref().and_then(line_of)),
+                    ("weight", raw.weight.as_ref().and_then(line_of)),
+                    ("pin", raw.pin.as_ref().and_then(line_of)),
                 ];
                 let present = [
                     raw.name.is_some(),
@@ -339,6 +352,8 @@ impl Ctx<'_> {
                     raw.kernel.is_some(),
                     raw.initrd.is_some(),
                     raw.command_line.is_some(),
+                    raw.weight.is_some(),
+                    raw.pin.is_some(),
                 ];
                 if let Some(((key, line), _)) =
                     stray.iter().zip(present).find(|(_, present)| *present)
@@ -374,6 +389,8 @@ impl Ctx<'_> {
                     kernel: raw.kernel,
                     initrd: raw.initrd,
                     command_line: raw.command_line,
+                    weight: raw.weight,
+                    pin: raw.pin,
                 };
                 let (cfg, l) = self.vm(vm, "", 0, Some(1))?;
                 vms.push(cfg);
@@ -451,7 +468,20 @@ impl Ctx<'_> {
             }
             None => String::new(),
         };
+        let weight = match &raw.weight {
+            Some(w) if w.value == 0 || w.value > fv_bootpkg::MAX_WEIGHT => {
+                return Err(self.err(
+                    line_of(w),
+                    &field("weight"),
+                    format!("{} is out of range 1..={}", w.value, fv_bootpkg::MAX_WEIGHT),
+                ));
+            }
+            Some(w) => w.value,
+            None => fv_bootpkg::DEFAULT_WEIGHT,
+        };
+        let pin = raw.pin.as_ref().map(|p| p.value);
         let lines = VmLines {
+            pin: raw.pin.as_ref().and_then(line_of),
             start,
             name: raw.name.as_ref().and_then(line_of),
             memory: line_of(memory),
@@ -464,6 +494,8 @@ impl Ctx<'_> {
                 kernel: kernel_path,
                 initrd,
                 command_line,
+                weight,
+                pin,
             },
             lines,
         ))
@@ -609,6 +641,19 @@ impl Ctx<'_> {
         };
         for (i, vm) in vms.iter().enumerate() {
             let l = lines.get(i).copied().unwrap_or_default();
+            if let Some(p) = vm.pin {
+                if p >= machine.cpus {
+                    return Err(self.err(
+                        l.pin.or(l.start),
+                        &format!("{}pin", prefix(i)),
+                        format!(
+                            "hart {p} does not exist: the machine has {} hart(s) (0..={})",
+                            machine.cpus,
+                            machine.cpus.saturating_sub(1)
+                        ),
+                    ));
+                }
+            }
             if let Some(j) = vms[..i].iter().position(|o| o.name == vm.name) {
                 return Err(self.err(
                     l.name.or(l.start),
@@ -885,6 +930,31 @@ mod tests {
     }
 
     #[test]
+    fn weight_and_pin() {
+        let d = Dir::new("sched");
+        let c = d
+            .parse("machine:\n  cpus: 2\n  memory: 1G\nvms:\n  - name: a\n    memory: 64M\n    kernel: k.elf\n    weight: 200\n    pin: 1\n  - name: b\n    memory: 64M\n    kernel: k.elf\n")
+            .unwrap();
+        assert_eq!((c.vms[0].weight, c.vms[0].pin), (200, Some(1)));
+        assert_eq!(
+            (c.vms[1].weight, c.vms[1].pin),
+            (fv_bootpkg::DEFAULT_WEIGHT, None)
+        );
+        let e = d
+            .parse("machine:\n  cpus: 2\n  memory: 1G\nvms:\n  - name: a\n    memory: 64M\n    kernel: k.elf\n    pin: 2\n")
+            .unwrap_err();
+        assert_error(&e, 8, "vms[0].pin", "hart 2 does not exist");
+        let e = d
+            .parse("name: a\nmemory: 64M\nkernel: k.elf\nweight: 0\n")
+            .unwrap_err();
+        assert_error(&e, 4, "weight", "out of range");
+        let e = d
+            .parse("name: a\nmemory: 64M\nkernel: k.elf\nweight: 10001\n")
+            .unwrap_err();
+        assert_error(&e, 4, "weight", "out of range");
+    }
+
+    #[test]
     fn sizes() {
         assert_eq!(parse_size("1G"), Ok(1 << 30));
         assert_eq!(parse_size("512M"), Ok(512 << 20));
@@ -1098,6 +1168,8 @@ mod tests {
             kernel: d.0.join("k.elf"),
             initrd: None,
             command_line: String::new(),
+            weight: fv_bootpkg::DEFAULT_WEIGHT,
+            pin: None,
         };
         let machine = Machine {
             arch: Arch::Riscv64,

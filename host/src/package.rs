@@ -111,7 +111,10 @@ fn add_vm(builder: &mut PackageBuilder, vm: &VmConfig) -> Result<VmSummary> {
     };
     builder
         .add_vm(&VmDescriptor {
-            sched: fv_bootpkg::VmSched::default(),
+            sched: fv_bootpkg::VmSched {
+                weight: vm.weight,
+                pin: vm.pin,
+            },
             name: &vm.name,
             vcpus: vm.vcpus,
             memory_bytes: vm.memory_bytes,
@@ -212,6 +215,8 @@ mod tests {
             kernel: d.join("big.bin"),
             initrd: None,
             command_line: String::new(),
+            weight: fv_bootpkg::DEFAULT_WEIGHT,
+            pin: None,
         };
         let machine = Machine {
             arch: Arch::Riscv64,

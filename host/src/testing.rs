@@ -413,6 +413,8 @@ pub fn guest_vm(guest: &str, vcpus: u32, memory_bytes: u64) -> VmConfig {
         kernel: paths::bare_metal_binary(guest),
         initrd: None,
         command_line: String::new(),
+        weight: fv_bootpkg::DEFAULT_WEIGHT,
+        pin: None,
     }
 }
 
