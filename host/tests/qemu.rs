@@ -70,3 +70,64 @@ guest_tests!(timer_test, "timer-test", vcpus = 1);
 guest_tests!(smp_test, "smp-test", vcpus = 4);
 guest_tests!(isolation_test, "isolation-test", vcpus = 1);
 guest_tests!(srst_test, "srst-test", vcpus = 1);
+
+/// Without the H extension the hypervisor says so and powers the machine off
+/// with a failure status (never a hang, never a silent exit 0).
+#[test]
+fn no_h_extension_is_refused_with_nonzero_exit() {
+    let hv = ferrovisor::paths::default_hypervisor();
+    if let Err(e) = testing::require_built(&hv) {
+        panic!("{e}");
+    }
+    let out = std::process::Command::new("timeout")
+        .args([
+            "60",
+            "qemu-system-riscv64",
+            "-M",
+            "virt",
+            "-cpu",
+            "rv64,h=false",
+            "-smp",
+            "2",
+        ])
+        .args([
+            "-m", "256M", "-display", "none", "-monitor", "none", "-serial", "stdio",
+        ])
+        .args(["-bios", "default", "-kernel"])
+        .arg(&hv)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let log = ferrovisor::paths::qemu_log_dir().join("no-h-extension.log");
+    let _ = std::fs::create_dir_all(ferrovisor::paths::qemu_log_dir());
+    let _ = std::fs::write(&log, text.as_bytes());
+    assert!(
+        text.contains("has no hypervisor (H) extension"),
+        "no clear message (log: {})",
+        log.display()
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "exit status (log: {})",
+        log.display()
+    );
+}
+
+/// The hypervisor drives 8 harts (the most it supports) with an 8-vCPU VM.
+#[test]
+fn smp_test_on_8_harts() {
+    let vm = testing::guest_vm("smp-test", 8, 64 * MIB);
+    if let Err(e) = testing::require_built(&vm.kernel) {
+        panic!("{e}");
+    }
+    let mut case = Case::new("smp-test-smp8", CaseVms::List(vec![vm]));
+    case.machine.cpus = Some(8);
+    case.timeout = TIMEOUT;
+    case.success_patterns
+        .push(Pattern::LineStart("DONE: smp-test passed=".into()));
+    if let Err(e) = testing::run_and_report(&case) {
+        panic!("smp-test-smp8: {e}");
+    }
+}
