@@ -15,10 +15,14 @@
 //!    with several, for the growth per VM;
 //! 4. the wall time of a whole QEMU run on both sides.
 //!
+//! [`linux`] does the same for the Debian Linux guest (`ferrovisor bench
+//! --linux`): boot to userspace and loops run inside the guest.
+//!
 //! Every run's serial log is kept under `target/bench-logs/`.
 
 pub mod elf;
 pub mod json;
+pub mod linux;
 pub mod parse;
 pub mod stats;
 
@@ -374,6 +378,8 @@ fn vm(name: &str, opts: &Options) -> VmConfig {
         kernel: opts.guest.clone(),
         initrd: None,
         command_line: String::new(),
+        weight: fv_bootpkg::DEFAULT_WEIGHT,
+        pin: None,
     }
 }
 
