@@ -1,0 +1,205 @@
+//! cpu-hog: CPU-bound work on every hart, for scheduler tests.
+//!
+//! Every hart in the device tree is started (SBI HSM) and runs the same busy
+//! loop with interrupts masked: chunks of [`CHUNK_ITERATIONS`] steps of an LCG,
+//! never waiting for anything, so the only way another vCPU gets the hart is
+//! preemption by the hypervisor. Each hart prints
+//!
+//!     INFO: cpu-hog: hart <id> progress <chunks>
+//!
+//! every `ms` milliseconds of guest time (through the runtime's console, SBI
+//! DBCN).
+//!
+//! Kernel command line (`/chosen/bootargs`), all optional:
+//!
+//! - `ms=<n>`: progress line period, milliseconds (default 500; 0: none).
+//! - `chunks=<n>`: each hart stops after `n` chunks; the boot hart then waits
+//!   (up to 300 s) for the others and checks that each finished
+//!   (`hart-<id>-finished`) and that they ran interleaved: every hart had done
+//!   a quarter of its chunks before any hart was done with all of them
+//!   (`interleaved`), which only holds if the harts share the CPU by time
+//!   slices rather than one after the other. Then `DONE:` and SRST shutdown.
+//!   Without `chunks=` the harts run forever.
+//! - `idle`: no work at all: the boot hart waits for an interrupt with every
+//!   interrupt disabled, forever (a VM that keeps the machine running and
+//!   costs nothing); no other hart is started.
+#![no_std]
+#![no_main]
+
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use fv_guest_rt::{csr, hart, hart_id, println, Platform, Reporter, MAX_HARTS};
+
+fv_guest_rt::guest_main!("cpu-hog", main);
+
+/// LCG steps per chunk of work (a few milliseconds under QEMU TCG).
+const CHUNK_ITERATIONS: u64 = 1 << 20;
+/// How long the boot hart waits for the others in `chunks=` mode.
+const WAIT_MS: u64 = 300_000;
+/// Guest time at which a hart had done a quarter of its chunks (0: not yet).
+static QUARTER_AT: [AtomicU64; MAX_HARTS] = [const { AtomicU64::new(0) }; MAX_HARTS];
+/// Guest time at which a hart was done (0: not yet).
+static DONE_AT: [AtomicU64; MAX_HARTS] = [const { AtomicU64::new(0) }; MAX_HARTS];
+/// Harts that entered the work loop.
+static STARTED: AtomicUsize = AtomicUsize::new(0);
+
+#[derive(Clone, Copy)]
+struct Config {
+    /// Progress period in timer ticks (0: never).
+    period: u64,
+    /// Chunks per hart (`None`: forever).
+    chunks: Option<u64>,
+    idle: bool,
+}
+
+static CONFIG_PERIOD: AtomicU64 = AtomicU64::new(0);
+/// `u64::MAX` means forever.
+static CONFIG_CHUNKS: AtomicU64 = AtomicU64::new(u64::MAX);
+
+fn parse(args: &str, timebase: u64, r: &Reporter) -> Config {
+    let mut c = Config {
+        period: csr::ms_to_ticks(500, timebase),
+        chunks: None,
+        idle: false,
+    };
+    for arg in args.split_ascii_whitespace() {
+        match arg.split_once('=') {
+            Some(("ms", v)) => match v.parse::<u64>() {
+                Ok(ms) => c.period = csr::ms_to_ticks(ms, timebase),
+                Err(_) => r.fail("bootargs", format_args!("`{arg}`: not a number")),
+            },
+            Some(("chunks", v)) => match v.parse::<u64>() {
+                Ok(n) if n >= 4 => c.chunks = Some(n),
+                _ => r.fail("bootargs", format_args!("`{arg}`: need a number >= 4")),
+            },
+            None if arg == "idle" => c.idle = true,
+            _ => {}
+        }
+    }
+    c
+}
+
+/// One chunk of work the compiler cannot remove.
+#[inline(never)]
+fn chunk(mut x: u64) -> u64 {
+    for _ in 0..CHUNK_ITERATIONS {
+        x = core::hint::black_box(
+            x.wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407),
+        );
+    }
+    x
+}
+
+/// The work loop of one hart; returns when its chunks are done (never without
+/// `chunks=`).
+fn work(me: usize, _arg: usize) {
+    csr::interrupts_disable();
+    STARTED.fetch_add(1, Ordering::SeqCst);
+    let period = CONFIG_PERIOD.load(Ordering::SeqCst);
+    let total = CONFIG_CHUNKS.load(Ordering::SeqCst);
+    let quarter = total / 4;
+    let mut x = me as u64;
+    let mut done: u64 = 0;
+    let mut next = csr::time().saturating_add(period);
+    while done < total {
+        x = chunk(x);
+        done += 1;
+        let now = csr::time();
+        if done == quarter {
+            if let Some(q) = QUARTER_AT.get(me) {
+                q.store(now.max(1), Ordering::SeqCst);
+            }
+        }
+        if period != 0 && now >= next {
+            println!("INFO: cpu-hog: hart {me} progress {done}");
+            next = next.saturating_add(period).max(now);
+        }
+    }
+    core::hint::black_box(x);
+    let now = csr::time();
+    println!("INFO: cpu-hog: hart {me} finished {done} chunks");
+    if let Some(d) = DONE_AT.get(me) {
+        d.store(now.max(1), Ordering::SeqCst);
+    }
+}
+
+fn idle_forever() -> ! {
+    println!("INFO: cpu-hog: idle");
+    loop {
+        csr::interrupts_disable();
+        csr::sie_clear(usize::MAX);
+        csr::wfi();
+    }
+}
+
+fn main(p: &'static Platform, r: &'static Reporter) {
+    let c = parse(p.bootargs(), p.timebase_hz, r);
+    if c.idle {
+        idle_forever();
+    }
+    CONFIG_PERIOD.store(c.period, Ordering::SeqCst);
+    CONFIG_CHUNKS.store(c.chunks.unwrap_or(u64::MAX), Ordering::SeqCst);
+    let me = hart_id();
+    let mut harts = [usize::MAX; MAX_HARTS];
+    let mut n = 0;
+    for &h in p.hart_ids().iter().filter(|&&h| h != me && h < MAX_HARTS) {
+        let ret = hart::start(h, work, 0);
+        if r.check(
+            "hart-start",
+            ret.error == 0,
+            format_args!("hart_start({h}) returned {ret}"),
+        ) {
+            if let Some(s) = harts.get_mut(n) {
+                *s = h;
+                n += 1;
+            }
+        }
+    }
+    println!(
+        "INFO: cpu-hog: {} hart(s) working, chunks={}",
+        n + 1,
+        c.chunks.map_or(-1, |v| v as i64)
+    );
+    work(me, 0);
+    // Only with `chunks=`: wait for the others, then judge.
+    let all = harts.iter().take(n).copied().chain(core::iter::once(me));
+    let deadline = csr::time().saturating_add(csr::ms_to_ticks(WAIT_MS, p.timebase_hz));
+    let finished = |h: usize| {
+        DONE_AT
+            .get(h)
+            .is_some_and(|d| d.load(Ordering::SeqCst) != 0)
+    };
+    csr::spin_until(deadline, || all.clone().all(finished));
+    let mut first_done = u64::MAX;
+    let mut last_quarter = 0;
+    for h in all.clone() {
+        let mut name = fv_guest_rt::report::name("hart-", h);
+        name.push("-finished");
+        r.check(
+            name.as_str(),
+            finished(h),
+            format_args!("hart {h} did not finish its chunks within {WAIT_MS} ms"),
+        );
+        if let (Some(q), Some(d)) = (QUARTER_AT.get(h), DONE_AT.get(h)) {
+            last_quarter = last_quarter.max(q.load(Ordering::SeqCst));
+            let d = d.load(Ordering::SeqCst);
+            if d != 0 {
+                first_done = first_done.min(d);
+            }
+        }
+    }
+    if n > 0 {
+        r.check(
+            "interleaved",
+            last_quarter < first_done,
+            format_args!(
+                "a hart finished (time {first_done}) before every hart had done a quarter (last at {last_quarter}): no time slicing"
+            ),
+        );
+    }
+    println!(
+        "INFO: cpu-hog: {} harts started work",
+        STARTED.load(Ordering::SeqCst)
+    );
+}
