@@ -173,6 +173,7 @@ pub fn run_hart(cpu: usize) -> ! {
         }
         if cpu == 0 {
             service_console();
+            flush_stale_lines(csr::time());
         }
         let now = csr::time();
         let picked = {
@@ -540,6 +541,8 @@ fn handle_exit(vm: &Vm, slot: &mut Slot, exit: VcpuExit) -> Next {
             {
                 Next::Continue
             } else {
+                // The guest waits (for input, say): what it printed shows now.
+                flush_line(vm, &mut vm.inner.lock());
                 Next::Block
             }
         }
@@ -580,14 +583,17 @@ fn device_side_effects(vm: &Vm, inner: &mut crate::vm::VmInner) {
             inner.input.pop_front();
         }
         let crate::vm::VmInner {
-            devices, history, ..
+            devices,
+            history,
+            line,
+            line_since,
+            ..
         } = &mut *inner;
         let _ = devices.with_device::<Uart16550, _>(uart, |u, irq| {
             if u.output().is_empty() {
                 return;
             }
-            history.push(u.output());
-            crate::console::guest_output(vm.id, &vm.name, u.output());
+            console_bytes(vm, history, line, line_since, u.output());
             u.clear_output(irq);
         });
     }
@@ -596,6 +602,51 @@ fn device_side_effects(vm: &Vm, inner: &mut crate::vm::VmInner) {
             if sh.eip.swap(level, Ordering::AcqRel) != level && level {
                 sh.irqs.record(IrqKind::External);
                 kick(sh.cpu.load(Ordering::Acquire));
+            }
+        }
+    }
+}
+
+/// A VM's console output: kept in its history, and printed a whole line at a
+/// time (see `VmInner::line`).
+fn console_bytes(
+    vm: &Vm,
+    history: &mut fv_mgmt::Ring,
+    line: &mut Vec<u8>,
+    since: &mut u64,
+    bytes: &[u8],
+) {
+    history.push(bytes);
+    for &b in bytes {
+        if line.is_empty() {
+            *since = csr::time();
+        }
+        if line.len() < crate::vm::LINE_BYTES {
+            line.push(b);
+        }
+        if b == b'\n' || line.len() >= crate::vm::LINE_BYTES {
+            crate::console::guest_output(vm.id, &vm.name, line);
+            line.clear();
+        }
+    }
+}
+
+/// Prints a VM's unfinished console line (a prompt, an echo) now.
+fn flush_line(vm: &Vm, inner: &mut crate::vm::VmInner) {
+    if !inner.line.is_empty() {
+        crate::console::guest_output(vm.id, &vm.name, &inner.line);
+        inner.line.clear();
+    }
+}
+
+/// Prints unfinished console lines that have waited more than 20 ms (called
+/// on the boot hart's loop).
+pub fn flush_stale_lines(now: u64) {
+    let limit = host().timebase / 50;
+    for vm in vms() {
+        if let Some(mut inner) = vm.inner.try_lock() {
+            if !inner.line.is_empty() && now.saturating_sub(inner.line_since) > limit {
+                flush_line(vm, &mut inner);
             }
         }
     }
@@ -757,7 +808,11 @@ pub fn stop_vm(vm: &Vm, reason: StopReason) {
     if prev == state::STOPPED {
         return;
     }
-    vm.inner.lock().stop_reason = Some(reason);
+    {
+        let mut inner = vm.inner.lock();
+        flush_line(vm, &mut inner);
+        inner.stop_reason = Some(reason);
+    }
     let why = match reason {
         StopReason::PowerOff => "powered off",
         StopReason::GuestFailure => "powered off reporting a failure",
@@ -944,8 +999,14 @@ impl SbiEnv for Env<'_> {
                 .read(gpa, &mut buf[..n])
                 .map_err(|_| ConsoleError::Denied)?;
         }
-        self.vm.inner.lock().history.push(&buf[..n]);
-        crate::console::guest_output(self.vm.id, &self.vm.name, &buf[..n]);
+        let mut inner = self.vm.inner.lock();
+        let crate::vm::VmInner {
+            history,
+            line,
+            line_since,
+            ..
+        } = &mut *inner;
+        console_bytes(self.vm, history, line, line_since, &buf[..n]);
         Ok(n as u64)
     }
 
@@ -954,8 +1015,14 @@ impl SbiEnv for Env<'_> {
     }
 
     fn console_putchar(&mut self, byte: u8) -> Result<(), ConsoleError> {
-        self.vm.inner.lock().history.push(&[byte]);
-        crate::console::guest_output(self.vm.id, &self.vm.name, &[byte]);
+        let mut inner = self.vm.inner.lock();
+        let crate::vm::VmInner {
+            history,
+            line,
+            line_since,
+            ..
+        } = &mut *inner;
+        console_bytes(self.vm, history, line, line_since, &[byte]);
         Ok(())
     }
 
