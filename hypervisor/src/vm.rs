@@ -49,9 +49,11 @@ pub enum StopReason {
 }
 
 impl StopReason {
-    /// Whether this counts as a clean end.
+    /// Whether this counts as a clean end: the guest powered off, or the
+    /// operator stopped it on purpose. Only a guest-reported failure or a stop
+    /// by the hypervisor make the machine's exit status say "failed".
     pub fn is_clean(self) -> bool {
-        self == StopReason::PowerOff
+        matches!(self, StopReason::PowerOff | StopReason::Operator)
     }
 }
 
