@@ -58,7 +58,9 @@ enum Command {
     /// instruction, image size and memory per VM, wall time). Logs go to
     /// target/bench-logs/. With --linux: the Debian Linux guest instead (boot to
     /// userspace, CPU, syscall and page-touching loops in the guest, each against
-    /// its target ratio); logs go to target/bench-logs/linux/.
+    /// its target ratio); logs go to target/bench-logs/linux/. With --sched: the
+    /// vCPU scheduler (switch cost, time-slice accuracy, 8 Linux VMs booting at
+    /// once on 2 harts against one alone); logs go to target/bench-logs/sched/.
     Bench {
         /// Runs per side, alternating Ferrovisor and bare QEMU.
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
@@ -70,7 +72,7 @@ enum Command {
         #[arg(long)]
         json: Option<PathBuf>,
         /// The bench-guest ELF (default: its release build in the target directory).
-        #[arg(long, conflicts_with = "linux")]
+        #[arg(long, conflicts_with_all = ["linux", "sched"])]
         guest: Option<PathBuf>,
         /// Kill a QEMU run after this many seconds (default 120); with --linux, the
         /// limit on each step of a run (boot to the shell, each benchmark, power-off;
@@ -78,13 +80,21 @@ enum Command {
         #[arg(long)]
         timeout: Option<u64>,
         /// Benchmark the Linux guest of scripts/fetch-linux.sh instead of bench-guest.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "sched")]
         linux: bool,
-        /// With --linux: the kernel Image (default: the one fetch-linux.sh chose last).
-        #[arg(long, requires = "linux")]
+        /// Benchmark the vCPU scheduler instead of bench-guest.
+        #[arg(long)]
+        sched: bool,
+        /// With --sched: Linux VMs booted at once on 2 harts (0: skip the Linux part).
+        #[arg(long, requires = "sched", default_value_t = 8, value_parser = clap::value_parser!(u32).range(0..=32))]
+        linux_vms: u32,
+        /// With --linux or --sched: the kernel Image (default: the one
+        /// fetch-linux.sh chose last).
+        #[arg(long)]
         kernel: Option<PathBuf>,
-        /// With --linux: the initramfs (default: the one fetch-linux.sh chose last).
-        #[arg(long, requires = "linux")]
+        /// With --linux or --sched: the initramfs (default: the one fetch-linux.sh
+        /// chose last).
+        #[arg(long)]
         initrd: Option<PathBuf>,
         /// With --linux: repetitions of each in-guest benchmark per boot.
         #[arg(long, requires = "linux", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
@@ -112,6 +122,7 @@ fn main() -> ExitCode {
             guest,
             timeout,
             linux: false,
+            sched: false,
             ..
         } => bench(runs, hypervisor, json, guest, timeout.unwrap_or(120)),
         Command::Bench {
@@ -119,7 +130,19 @@ fn main() -> ExitCode {
             hypervisor,
             json,
             timeout,
+            sched: true,
+            linux_vms,
+            kernel,
+            initrd,
+            ..
+        } => bench_sched(runs, hypervisor, json, kernel, initrd, timeout, linux_vms),
+        Command::Bench {
+            runs,
+            hypervisor,
+            json,
+            timeout,
             linux: true,
+            sched: false,
             kernel,
             initrd,
             reps,
@@ -376,6 +399,45 @@ fn bench(
         package::write_atomically(&path, text.as_bytes())
             .with_context(|| format!("writing {}", path.display()))?;
         eprintln!("ferrovisor bench: figures written to {}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench_sched(
+    runs: u32,
+    hypervisor: Option<PathBuf>,
+    json: Option<PathBuf>,
+    kernel: Option<PathBuf>,
+    initrd: Option<PathBuf>,
+    timeout: Option<u64>,
+    linux_vms: u32,
+) -> Result<ExitCode> {
+    let defaults = benchmark::sched::Options::new();
+    let opts = benchmark::sched::Options {
+        runs: runs as usize,
+        hypervisor: hypervisor.unwrap_or(defaults.hypervisor),
+        kernel: kernel.unwrap_or(defaults.kernel),
+        initrd: initrd.unwrap_or(defaults.initrd),
+        timeout: timeout.map_or(defaults.timeout, Duration::from_secs),
+        linux_vms: linux_vms as usize,
+        ..defaults
+    };
+    eprintln!(
+        "ferrovisor bench --sched: {} run(s): probes sharing one hart ({:?} VMs, and bare QEMU), then {} Linux VMs on {} harts",
+        opts.runs, opts.shares, opts.linux_vms, opts.linux_harts
+    );
+    let report = benchmark::sched::run(&opts, &mut |line| {
+        eprintln!("ferrovisor bench --sched: {line}")
+    })?;
+    print!("{}", benchmark::sched::render(&report));
+    if let Some(path) = json {
+        let text = benchmark::json::Json::pretty(&benchmark::sched::to_json(&report));
+        package::write_atomically(&path, text.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!(
+            "ferrovisor bench --sched: figures written to {}",
+            path.display()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

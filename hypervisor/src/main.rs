@@ -329,6 +329,13 @@ pub extern "C" fn rust_main(hartid: u64, dtb_pa: u64, start_time: u64) -> ! {
         v.id = i;
     }
     let sched_config = fv_sched::SchedConfig::from_timebase(plat.timebase_frequency);
+    let us = |ticks: u64| ticks.saturating_mul(1_000_000) / plat.timebase_frequency.max(1);
+    log!(
+        "scheduler: period {} us, min slice {} us, wake-up granularity {} us",
+        us(sched_config.latency()),
+        us(sched_config.min_slice()),
+        us(sched_config.wakeup_granularity())
+    );
     for (cpu, q) in sched::QUEUES.iter().enumerate().take(ncpus) {
         *q.lock() = Some(sched::HartQueue {
             rq: fv_sched::RunQueue::new(cpu, sched_config),

@@ -166,14 +166,30 @@ pub fn run_hart(cpu: usize) -> ! {
     unsafe { csr::set::<{ num::SIE }>((Irq::SSI | Irq::STI).bits()) };
     let mut last: Option<(usize, usize)> = None;
     let queue = &QUEUES[cpu];
+    // The boot hart evens out the harts' loads every `balance_period` ticks.
+    let balance_period = (host().timebase / BALANCE_HZ).max(1);
+    let mut next_balance = 0u64;
+    let poll_period = (host().timebase / 1000).max(1);
+    let mut next_poll = 0u64;
     loop {
         clear_ipi();
         if RUNNING_VMS.load(Ordering::Acquire) == 0 {
             finish(cpu);
         }
         if cpu == 0 {
-            service_console();
-            flush_stale_lines(csr::time());
+            // The console is polled at most every millisecond: the poll reads
+            // the machine's UART, which is slow under emulation and would
+            // otherwise lengthen every vCPU switch on this hart.
+            let now = csr::time();
+            if now >= next_poll {
+                next_poll = now.saturating_add(poll_period);
+                service_console();
+                flush_stale_lines(now);
+            }
+            if now >= next_balance {
+                next_balance = now.saturating_add(balance_period);
+                balance_harts();
+            }
         }
         let now = csr::time();
         let picked = {
@@ -300,16 +316,138 @@ fn steal(cpu: usize) -> bool {
         return false;
     };
     let slot = theirs.slots.swap_remove(i);
-    if let Some(vm) = vms().get(slot.vm) {
-        if let Some(sh) = vm.vcpus.get(slot.vcpu) {
-            sh.cpu.store(cpu, Ordering::Release);
-            sh.migrations.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-    // Its VS-stage TLB entries on this hart are flushed when it is loaded here
-    // (any switch of vCPU on a hart flushes them; see run_slot).
+    moved(&slot, cpu);
     mine.slots.push(slot);
     true
+}
+
+/// Records that `slot`'s vCPU now lives on hart `to` (its queue lock held):
+/// later IPIs, kicks and remote fences go there, and it fences its VS-stage
+/// translations and instruction fetch on `to` before it next enters the
+/// guest. `run_slot` flushes VS-stage entries only when the hart switches
+/// vCPUs, but `to` may still have this very vCPU as the last one it ran (it
+/// left and came back), with translations and instructions the guest has
+/// since changed and fenced only on the hart it ran on in between.
+fn moved(slot: &Slot, to: usize) {
+    if let Some(sh) = vms().get(slot.vm).and_then(|vm| vm.vcpus.get(slot.vcpu)) {
+        sh.fence.fetch_or(FENCE_I | FENCE_VVMA, Ordering::AcqRel);
+        sh.cpu.store(to, Ordering::Release);
+        sh.migrations.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// How many times a second the boot hart balances the harts' loads.
+const BALANCE_HZ: u64 = 10;
+
+/// Most moves of a vCPU whose slot is missing that one balancing can undo.
+const MAX_ORPHANS: usize = 8;
+
+/// Periodic load balancing (boot hart, `BALANCE_HZ` times a second): evens out
+/// the weighted loads of every hart's queue with `fv_sched::balance`, which
+/// moves only waiting, unpinned vCPUs and only when that strictly reduces the
+/// imbalance. Unlike `steal`, this also helps when no hart is idle (3 vCPUs on
+/// one hart, 1 on the other). Each moved vCPU's slot follows it; then both
+/// harts are kicked (the destination may be asleep in WFI).
+fn balance_harts() {
+    let ncpus = host().ncpus.min(MAX_HARTS);
+    if ncpus < 2 {
+        return;
+    }
+    let mut kicks = [false; MAX_HARTS];
+    {
+        // Every queue's lock, in hart order (as `steal` takes its two).
+        let mut guards: [Option<spin::MutexGuard<'static, Option<HartQueue>>>; MAX_HARTS] =
+            [const { None }; MAX_HARTS];
+        for (g, q) in guards.iter_mut().zip(QUEUES.iter()).take(ncpus) {
+            *g = Some(q.lock());
+        }
+        // Each queue split into its policy half (what `balance` sees, index =
+        // hart) and its slots.
+        let mut rqs: Vec<&mut RunQueue> = Vec::new();
+        if rqs.try_reserve_exact(ncpus).is_err() {
+            return;
+        }
+        let mut slots: [Option<&mut Vec<Slot>>; MAX_HARTS] = [const { None }; MAX_HARTS];
+        for (hart, g) in guards.iter_mut().enumerate().take(ncpus) {
+            let Some(HartQueue { rq, slots: s }) = g.as_deref_mut().and_then(Option::as_mut) else {
+                return;
+            };
+            if rq.hart() != hart {
+                return;
+            }
+            rqs.push(rq);
+            if let Some(e) = slots.get_mut(hart) {
+                *e = Some(s);
+            }
+        }
+        let mut orphans = [None; MAX_ORPHANS];
+        fv_sched::balance(&mut rqs, |m| {
+            if move_slot(&mut slots, m) {
+                for h in [m.from, m.to] {
+                    if let Some(k) = kicks.get_mut(h) {
+                        *k = true;
+                    }
+                }
+            } else if let Some(o) = orphans.iter_mut().find(|o| o.is_none()) {
+                *o = Some(m);
+            } else {
+                log!("balance: lost track of vCPU key {:#x}", m.key.0);
+            }
+        });
+        // A key whose slot was not where the policy took it from (it would have
+        // to be running, which the policy never moves) goes back there, as in
+        // `steal`. Only its first move counts: later ones started where the
+        // slot never was.
+        for (i, m) in orphans.iter().enumerate() {
+            let Some(m) = *m else { break };
+            if orphans[..i].iter().flatten().any(|p| p.key == m.key) {
+                continue;
+            }
+            let Some(at) = rqs.iter().position(|q| q.contains(m.key)) else {
+                continue;
+            };
+            if let Some((cur, home)) = pair_mut(&mut rqs, at, m.from) {
+                let _ = cur.migrate_to(home, m.key);
+            }
+        }
+    }
+    for (cpu, k) in kicks.iter().enumerate() {
+        if *k {
+            kick(cpu);
+        }
+    }
+}
+
+/// Moves the slot of the vCPU `m` names from hart `m.from`'s slots to hart
+/// `m.to`'s. Returns false (and moves nothing) if the slot is not there or the
+/// destination cannot grow.
+fn move_slot(slots: &mut [Option<&mut Vec<Slot>>], m: fv_sched::Migration) -> bool {
+    let Some((Some(from), Some(to))) = pair_mut(slots, m.from, m.to) else {
+        return false;
+    };
+    let Some(i) = from.iter().position(|s| s.key == m.key) else {
+        return false;
+    };
+    if to.try_reserve(1).is_err() {
+        return false;
+    }
+    let slot = from.swap_remove(i);
+    moved(&slot, m.to);
+    to.push(slot);
+    true
+}
+
+/// Two distinct elements of a slice, mutably (`None` if `a == b` or either is
+/// out of bounds).
+fn pair_mut<T>(s: &mut [T], a: usize, b: usize) -> Option<(&mut T, &mut T)> {
+    if a == b {
+        return None;
+    }
+    let (lo, hi) = (a.min(b), a.max(b));
+    let (left, right) = s.split_at_mut_checked(hi)?;
+    let x = left.get_mut(lo)?;
+    let y = right.first_mut()?;
+    Some(if a < b { (x, y) } else { (y, x) })
 }
 
 /// Brings a queued vCPU up to date with requests made while it was not running.

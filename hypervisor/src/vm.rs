@@ -411,6 +411,14 @@ impl Vm {
             v.fence.store(0, Ordering::Release);
             v.eip.store(false, Ordering::Release);
             *v.start.lock() = None;
+            // A re-created VM is a new instance: its statistics start over
+            // (a reboot keeps them: the same instance runs on).
+            v.exits.reset();
+            v.sbi.reset();
+            v.irqs.reset();
+            v.injected.store(0, Ordering::Relaxed);
+            v.run_ticks.store(0, Ordering::Relaxed);
+            v.migrations.store(0, Ordering::Relaxed);
         }
         self.paused_ticks.store(0, Ordering::Release);
         if let Err(e) = self.load_images() {

@@ -23,12 +23,30 @@
 //! - `idle`: no work at all: the boot hart waits for an interrupt with every
 //!   interrupt disabled, forever (a VM that keeps the machine running and
 //!   costs nothing); no other hart is started.
+//! - `probe=<ms>`: the scheduler probe of `ferrovisor bench --sched`, on the
+//!   boot hart only. For `ms` milliseconds it reads `time` in a tight loop with
+//!   interrupts masked and records every *gap*: two consecutive reads more than
+//!   `gap_us=<n>` microseconds apart (default 20), i.e. a stretch in which this
+//!   vCPU did not run (an exit, another vCPU's time slice, or QEMU's own
+//!   stalls). Before that it times [`NULL_CALLS`] SBI calls that do nothing
+//!   (`sbi_get_spec_version`: one exit that returns to the same vCPU). It then
+//!   prints
+//!
+//!       INFO: probe: null-call median <ticks> of <n>
+//!       INFO: probe: start <t0> ticks <duration> reads <n> gaps <g> dropped <d> threshold <ticks> timebase <hz>
+//!       PROBE: <start>+<length> <start>+<length> ...
+//!
+//!   with each gap's start (the last read before it) as an offset from `t0`
+//!   and its length, in ticks of `time`; at most [`MAX_GAPS`] gaps are kept
+//!   (`dropped` counts the rest). `t0` is absolute, so the probes of several
+//!   VMs on one hart (whose clocks are the host's) can be laid on one
+//!   timeline. Then `DONE:` and SRST shutdown.
 #![no_std]
 #![no_main]
 
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use fv_guest_rt::{csr, hart, hart_id, println, Platform, Reporter, MAX_HARTS};
+use fv_guest_rt::{csr, hart, hart_id, print, println, sbi, Platform, Reporter, MAX_HARTS};
 
 fv_guest_rt::guest_main!("cpu-hog", main);
 
@@ -42,6 +60,14 @@ static QUARTER_AT: [AtomicU64; MAX_HARTS] = [const { AtomicU64::new(0) }; MAX_HA
 static DONE_AT: [AtomicU64; MAX_HARTS] = [const { AtomicU64::new(0) }; MAX_HARTS];
 /// Harts that entered the work loop.
 static STARTED: AtomicUsize = AtomicUsize::new(0);
+/// Gaps `probe=` keeps.
+const MAX_GAPS: usize = 4096;
+/// SBI calls `probe=` times first.
+const NULL_CALLS: usize = 501;
+/// Gaps per `PROBE:` line.
+const GAPS_PER_LINE: usize = 8;
+/// `probe=`'s gaps: start offset (high 32 bits) and length (low 32), ticks.
+static GAPS: [AtomicU64; MAX_GAPS] = [const { AtomicU64::new(0) }; MAX_GAPS];
 
 #[derive(Clone, Copy)]
 struct Config {
@@ -50,6 +76,10 @@ struct Config {
     /// Chunks per hart (`None`: forever).
     chunks: Option<u64>,
     idle: bool,
+    /// `probe=`: how long to probe, ticks.
+    probe: Option<u64>,
+    /// `gap_us=`: the shortest gap `probe=` records, ticks.
+    gap: u64,
 }
 
 static CONFIG_PERIOD: AtomicU64 = AtomicU64::new(0);
@@ -61,6 +91,8 @@ fn parse(args: &str, timebase: u64, r: &Reporter) -> Config {
         period: csr::ms_to_ticks(500, timebase),
         chunks: None,
         idle: false,
+        probe: None,
+        gap: csr::ms_to_ticks(1, timebase) / 50,
     };
     for arg in args.split_ascii_whitespace() {
         match arg.split_once('=') {
@@ -71,6 +103,16 @@ fn parse(args: &str, timebase: u64, r: &Reporter) -> Config {
             Some(("chunks", v)) => match v.parse::<u64>() {
                 Ok(n) if n >= 4 => c.chunks = Some(n),
                 _ => r.fail("bootargs", format_args!("`{arg}`: need a number >= 4")),
+            },
+            Some(("probe", v)) => match v.parse::<u64>() {
+                Ok(ms) if (1..=600_000).contains(&ms) => {
+                    c.probe = Some(csr::ms_to_ticks(ms, timebase));
+                }
+                _ => r.fail("bootargs", format_args!("`{arg}`: need 1..=600000 ms")),
+            },
+            Some(("gap_us", v)) => match v.parse::<u64>() {
+                Ok(us) if us >= 1 => c.gap = (timebase.saturating_mul(us) / 1_000_000).max(1),
+                _ => r.fail("bootargs", format_args!("`{arg}`: need a number >= 1")),
             },
             None if arg == "idle" => c.idle = true,
             _ => {}
@@ -133,10 +175,70 @@ fn idle_forever() -> ! {
     }
 }
 
+/// `probe=`: records the gaps in this vCPU's run for `duration` ticks, then
+/// prints them (see the module documentation).
+fn probe(duration: u64, threshold: u64, timebase: u64) {
+    csr::interrupts_disable();
+    let mut calls = [0u32; NULL_CALLS];
+    for c in calls.iter_mut() {
+        let t0 = csr::time();
+        let _ = sbi::call(sbi::EID_BASE, sbi::BASE_GET_SPEC_VERSION, [0; 6]);
+        *c = u32::try_from(csr::time().wrapping_sub(t0)).unwrap_or(u32::MAX);
+    }
+    calls.sort_unstable();
+    println!(
+        "INFO: probe: null-call median {} of {NULL_CALLS}",
+        calls[NULL_CALLS / 2]
+    );
+    let start = csr::time();
+    let end = start.saturating_add(duration);
+    let mut prev = start;
+    let mut reads: u64 = 0;
+    let mut kept = 0usize;
+    let mut dropped: u64 = 0;
+    while prev < end {
+        let now = csr::time();
+        reads += 1;
+        let gap = now.wrapping_sub(prev);
+        if gap >= threshold {
+            // Offsets and lengths fit 32 bits for probes up to 429 s at 10 MHz
+            // (probe= allows at most 600 s at any timebase: saturate).
+            let off = u32::try_from(prev - start).unwrap_or(u32::MAX);
+            let len = u32::try_from(gap).unwrap_or(u32::MAX);
+            match GAPS.get(kept) {
+                Some(g) => {
+                    g.store((u64::from(off) << 32) | u64::from(len), Ordering::Relaxed);
+                    kept += 1;
+                }
+                None => dropped += 1,
+            }
+        }
+        prev = now;
+    }
+    println!(
+        "INFO: probe: start {start} ticks {} reads {reads} gaps {kept} dropped {dropped} threshold {threshold} timebase {timebase}",
+        prev - start
+    );
+    for (i, g) in GAPS.iter().take(kept).enumerate() {
+        if i % GAPS_PER_LINE == 0 {
+            print!("PROBE:");
+        }
+        let v = g.load(Ordering::Relaxed);
+        print!(" {}+{}", v >> 32, v & u64::from(u32::MAX));
+        if i % GAPS_PER_LINE == GAPS_PER_LINE - 1 || i + 1 == kept {
+            println!();
+        }
+    }
+}
+
 fn main(p: &'static Platform, r: &'static Reporter) {
     let c = parse(p.bootargs(), p.timebase_hz, r);
     if c.idle {
         idle_forever();
+    }
+    if let Some(duration) = c.probe {
+        probe(duration, c.gap, p.timebase_hz);
+        return;
     }
     CONFIG_PERIOD.store(c.period, Ordering::SeqCst);
     CONFIG_CHUNKS.store(c.chunks.unwrap_or(u64::MAX), Ordering::SeqCst);

@@ -16,7 +16,9 @@
 //! 4. the wall time of a whole QEMU run on both sides.
 //!
 //! [`linux`] does the same for the Debian Linux guest (`ferrovisor bench
-//! --linux`): boot to userspace and loops run inside the guest.
+//! --linux`): boot to userspace and loops run inside the guest. [`sched`]
+//! (`ferrovisor bench --sched`) measures the vCPU scheduler: switch cost, time
+//! slices, and many Linux VMs booting at once.
 //!
 //! Every run's serial log is kept under `target/bench-logs/`.
 
@@ -24,6 +26,7 @@ pub mod elf;
 pub mod json;
 pub mod linux;
 pub mod parse;
+pub mod sched;
 pub mod stats;
 
 use std::fmt::{self, Write as _};
@@ -287,10 +290,10 @@ impl Report {
 
 /// Serial output and wall time of one QEMU run that ended cleanly.
 #[derive(Clone, Debug)]
-struct RunRecord {
-    lines: Vec<String>,
-    elapsed: Duration,
-    log: PathBuf,
+pub(crate) struct RunRecord {
+    pub(crate) lines: Vec<String>,
+    pub(crate) elapsed: Duration,
+    pub(crate) log: PathBuf,
 }
 
 /// After a failure line, keep logging this long (a trap dump spans several lines).
@@ -304,7 +307,7 @@ const DONE: &str = "DONE: ";
 /// Runs QEMU once and checks that the run ended as it must: no failure line, no
 /// timeout, a clean poweroff, `vms` `DONE:` lines and, under the hypervisor,
 /// `all VMs stopped`.
-fn run_once(
+pub(crate) fn run_once(
     cfg: &QemuConfig,
     side: Side,
     vms: usize,
@@ -618,7 +621,7 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report, Ben
     })
 }
 
-fn qemu_version(binary: &Path) -> Option<String> {
+pub(crate) fn qemu_version(binary: &Path) -> Option<String> {
     let out = Command::new(binary).arg("--version").output().ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
     text.lines().next().map(|l| l.trim().to_string())
@@ -681,7 +684,7 @@ pub fn times(r: Option<f64>) -> String {
 }
 
 /// `median [min–max]`, or just the value when every run agreed.
-fn spread(s: &Stat, decimals: usize) -> String {
+pub(crate) fn spread(s: &Stat, decimals: usize) -> String {
     if s.is_constant() {
         num(s.median, decimals)
     } else {

@@ -364,7 +364,8 @@ struct BootRecord {
     log: PathBuf,
 }
 
-fn linux_failure_patterns() -> Vec<Pattern> {
+/// Lines that end a Linux boot as failed (kernel panics, hypervisor traps).
+pub(crate) fn failure_patterns() -> Vec<Pattern> {
     vec![
         Pattern::Contains("Kernel panic".into()),
         Pattern::Contains("Internal error: Oops".into()),
@@ -538,7 +539,7 @@ impl<'o> Session<'o> {
             log: log.to_path_buf(),
         };
         let mut console =
-            Console::spawn(cfg, log, linux_failure_patterns()).map_err(|e| BenchError::Launch {
+            Console::spawn(cfg, log, failure_patterns()).map_err(|e| BenchError::Launch {
                 message: e.to_string(),
                 log: log.to_path_buf(),
             })?;
