@@ -5,7 +5,8 @@
 //! prints `DONE: <guest> passed=`, no failure line appears (`FAIL:`, a panic, a
 //! hypervisor trap dump or fatal error, `failed=` ≠ 0), the hypervisor prints
 //! `ferrovisor: all VMs stopped` and QEMU powers off cleanly. Logs are kept under
-//! `target/qemu-logs/<guest>-smp<N>[-nosstc].log`.
+//! `target/qemu-logs/<guest>-smp<N>[-nosstc].log`. One more test runs the
+//! scheduler probe of `ferrovisor bench --sched` once and checks its time slices.
 //!
 //! Needs `scripts/build.sh` first (hypervisor and guests, release,
 //! riscv64gc-unknown-none-elf). Run with
@@ -130,4 +131,56 @@ fn smp_test_on_8_harts() {
     if let Err(e) = testing::run_and_report(&case) {
         panic!("smp-test-smp8: {e}");
     }
+}
+
+/// The scheduler probe of `ferrovisor bench --sched`, once: two CPU-bound VMs
+/// (cpu-hog `probe=`, interrupts masked) share one hart. Each must get time
+/// slices of the length the scheduler means (its period split two ways; within
+/// -20 %..+25 %), the two must alternate (about one switch per slice over the
+/// probe), no gaps may overlap (one hart runs one vCPU at a time), and a
+/// switch must take a small part of a slice. Logs in
+/// `target/qemu-logs/sched-probe/`.
+#[test]
+fn two_vms_share_one_hart_in_time_slices() {
+    use ferrovisor::bench::sched;
+    let opts = sched::Options {
+        runs: 1,
+        probe_ms: 2000,
+        shares: vec![2],
+        linux_vms: 0,
+        timeout: TIMEOUT,
+        log_dir: ferrovisor::paths::target_dir()
+            .join("qemu-logs")
+            .join("sched-probe"),
+        ..sched::Options::new()
+    };
+    let r = sched::run(&opts, &mut |l| eprintln!("[sched-probe] {l}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let row = r.probe_row(2).expect("a row for 2 VMs");
+    let expected = row.expected_slice_us.expect("an expected slice");
+    let slice = row.slice_us.as_ref().expect("slices measured").median;
+    let switch = row.switch_us.as_ref().expect("switches measured").median;
+    eprintln!(
+        "[sched-probe] slice {slice:.0} µs (meant {expected:.0}), switch {switch:.1} µs, {} switches",
+        row.switches.median
+    );
+    assert!(
+        (0.8 * expected..=1.25 * expected).contains(&slice),
+        "slices of {slice:.0} µs, the scheduler means {expected:.0} µs"
+    );
+    let slices_in_probe = opts.probe_ms as f64 * 1000.0 / expected;
+    assert!(
+        row.switches.median >= 0.5 * slices_in_probe,
+        "{} switches in {} ms of slices of {expected:.0} µs: the VMs did not alternate",
+        row.switches.median,
+        opts.probe_ms
+    );
+    assert_eq!(
+        row.anomalies, 0,
+        "overlapping gaps: two vCPUs ran at once on one hart"
+    );
+    assert!(
+        switch < expected / 10.0,
+        "a vCPU switch takes {switch:.1} µs, more than a tenth of a {expected:.0} µs slice"
+    );
 }
