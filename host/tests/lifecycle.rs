@@ -11,6 +11,22 @@
 //!   shows no more than its own 256 MiB (and more than 60 % of it), and a value
 //!   written to `/tmp` (tmpfs) in one is not visible in the other, whose own
 //!   value stays its own.
+//! - `hostile_beside_linux`: on 2 harts, two Linux VMs (2 vCPUs, 256 MiB each)
+//!   and hostile-test (2 vCPUs) going through all its attacks over and over
+//!   (`phase=wild,sbi,ipi,hsm,dbcn,mmio,spin spin_ms=1000`: wild loads, stores
+//!   and jumps, random SBI calls, IPI storms among its vCPUs, HSM and DBCN
+//!   abuse, fuzzing of its devices, 1 s with interrupts off on every vCPU).
+//!   It completes phases while Linux boots and the hypervisor logs the access
+//!   faults it injects. Both Linux VMs reach userspace; then, while every
+//!   hostile phase completes at least once more, each sees its own memory
+//!   only (`free -m`; a tmpfs file of one is not in the other), sums a file
+//!   of 3000 or 4000 numbers written to its tmpfs, and answers at least 10
+//!   trivial commands (`echo`), each within 5 s from typed to prompt (median
+//!   and maximum noted); then it sums again and reads its own file back.
+//!   hostile-test keeps completing phases; it never prints `FAIL:` (a breach
+//!   it sees), the hypervisor never stops it (`vm info`: running). Both Linux
+//!   VMs power off, the operator stops hostile-test, and the machine ends
+//!   clean.
 //! - `pause_resume`: a Linux VM next to a CPU-bound bystander (cpu-hog) is
 //!   paused from the shell while a background loop in it prints the guest's
 //!   uptime every second. While paused, `vm info` says `paused`, no new line
@@ -32,6 +48,10 @@
 //!   hart 0 and 1:1 (0.95..=1.05) on hart 1. Before that, the shell answers
 //!   an unknown VM, an unknown command and a resume of a running VM with an
 //!   error line.
+//! - `periodic_balance`: six cpu-hog VMs (1 vCPU each) on 2 harts, placed 3:3;
+//!   two of hart 1's are stopped (3:1, no hart idle, so work stealing never
+//!   helps); the periodic balancer moves one (migrations > 0, placement 2:2)
+//!   and over 8 s the four run times are even (max/min <= 1.25; unbalanced ~3).
 //! - `overcommit_4_vcpus_1_hart`, `overcommit_5_vcpus_2_harts`: cpu-hog with
 //!   more CPU-bound vCPUs than harts: every vCPU finishes its work, and all of
 //!   them progress side by side (each has done a quarter before any is done),
@@ -48,611 +68,45 @@
 //! transcript is kept as `target/qemu-logs/lifecycle-<test>.log`, the steps with
 //! their times as `target/qemu-logs/lifecycle-<test>.steps.log`.
 //!
-//! Needs `scripts/build.sh` (the hypervisor, smp-test and cpu-hog) and
+//! Needs `scripts/build.sh` (the hypervisor, smp-test, cpu-hog and hostile-test) and
 //! `scripts/fetch-linux.sh`. Run with
 //! `cargo test -p ferrovisor --test lifecycle -- --test-threads=1`
 //! (add `--nocapture` to watch the steps).
 #![allow(clippy::unwrap_used, clippy::panic)]
 
+mod common;
+
 use std::fmt::Write as _;
-use std::fs::{self, File};
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::thread;
 use std::time::{Duration, Instant};
 
-use ferrovisor::testing::{self, standard_failure_patterns, Case, CaseVms, Pattern};
-use ferrovisor::{paths, MIB};
+use ferrovisor::testing::{self, Case, CaseVms, Pattern};
+use ferrovisor::MIB;
 
-/// From start (or `vm start`) to the userspace marker.
-const BOOT: Duration = Duration::from_secs(240);
-/// One shell command (guest or management), sent to answered.
-const COMMAND: Duration = Duration::from_secs(30);
-/// From `poweroff` (or a stop) to the hypervisor's line and `ferrovisor run` exiting.
-const POWEROFF: Duration = Duration::from_secs(60);
+use common::{
+    check_memory, hypervisor_built, Console, Vm, BOOT, COMMAND, MARKER, POWEROFF, PROMPT,
+};
+
 /// `ferrovisor run --timeout`: the hard limit of a whole test.
 const HARD_LIMIT_S: u64 = 600;
 
-const MARKER: &str = "FERROVISOR-GUEST-READY";
-const PROMPT: &str = "guest:~# ";
 const SHELL_PROMPT: &str = "fv> ";
 const HOG: &str = "cpu-hog";
-
-// ---------------------------------------------------------------------------
-// Configs.
-
-/// The kernel and initramfs of `scripts/fetch-linux.sh`, and a check that the
-/// hypervisor is built.
-fn linux_files() -> (PathBuf, PathBuf) {
-    let current = paths::cache_dir().join("linux").join("current");
-    let kernel = current.join("Image");
-    let initrd = current.join("initramfs.cpio.gz");
-    for f in [&kernel, &initrd] {
-        assert!(
-            f.is_file(),
-            "{} does not exist: fetch the Linux guest with `scripts/fetch-linux.sh`",
-            f.display()
-        );
-    }
-    hypervisor_built();
-    (kernel, initrd)
-}
-
-fn hypervisor_built() {
-    let hv = paths::default_hypervisor();
-    assert!(
-        hv.is_file(),
-        "{} does not exist; build it with {}",
-        hv.display(),
-        paths::BUILD_COMMAND
-    );
-}
-
-/// A bare-metal guest binary, built.
-fn guest(name: &str) -> PathBuf {
-    let p = paths::bare_metal_binary(name);
-    if let Err(e) = testing::require_built(&p) {
-        panic!("{e}");
-    }
-    p
-}
-
-/// One VM of a generated config.
-struct Vm {
-    name: &'static str,
-    vcpus: u32,
-    memory_mib: u64,
-    kernel: PathBuf,
-    initrd: Option<PathBuf>,
-    command_line: String,
-    weight: Option<u32>,
-    pin: Option<u32>,
-}
-
-impl Vm {
-    fn linux(name: &'static str, vcpus: u32, memory_mib: u64) -> Vm {
-        let (kernel, initrd) = linux_files();
-        Vm {
-            name,
-            vcpus,
-            memory_mib,
-            kernel,
-            initrd: Some(initrd),
-            // `quiet`: a third of the exits at boot (the console traps per byte).
-            command_line: "console=ttyS0 quiet".into(),
-            weight: None,
-            pin: None,
-        }
-    }
-
-    fn bare(name: &'static str, binary: &str, vcpus: u32, command_line: &str) -> Vm {
-        hypervisor_built();
-        Vm {
-            name,
-            vcpus,
-            memory_mib: 16,
-            kernel: guest(binary),
-            initrd: None,
-            command_line: command_line.into(),
-            weight: None,
-            pin: None,
-        }
-    }
-}
 
 /// Writes `target/qemu-cases/lifecycle-<case>.yaml`: a machine with `cpus`
 /// harts and 1 GiB running `vms`.
 fn write_config(case: &str, cpus: u32, vms: &[Vm]) -> PathBuf {
-    let mut yaml = format!("machine:\n  arch: riscv64\n  cpus: {cpus}\n  memory: 1G\nvms:\n");
-    for vm in vms {
-        let _ = write!(
-            yaml,
-            "  - name: {}\n    vcpus: {}\n    memory: {}M\n    kernel: {}\n    command_line: \"{}\"\n",
-            vm.name,
-            vm.vcpus,
-            vm.memory_mib,
-            vm.kernel.display(),
-            vm.command_line
-        );
-        if let Some(rd) = &vm.initrd {
-            let _ = writeln!(yaml, "    initrd: {}", rd.display());
-        }
-        if let Some(w) = vm.weight {
-            let _ = writeln!(yaml, "    weight: {w}");
-        }
-        if let Some(p) = vm.pin {
-            let _ = writeln!(yaml, "    pin: {p}");
-        }
-    }
-    let path = paths::target_dir()
-        .join("qemu-cases")
-        .join(format!("lifecycle-{case}.yaml"));
-    fs::create_dir_all(path.parent().unwrap()).unwrap();
-    fs::write(&path, yaml).unwrap();
-    path
+    common::write_config(&format!("lifecycle-{case}"), cpus, vms)
 }
 
 // ---------------------------------------------------------------------------
-// Driving `ferrovisor run` (as in tests/linux.rs, with per-VM lines and the
-// management shell).
-
-/// Removes `\r` and terminal escape sequences from a byte stream that arrives
-/// in pieces.
-#[derive(Default)]
-struct Cleaner {
-    state: Esc,
-}
-
-#[derive(Default, Clone, Copy, PartialEq, Eq)]
-enum Esc {
-    #[default]
-    Text,
-    Start,
-    Csi,
-    Osc,
-}
-
-impl Cleaner {
-    fn clean(&mut self, bytes: &[u8]) -> String {
-        let mut out = Vec::with_capacity(bytes.len());
-        for &b in bytes {
-            self.state = match (self.state, b) {
-                (Esc::Text, 0x1b) => Esc::Start,
-                (Esc::Text, b'\r') => Esc::Text,
-                (Esc::Text, _) => {
-                    out.push(b);
-                    Esc::Text
-                }
-                (Esc::Start, b'[') => Esc::Csi,
-                (Esc::Start, b']') => Esc::Osc,
-                (Esc::Start, _) => Esc::Text,
-                (Esc::Csi, 0x40..=0x7e) => Esc::Text,
-                (Esc::Csi, _) => Esc::Csi,
-                (Esc::Osc, 0x07 | 0x1b) => Esc::Text,
-                (Esc::Osc, _) => Esc::Osc,
-            };
-        }
-        String::from_utf8_lossy(&out).into_owned()
-    }
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Src {
-    Out,
-    Err,
-}
-
-/// A running `ferrovisor run`, its console output collected as it arrives.
-struct Console {
-    case: String,
-    child: Child,
-    stdin: Option<ChildStdin>,
-    rx: Receiver<(Src, Option<Vec<u8>>)>,
-    transcript: File,
-    transcript_path: PathBuf,
-    steps: Vec<String>,
-    start: Instant,
-    cleaner: Cleaner,
-    /// Cleaned stdout (the serial console).
-    text: String,
-    /// Start of what no step has consumed yet.
-    cursor: usize,
-    /// Start of the first line not yet checked for failure patterns.
-    scanned: usize,
-    stderr: String,
-    stderr_scanned: usize,
-    open_streams: u32,
-    failure: Option<String>,
-    failure_patterns: Vec<Pattern>,
-    status: Option<ExitStatus>,
-    seq: u32,
-    /// The VMs' names (to tell their console lines from the hypervisor's).
-    vms: Vec<String>,
-}
+// The management shell (the rest of the console driver is in `common`).
 
 impl Console {
-    /// Starts `ferrovisor run --config <config> --timeout HARD_LIMIT_S`.
+    /// Starts `ferrovisor run --config <config> --timeout HARD_LIMIT_S` for
+    /// `vms`, logs `target/qemu-logs/lifecycle-<case>.*`.
     fn start(case: &str, config: &Path, vms: &[Vm]) -> Console {
-        let logs = paths::qemu_log_dir();
-        fs::create_dir_all(&logs).unwrap();
-        let transcript_path = logs.join(format!("lifecycle-{case}.log"));
-        let transcript = File::create(&transcript_path).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferrovisor"));
-        cmd.arg("run")
-            .arg("--config")
-            .arg(config)
-            .arg("--timeout")
-            .arg(HARD_LIMIT_S.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let start = Instant::now();
-        let mut child = cmd.spawn().unwrap();
-        let (tx, rx) = mpsc::channel();
-        let out = child.stdout.take().unwrap();
-        let err = child.stderr.take().unwrap();
-        for (src, mut stream) in [
-            (Src::Out, Box::new(out) as Box<dyn Read + Send>),
-            (Src::Err, Box::new(err)),
-        ] {
-            let tx = tx.clone();
-            thread::spawn(move || {
-                let mut buf = [0u8; 8192];
-                loop {
-                    match stream.read(&mut buf) {
-                        Ok(0) | Err(_) => {
-                            let _ = tx.send((src, None));
-                            return;
-                        }
-                        Ok(n) => {
-                            if tx.send((src, Some(buf[..n].to_vec()))).is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-            });
-        }
-        let mut failure_patterns = standard_failure_patterns();
-        for p in [
-            "Kernel panic",
-            "Oops",
-            "Unable to handle kernel",
-            "stopped by the hypervisor",
-        ] {
-            failure_patterns.push(Pattern::Contains(p.into()));
-        }
-        let mut c = Console {
-            case: case.to_string(),
-            stdin: child.stdin.take(),
-            child,
-            rx,
-            transcript,
-            transcript_path,
-            steps: Vec::new(),
-            start,
-            cleaner: Cleaner::default(),
-            text: String::new(),
-            cursor: 0,
-            scanned: 0,
-            stderr: String::new(),
-            stderr_scanned: 0,
-            open_streams: 2,
-            failure: None,
-            failure_patterns,
-            status: None,
-            seq: 0,
-            vms: vms.iter().map(|v| v.name.to_string()).collect(),
-        };
-        c.note(&format!(
-            "started ferrovisor run --config {}",
-            config.display()
-        ));
-        c
-    }
-
-    fn secs(&self) -> f64 {
-        self.start.elapsed().as_secs_f64()
-    }
-
-    fn note(&mut self, what: &str) {
-        let line = format!("[lifecycle-{} +{:7.3}s] {what}", self.case, self.secs());
-        eprintln!("{line}");
-        self.steps.push(line);
-    }
-
-    fn scan(text: &str, scanned: &mut usize, patterns: &[Pattern], failure: &mut Option<String>) {
-        while let Some(end) = text[*scanned..].find('\n') {
-            let line = &text[*scanned..*scanned + end];
-            if failure.is_none() {
-                if let Some(p) = patterns.iter().find(|p| p.matches(line)) {
-                    *failure = Some(format!("failure line (matched {p}): {line}"));
-                }
-            }
-            *scanned += end + 1;
-        }
-    }
-
-    /// Takes what arrived within `wait` into the transcript and buffers.
-    fn pump(&mut self, wait: Duration) {
-        match self.rx.recv_timeout(wait) {
-            Ok((src, Some(bytes))) => {
-                let _ = self.transcript.write_all(&bytes);
-                let _ = self.transcript.flush();
-                match src {
-                    Src::Out => {
-                        let t = self.cleaner.clean(&bytes);
-                        self.text.push_str(&t);
-                        Self::scan(
-                            &self.text,
-                            &mut self.scanned,
-                            &self.failure_patterns,
-                            &mut self.failure,
-                        );
-                    }
-                    Src::Err => {
-                        self.stderr.push_str(&String::from_utf8_lossy(&bytes));
-                        Self::scan(
-                            &self.stderr,
-                            &mut self.stderr_scanned,
-                            &self.failure_patterns,
-                            &mut self.failure,
-                        );
-                    }
-                }
-            }
-            Ok((_, None)) => self.open_streams = self.open_streams.saturating_sub(1),
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => {
-                self.open_streams = 0;
-                thread::sleep(wait.min(Duration::from_millis(50)));
-            }
-        }
-        if self.status.is_none() {
-            if let Ok(Some(s)) = self.child.try_wait() {
-                self.status = Some(s);
-            }
-        }
-    }
-
-    /// Keeps reading output for `d` (failure lines still end the test).
-    fn idle_for(&mut self, d: Duration) {
-        let until = Instant::now() + d;
-        while let Some(left) = until.checked_duration_since(Instant::now()) {
-            self.check_failure("a pause of the test");
-            self.pump(left.min(Duration::from_millis(100)));
-        }
-        self.check_failure("a pause of the test");
-    }
-
-    fn check_failure(&mut self, what: &str) {
-        if let Some(f) = self.failure.clone() {
-            let until = Instant::now() + Duration::from_secs(1);
-            while Instant::now() < until && self.open_streams > 0 {
-                self.pump(Duration::from_millis(100));
-            }
-            let msg = self.fail(&format!("during {what}: {f}"));
-            panic!("{msg}");
-        }
-    }
-
-    /// A failure report: what went wrong, the recent console output, the logs.
-    fn fail(&mut self, what: &str) -> String {
-        self.note(&format!("FAILED: {what}"));
-        self.write_steps();
-        let t = &self.text;
-        let mut from = t.len().saturating_sub(3000);
-        while !t.is_char_boundary(from) {
-            from += 1;
-        }
-        format!(
-            "lifecycle-{}: {what}\n--- last console output ---\n{}\n--- ferrovisor stderr ---\n{}\n--- transcript: {}",
-            self.case,
-            &t[from..],
-            self.stderr.trim_end(),
-            self.transcript_path.display()
-        )
-    }
-
-    /// Waits until `find` finds something in the unconsumed console output; it
-    /// returns how many bytes to consume and a value.
-    fn wait_for<T>(
-        &mut self,
-        what: &str,
-        timeout: Duration,
-        mut find: impl FnMut(&str) -> Option<(usize, T)>,
-    ) -> T {
-        let deadline = Instant::now() + timeout;
-        loop {
-            self.check_failure(&format!("waiting for {what}"));
-            if let Some((len, v)) = find(&self.text[self.cursor..]) {
-                self.cursor += len;
-                return v;
-            }
-            if self.open_streams == 0 {
-                let status = self.wait_status(Duration::from_secs(5));
-                let msg = self.fail(&format!(
-                    "ferrovisor run ended ({status:?}) before {what} appeared"
-                ));
-                panic!("{msg}");
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                let msg = self.fail(&format!(
-                    "timeout ({} s) waiting for {what}",
-                    timeout.as_secs()
-                ));
-                panic!("{msg}");
-            }
-            self.pump((deadline - now).min(Duration::from_millis(200)));
-        }
-    }
-
-    /// Waits until some whole console line, anywhere in the output so far
-    /// (consumed or not), satisfies `pred`; consumes nothing. For lines that
-    /// come at an unknown time, such as another VM's.
-    fn wait_anywhere(&mut self, what: &str, timeout: Duration, pred: impl Fn(&str) -> bool) {
-        let deadline = Instant::now() + timeout;
-        let mut checked = 0;
-        loop {
-            self.check_failure(&format!("waiting for {what}"));
-            // Only whole lines; `checked` is the start of the first unchecked one.
-            while let Some(end) = self.text[checked..].find('\n') {
-                if pred(&self.text[checked..checked + end]) {
-                    self.note(&format!("saw {what}"));
-                    return;
-                }
-                checked += end + 1;
-            }
-            if self.open_streams == 0 {
-                let msg = self.fail(&format!("ferrovisor run ended before {what} appeared"));
-                panic!("{msg}");
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                let msg = self.fail(&format!(
-                    "timeout ({} s) waiting for {what}",
-                    timeout.as_secs()
-                ));
-                panic!("{msg}");
-            }
-            self.pump((deadline - now).min(Duration::from_millis(200)));
-        }
-    }
-
-    /// Waits until `needle` is anywhere in the output so far (a prompt has no
-    /// newline); consumes nothing.
-    fn wait_text_anywhere(&mut self, needle: &str, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        while !self.text.contains(needle) {
-            self.check_failure(&format!("waiting for `{needle}`"));
-            if self.open_streams == 0 || Instant::now() >= deadline {
-                let msg = self.fail(&format!("no `{needle}` (within {} s)", timeout.as_secs()));
-                panic!("{msg}");
-            }
-            self.pump(Duration::from_millis(200));
-        }
-        self.note(&format!("saw `{needle}`"));
-    }
-
-    /// Waits for a whole console line equal to or satisfying `pred` (the raw
-    /// line, prefix included); returns the lines before it and the line.
-    fn expect_raw_line(
-        &mut self,
-        what: &str,
-        timeout: Duration,
-        pred: impl Fn(&str) -> bool,
-    ) -> (Vec<String>, String) {
-        let r = self.wait_for(what, timeout, |text| {
-            let mut before = Vec::new();
-            let mut pos = 0;
-            while let Some(end) = text[pos..].find('\n') {
-                let line = &text[pos..pos + end];
-                pos += end + 1;
-                if pred(line) {
-                    return Some((pos, (before, line.to_string())));
-                }
-                before.push(line.to_string());
-            }
-            None
-        });
-        self.note(&format!("saw {what}: {}", r.1));
-        r
-    }
-
-    /// Waits for a line of VM `vm` (its prefix stripped) satisfying `pred`;
-    /// returns that VM's lines before it (unprefixed) and the line.
-    fn expect_vm_line(
-        &mut self,
-        vm: &str,
-        what: &str,
-        timeout: Duration,
-        pred: impl Fn(&str) -> bool,
-    ) -> (Vec<String>, String) {
-        let prefix = format!("[{vm}] ");
-        let (before, line) = self.expect_raw_line(what, timeout, |l| {
-            l.strip_prefix(&prefix).is_some_and(&pred)
-        });
-        let before = before
-            .iter()
-            .filter_map(|l| l.strip_prefix(&prefix))
-            .map(str::to_string)
-            .collect();
-        (before, line[prefix.len()..].to_string())
-    }
-
-    /// A hypervisor log line (`ferrovisor: <text>`), exactly.
-    fn expect_log(&mut self, text: &str, timeout: Duration) {
-        let want = format!("ferrovisor: {text}");
-        self.expect_raw_line(&format!("`{want}`"), timeout, |l| l == want);
-    }
-
-    /// Waits for `needle` anywhere in the unconsumed output (a prompt has no
-    /// newline).
-    fn expect_text(&mut self, needle: &str, timeout: Duration) {
-        self.wait_for(&format!("`{needle}`"), timeout, |text| {
-            text.find(needle).map(|i| (i + needle.len(), ()))
-        });
-    }
-
-    fn send(&mut self, text: &str) {
-        let ok = match &mut self.stdin {
-            Some(s) => s
-                .write_all(text.as_bytes())
-                .and_then(|()| s.flush())
-                .is_ok(),
-            None => false,
-        };
-        if !ok {
-            let msg = self.fail(&format!(
-                "cannot send {text:?}: ferrovisor run's stdin is closed"
-            ));
-            panic!("{msg}");
-        }
-    }
-
-    /// Waits for VM `vm`'s userspace marker (after the cursor); returns the
-    /// time since `since`.
-    fn boot(&mut self, vm: &str, since: Instant) -> f64 {
-        self.expect_vm_line(vm, &format!("{vm}: userspace marker"), BOOT, |l| {
-            l == MARKER
-        });
-        let s = since.elapsed().as_secs_f64();
-        self.note(&format!("{vm}: userspace up after {s:.1} s"));
-        s
-    }
-
-    /// Console input to VM number `index` (`vm`) with `Ctrl-A <index>`, then a
-    /// fresh prompt from its shell.
-    fn focus(&mut self, index: u32, vm: &str) {
-        self.note(&format!("focus: Ctrl-A {index} ({vm})"));
-        self.send(&format!("\x01{index}"));
-        self.expect_log(&format!("console input goes to VM '{vm}'"), COMMAND);
-        self.send("\n");
-        self.expect_text(&format!("[{vm}] {PROMPT}"), COMMAND);
-    }
-
-    /// Runs shell command `cmd` in VM `vm` (which must have the input focus)
-    /// and returns its output lines; fails unless it exits 0. The output is
-    /// bracketed by marker lines only the command's output, not the echo of
-    /// the typed line, can contain.
-    fn sh(&mut self, vm: &str, cmd: &str) -> Vec<String> {
-        self.seq += 1;
-        let tag = format!("FV{}", self.seq);
-        self.note(&format!("{vm}$ {cmd}"));
-        self.send(&format!("echo {tag}-begin; {cmd}; echo {tag}-end-$?\n"));
-        let begin = format!("{tag}-begin");
-        self.expect_vm_line(vm, &begin, COMMAND, |l| l == begin);
-        let end = format!("{tag}-end-");
-        let (out, last) = self.expect_vm_line(vm, &end, COMMAND, |l| l.starts_with(&end));
-        self.expect_text(&format!("[{vm}] {PROMPT}"), COMMAND);
-        if last != format!("{end}0") {
-            let msg = self.fail(&format!("`{cmd}` failed ({last}); output: {out:?}"));
-            panic!("{msg}");
-        }
-        out
+        Console::spawn(&format!("lifecycle-{case}"), config, HARD_LIMIT_S, vms)
     }
 
     /// `Ctrl-A c`: into the management shell, up to its first prompt.
@@ -672,6 +126,15 @@ impl Console {
         self.expect_raw_line("`(left the shell)`", COMMAND, |l| {
             l.ends_with("(left the shell)")
         });
+    }
+
+    /// `Ctrl-A x` (outside the shell): every VM stops, and the machine ends
+    /// cleanly (operator stops are clean ends).
+    fn stop_everything(&mut self) {
+        self.note("Ctrl-A x");
+        self.send("\x01x");
+        self.expect_log("Ctrl-A x: stopping every VM", COMMAND);
+        self.expect_machine_end(true);
     }
 
     /// Whether `line` is a console line of one of the VMs.
@@ -776,99 +239,6 @@ impl Console {
             }
         }
     }
-
-    /// Waits up to `timeout` for `ferrovisor run` to exit, reading its output.
-    fn wait_status(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        while self.status.is_none() && Instant::now() < deadline {
-            self.pump(Duration::from_millis(100));
-        }
-        while self.open_streams > 0 && Instant::now() < deadline + Duration::from_secs(2) {
-            self.pump(Duration::from_millis(100));
-        }
-        self.status
-    }
-
-    /// The hypervisor's last line and `ferrovisor run`'s exit status: 0 after
-    /// `all VMs stopped (all clean)`, 1 after `(some failed)`.
-    fn expect_machine_end(&mut self, clean: bool) {
-        let (summary, code) = if clean {
-            ("all VMs stopped (all clean)", 0)
-        } else {
-            ("all VMs stopped (some failed)", 1)
-        };
-        let want = format!("ferrovisor: {summary}");
-        self.expect_raw_line(&format!("`{want}`"), POWEROFF, |l| l.starts_with(&want));
-        let status = self.wait_status(POWEROFF);
-        self.note(&format!("ferrovisor run exited: {status:?}"));
-        if status.and_then(|s| s.code()) != Some(code) {
-            let msg = self.fail(&format!(
-                "ferrovisor run exited with {status:?}, expected status {code}"
-            ));
-            panic!("{msg}");
-        }
-        self.check_failure("the end of the run");
-        self.write_steps();
-    }
-
-    /// `poweroff` in VM `vm` (focused); waits for the hypervisor's line.
-    fn poweroff(&mut self, vm: &str) {
-        self.note(&format!("{vm}$ poweroff"));
-        self.send("poweroff\n");
-        self.expect_log(&format!("VM '{vm}' powered off"), POWEROFF);
-    }
-
-    /// Waits for the line number `n` (0-based) of VM `vm` satisfying `pred`,
-    /// counted over all its output, and returns it (unprefixed).
-    fn nth_vm_line(
-        &mut self,
-        vm: &str,
-        what: &str,
-        n: usize,
-        pred: impl Fn(&str) -> bool + Copy,
-    ) -> String {
-        let deadline = Instant::now() + COMMAND;
-        loop {
-            self.check_failure(&format!("waiting for {what}"));
-            if let Some(l) = self.vm_lines(vm, pred).into_iter().nth(n) {
-                self.note(&format!("saw {what}: {l}"));
-                return l;
-            }
-            if self.open_streams == 0 || Instant::now() >= deadline {
-                let msg = self.fail(&format!("no {what} (within {} s)", COMMAND.as_secs()));
-                panic!("{msg}");
-            }
-            self.pump(Duration::from_millis(200));
-        }
-    }
-
-    /// Lines of VM `vm` so far (all output, unprefixed) satisfying `pred`.
-    fn vm_lines(&self, vm: &str, pred: impl Fn(&str) -> bool) -> Vec<String> {
-        let prefix = format!("[{vm}] ");
-        self.text
-            .lines()
-            .filter_map(|l| l.strip_prefix(&prefix))
-            .filter(|l| pred(l))
-            .map(str::to_string)
-            .collect()
-    }
-
-    fn write_steps(&mut self) {
-        let path = self.transcript_path.with_extension("steps.log");
-        let _ = fs::write(&path, self.steps.join("\n") + "\n");
-    }
-}
-
-impl Drop for Console {
-    fn drop(&mut self) {
-        // A failed test must not leave QEMU behind: killing ferrovisor (SIGKILL)
-        // ends QEMU too (its parent-death signal).
-        if self.status.is_none() && matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        self.write_steps();
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -922,14 +292,6 @@ fn run_time(reply: &[String], vm: &str) -> Option<f64> {
         .find_map(|w| w.strip_suffix('s')?.parse().ok())
 }
 
-/// `free -m`'s total, MiB.
-fn mem_total_mib(out: &[String]) -> Option<u64> {
-    out.iter()
-        .find_map(|l| l.strip_prefix("Mem:"))
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|t| t.parse().ok())
-}
-
 /// The first number on a line of the form `<word> <number> ...`.
 fn uptime_of(out: &[String]) -> Option<f64> {
     out.iter()
@@ -942,13 +304,7 @@ fn uptime_of(out: &[String]) -> Option<f64> {
 /// `free -m` in VM `vm` shows more than 60 % of its `mib` and no more (the
 /// kernel keeps about 70 MiB of 256 MiB for itself: its image, page structs).
 fn check_own_memory(c: &mut Console, vm: &str, mib: u64) {
-    let out = c.sh(vm, "free -m");
-    let total = mem_total_mib(&out).unwrap_or_else(|| panic!("{vm}: no `Mem:` total in {out:?}"));
-    c.note(&format!("{vm}: free -m total {total} MiB of {mib} MiB"));
-    assert!(
-        total * 100 > mib * 60 && total <= mib,
-        "{vm}: free -m total {total} MiB: expected more than 60 % of its {mib} MiB and no more"
-    );
+    check_memory(c, vm, mib, 60);
 }
 
 /// Two Linux VMs and smp-test at once on 2 harts: all work, and each Linux VM
@@ -1031,6 +387,208 @@ fn three_vms() {
     c.poweroff("a");
     c.expect_machine_end(true);
     eprintln!("[lifecycle-three-vms] PASS in {:.1} s", c.secs());
+}
+
+/// Two Linux VMs stay contained, working and responsive beside hostile-test
+/// attacking from a third VM (see the module documentation).
+#[test]
+fn hostile_beside_linux() {
+    const MIB_EACH: u64 = 256;
+    const HOSTILE: &str = "hostile-test";
+    /// Every attack of hostile-test; `spin` lasts `spin_ms`, so the list
+    /// repeats for as long as the VM runs.
+    const PHASES: [&str; 7] = ["wild", "sbi", "ipi", "hsm", "dbcn", "mmio", "spin"];
+    /// Each trivial command's answer, typed to prompt, must come within this.
+    const RTT_LIMIT: Duration = Duration::from_secs(5);
+    /// Trivial commands per Linux VM, at least.
+    const PINGS: usize = 10;
+    /// The measured phase ends once every hostile phase has also completed in
+    /// it; this long at the most.
+    const WINDOW_LIMIT: Duration = Duration::from_secs(60);
+    let mut hostile = Vm::bare(
+        HOSTILE,
+        HOSTILE,
+        2,
+        &format!("phase={} spin_ms=1000", PHASES.join(",")),
+    );
+    hostile.memory_mib = 64;
+    let vms = [
+        Vm::linux("a", 2, MIB_EACH),
+        Vm::linux("b", 2, MIB_EACH),
+        hostile,
+    ];
+    let config = write_config("hostile-beside-linux", 2, &vms);
+    let mut c = Console::start("hostile-beside-linux", &config, &vms);
+    let hostile_line = format!("[{HOSTILE}] INFO: {HOSTILE}: ");
+    c.wait_anywhere("hostile-test under way with its checks on", COMMAND, |l| {
+        l.strip_prefix(&hostile_line)
+            .is_some_and(|r| r.contains("Ferrovisor, containment checks on"))
+    });
+    // The hostile phases a stretch of console output shows completed.
+    let progress = format!("{hostile_line}phase ");
+    let phases_in = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix(&progress)?.split_once(" done: "))
+            .map(|(p, _)| p.to_string())
+            .collect()
+    };
+    for vm in ["a", "b"] {
+        let marker = format!("[{vm}] {MARKER}");
+        c.wait_anywhere(&format!("{vm}'s userspace marker"), BOOT, |l| l == marker);
+    }
+    for vm in ["a", "b"] {
+        c.wait_text_anywhere(&format!("[{vm}] {PROMPT}"), COMMAND);
+    }
+    // The attack ran while Linux booted.
+    let first_up = ["a", "b"]
+        .iter()
+        .filter_map(|vm| c.text.find(&format!("[{vm}] {MARKER}")))
+        .min()
+        .unwrap();
+    let during_boot = phases_in(&c.text[..first_up]);
+    c.note(&format!(
+        "hostile phases done before a Linux VM was up: {}",
+        during_boot.len()
+    ));
+    assert!(
+        !during_boot.is_empty(),
+        "hostile-test completed no phase while the Linux VMs booted"
+    );
+    // Its wild accesses reach the hypervisor, which answers them with faults.
+    let injected = format!("ferrovisor: VM '{HOSTILE}' vCPU ");
+    c.wait_anywhere("an access fault injected into hostile-test", COMMAND, |l| {
+        l.starts_with(&injected) && l.ends_with("(nothing there): access fault injected")
+    });
+
+    // The measured phase: real work, isolation and round trips in both VMs
+    // while hostile-test goes through its phases.
+    let window_from = c.text.len();
+    let window = Instant::now();
+    // Writes 1..=n to a tmpfs file, reads it back and sums it in the shell.
+    let work = |c: &mut Console, vm: &str, n: u64| {
+        let out = c.sh(
+            vm,
+            &format!(
+                "seq 1 {n} > /tmp/fv-work && s=0 && while read k; do s=$((s+k)); done < /tmp/fv-work && echo fv-work lines=$(wc -l < /tmp/fv-work) sum=$s"
+            ),
+        );
+        let want = format!("fv-work lines={n} sum={}", n * (n + 1) / 2);
+        assert_eq!(out, [want], "{vm}: the sum of its file");
+    };
+    // Each VM's own file, still its own.
+    let read_back = |c: &mut Console, vm: &str, n: u64| {
+        let out = c.sh(vm, "wc -l < /tmp/fv-work; tail -n 1 /tmp/fv-work");
+        assert_eq!(out, [n.to_string(), n.to_string()], "{vm}: /tmp/fv-work");
+    };
+    let own_n = |vm: &str| if vm == "a" { 3000 } else { 4000 };
+    c.focus(0, "a");
+    check_own_memory(&mut c, "a", MIB_EACH);
+    work(&mut c, "a", own_n("a"));
+    c.focus(1, "b");
+    check_own_memory(&mut c, "b", MIB_EACH);
+    let out = c.sh("b", "test -e /tmp/fv-work || echo fv-no-work");
+    assert_eq!(out, ["fv-no-work"], "b sees a file of a's tmpfs");
+    work(&mut c, "b", own_n("b"));
+    // Round trips of a trivial command, alternating between the VMs, until
+    // every hostile phase has completed during the measured phase.
+    let mut rtts: Vec<(&str, f64)> = Vec::new();
+    let mut pings = 0;
+    loop {
+        let seen = phases_in(&c.text[window_from..]);
+        let count = |vm: &str| rtts.iter().filter(|(v, _)| *v == vm).count();
+        if count("a") >= PINGS
+            && count("b") >= PINGS
+            && PHASES.iter().all(|p| seen.iter().any(|s| s == p))
+        {
+            break;
+        }
+        if window.elapsed() > WINDOW_LIMIT {
+            let msg = c.fail(&format!(
+                "after {} s, hostile phases done in the measured phase: {seen:?} (want all of {PHASES:?})",
+                WINDOW_LIMIT.as_secs()
+            ));
+            panic!("{msg}");
+        }
+        for (i, vm) in [(0, "a"), (1, "b")] {
+            c.focus(i, vm);
+            for _ in 0..5 {
+                pings += 1;
+                let token = format!("fv-ping-{vm}-{pings}");
+                let t = Instant::now();
+                let out = c.sh(vm, &format!("echo {token}"));
+                let rtt = t.elapsed();
+                assert_eq!(out, [token], "{vm}: the echo");
+                c.note(&format!(
+                    "{vm}: round trip {:.0} ms",
+                    rtt.as_secs_f64() * 1e3
+                ));
+                assert!(
+                    rtt < RTT_LIMIT,
+                    "{vm}: `echo` answered after {rtt:?} (limit {RTT_LIMIT:?}) beside hostile-test"
+                );
+                rtts.push((vm, rtt.as_secs_f64()));
+            }
+        }
+    }
+    // Still working, each with its own file.
+    for (i, vm) in [(0, "a"), (1, "b")] {
+        c.focus(i, vm);
+        read_back(&mut c, vm, own_n(vm));
+        work(&mut c, vm, own_n(vm));
+    }
+    let window_s = window.elapsed().as_secs_f64();
+    let seen = phases_in(&c.text[window_from..]);
+    let stats = |vm: Option<&str>| -> (usize, f64, f64) {
+        let mut v: Vec<f64> = rtts
+            .iter()
+            .filter(|(x, _)| vm.is_none_or(|vm| vm == *x))
+            .map(|(_, t)| *t * 1e3)
+            .collect();
+        v.sort_by(f64::total_cmp);
+        (v.len(), v[v.len() / 2], v[v.len() - 1])
+    };
+    let mut summary = String::new();
+    for (label, vm) in [("a", Some("a")), ("b", Some("b")), ("all", None)] {
+        let (n, median, max) = stats(vm);
+        let _ = write!(
+            summary,
+            "{label}: {n} round trips, median {median:.0} ms, max {max:.0} ms; "
+        );
+    }
+    let summary = format!(
+        "beside hostile-test for {window_s:.1} s ({} hostile phases done meanwhile): {summary}limit {} ms each",
+        seen.len(),
+        RTT_LIMIT.as_millis()
+    );
+    c.note(&summary);
+    eprintln!("[lifecycle-hostile-beside-linux] {summary}");
+    // hostile-test is still at it: another phase completes.
+    let done_before = phases_in(&c.text).len();
+    let deadline = Instant::now() + COMMAND;
+    while phases_in(&c.text).len() == done_before {
+        assert!(
+            Instant::now() < deadline,
+            "hostile-test completed no phase within {COMMAND:?} after the measured phase"
+        );
+        c.idle_for(Duration::from_millis(200));
+    }
+    // The end: both Linux VMs power off while it still attacks; it is still
+    // running (the hypervisor had no reason to stop it) until the operator
+    // stops it, a clean end.
+    c.focus(1, "b");
+    c.poweroff("b");
+    c.focus(0, "a");
+    c.poweroff("a");
+    c.enter_shell();
+    assert_eq!(c.vm_state(HOSTILE), "running");
+    c.mgmt_expect(
+        &format!("vm stop {HOSTILE}"),
+        &format!("VM '{HOSTILE}' stopped"),
+    );
+    let stopped = format!("ferrovisor: VM '{HOSTILE}' stopped by the operator");
+    c.wait_anywhere("the operator's stop logged", COMMAND, |l| l == stopped);
+    c.expect_machine_end(true);
+    eprintln!("[lifecycle-hostile-beside-linux] PASS in {:.1} s", c.secs());
 }
 
 /// Pause and resume a Linux VM from the shell (see the module documentation).
@@ -1318,11 +876,108 @@ fn fairness() {
         d[3]
     );
     c.leave_shell();
-    c.note("Ctrl-A x");
-    c.send("\x01x");
-    c.expect_log("Ctrl-A x: stopping every VM", COMMAND);
-    c.expect_machine_end(true);
+    c.stop_everything();
     eprintln!("[lifecycle-fairness] PASS in {:.1} s", c.secs());
+}
+
+/// Periodic load balancing: 3 runnable vCPUs on hart 0 and 1 on hart 1 (no
+/// hart idle, so work stealing never moves anything) become 2:2, and the four
+/// get even run times.
+#[test]
+fn periodic_balance() {
+    const SETTLE: Duration = Duration::from_secs(1);
+    const WINDOW: Duration = Duration::from_secs(8);
+    const NAMES: [&str; 6] = ["hog0", "hog1", "hog2", "hog3", "hog4", "hog5"];
+    const KEPT: [&str; 4] = ["hog0", "hog1", "hog2", "hog4"];
+    /// Migrations of VM `vm` in a `stats` reply: the number after the run time
+    /// in the `all` row of its table (`all  4.384s  1  627 ...`).
+    fn migrations(reply: &[String], vm: &str) -> Option<u64> {
+        let head = format!("VM '{vm}':");
+        let start = reply.iter().position(|l| l.starts_with(&head))?;
+        let row = reply[start + 1..]
+            .iter()
+            .take_while(|l| !l.starts_with("VM '"))
+            .find(|l| l.split_whitespace().next() == Some("all"))?;
+        let mut words = row.split_whitespace();
+        words.find(|w| {
+            w.strip_suffix('s')
+                .is_some_and(|n| n.parse::<f64>().is_ok())
+        })?;
+        words.next()?.parse().ok()
+    }
+    fn harts(c: &mut Console, vm: &str) -> String {
+        let reply = c.mgmt(&format!("vm info {vm}"));
+        field(&reply, "harts").unwrap_or_else(|| panic!("no `harts:` for {vm}: {reply:#?}"))
+    }
+    // 1 vCPU each, running forever; no progress lines (they would interleave
+    // with the shell's replies).
+    let vms: Vec<Vm> = NAMES.iter().map(|&n| Vm::bare(n, HOG, 1, "ms=0")).collect();
+    let config = write_config("periodic-balance", 2, &vms);
+    let mut c = Console::start("periodic-balance", &config, &vms);
+    for vm in NAMES {
+        let l = format!("[{vm}] INFO: cpu-hog: 1 hart(s) working");
+        c.wait_anywhere(&format!("{vm} working"), COMMAND, |x| x.starts_with(&l));
+    }
+    c.enter_shell();
+    // Placed round-robin, 3:3: already even, so nothing moved.
+    for (i, vm) in NAMES.iter().enumerate() {
+        let h = harts(&mut c, vm);
+        assert_eq!(h, (i % 2).to_string(), "{vm} placed on hart {h}");
+    }
+    // Leave hart 1 one vCPU: 3:1, and hart 1 is never idle.
+    c.mgmt_expect("vm stop hog3", "VM 'hog3' stopped");
+    c.mgmt_expect("vm stop hog5", "VM 'hog5' stopped");
+    c.idle_for(SETTLE);
+    let read = |c: &mut Console| -> (Vec<f64>, Vec<u64>) {
+        let reply = c.mgmt("stats");
+        let get = |vm: &&str| {
+            let t = run_time(&reply, vm);
+            let m = migrations(&reply, vm);
+            t.zip(m)
+                .unwrap_or_else(|| panic!("no run time/migrations of {vm}: {reply:#?}"))
+        };
+        KEPT.iter().map(get).unzip()
+    };
+    let (first, _) = read(&mut c);
+    let t = Instant::now();
+    c.idle_for(WINDOW);
+    let (second, moves) = read(&mut c);
+    let wall = t.elapsed().as_secs_f64();
+    let placement: Vec<String> = KEPT.iter().map(|vm| harts(&mut c, vm)).collect();
+    let d: Vec<f64> = first.iter().zip(&second).map(|(a, b)| b - a).collect();
+    let (min, max) = d
+        .iter()
+        .fold((f64::MAX, 0f64), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+    let ratio = max / min.max(1e-9);
+    let mut summary = String::new();
+    for (i, vm) in KEPT.iter().enumerate() {
+        let _ = write!(
+            summary,
+            "{vm} {:.3} s (hart {}, {} migrations); ",
+            d[i], placement[i], moves[i]
+        );
+    }
+    c.note(&format!(
+        "run time over {wall:.1} s: {summary}max/min {ratio:.3}"
+    ));
+    let on0 = placement.iter().filter(|h| *h == "0").count();
+    let on1 = placement.iter().filter(|h| *h == "1").count();
+    assert!(
+        moves.iter().sum::<u64>() > 0 && (on0, on1) == (2, 2),
+        "no balancing: {summary}harts 0:1 hold {on0}:{on1}"
+    );
+    assert!(
+        d.iter().sum::<f64>() > 1.6 * wall,
+        "the four hogs ran {:.2} s of 2 x {wall:.1} s",
+        d.iter().sum::<f64>()
+    );
+    assert!(
+        ratio <= 1.25,
+        "uneven run times after balancing: {summary}max/min {ratio:.3} (want <= 1.25)"
+    );
+    c.leave_shell();
+    c.stop_everything();
+    eprintln!("[lifecycle-periodic-balance] PASS in {:.1} s", c.secs());
 }
 
 /// cpu-hog with `vcpus` CPU-bound vCPUs on `harts` harts: every vCPU finishes

@@ -9,13 +9,16 @@
 //! Kernel command line (`/chosen/bootargs`), all optional:
 //!
 //! - `phase=a,b,…`: the phases to run, in order (default
-//!   `wild,sbi,ipi,hsm,dbcn,mmio,spin`). `spin` and `die` never end; without
-//!   them the list repeats forever, each pass a "round" (`reboot` reboots only
-//!   while the VM has been rebooted fewer than `reboots` times);
+//!   `wild,sbi,ipi,hsm,dbcn,mmio,spin`). `spin` (unless `spin_ms=` is given)
+//!   and `die` never end; without them the list repeats forever, each pass a
+//!   "round" (`reboot` reboots only while the VM has been rebooted fewer than
+//!   `reboots` times);
 //! - `seed=N` (decimal or 0x-hex), `count=N` (operations per vCPU in `wild`,
 //!   `sbi`, `dbcn` and `mmio`, default 2000), `storm_ms=N` (length of the IPI storm,
 //!   default 1000), `reboots=N` (cold reboots of `reboot`, default 3),
-//!   `die_ms=N` (how long `die` lets the vCPUs spin first, default 500).
+//!   `die_ms=N` (how long `die` lets the vCPUs spin first, default 500),
+//!   `spin_ms=N` (with N > 0, `spin` masks interrupts on every vCPU for N ms
+//!   and then ends, so the list goes on and repeats; default 0: forever).
 //!
 //! Phases (every vCPU the DTB lists takes part; the boot vCPU starts the others
 //! with HSM and waits for them):
@@ -37,7 +40,7 @@
 //!   devices the DTB lists (this VM's own, emulated), except ones that could
 //!   power it off; only digits are written to a UART;
 //! - `spin`: every vCPU masks interrupts (`csrci sstatus, 2`) and loops
-//!   forever;
+//!   forever (for `spin_ms` with `spin_ms=N`);
 //! - `die`: the other vCPUs spin, then the boot vCPU shuts the VM down with SBI
 //!   SRST reporting a system failure;
 //! - `reboot`: the other vCPUs spin, then the boot vCPU asks for a cold reboot
@@ -66,7 +69,7 @@ mod wild;
 
 use core::arch::asm;
 use core::ptr::{read_volatile, write_volatile};
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use fv_guest_rt::platform::{self, for_each_device_range, Region};
 use fv_guest_rt::sbi;
@@ -97,7 +100,7 @@ pub enum Phase {
     Hsm = 4,
     /// DBCN abuse.
     Dbcn = 5,
-    /// Spin forever with interrupts masked.
+    /// Spin with interrupts masked: forever, or for `spin_ms`.
     Spin = 6,
     /// Spin, then SRST shutdown reporting a failure.
     Die = 7,
@@ -153,6 +156,7 @@ struct Config {
     storm_ms: u64,
     reboots: usize,
     die_ms: u64,
+    spin_ms: u64,
 }
 
 impl Config {
@@ -175,6 +179,7 @@ impl Config {
             storm_ms: 1000,
             reboots: 3,
             die_ms: 500,
+            spin_ms: 0,
         };
         for arg in args.split_ascii_whitespace() {
             let Some((key, value)) = arg.split_once('=') else {
@@ -205,7 +210,8 @@ impl Config {
                 ("storm_ms", Some(n)) => c.storm_ms = n,
                 ("reboots", Some(n)) => c.reboots = n as usize,
                 ("die_ms", Some(n)) => c.die_ms = n,
-                ("seed" | "count" | "storm_ms" | "reboots" | "die_ms", None) => r.fail(
+                ("spin_ms", Some(n)) => c.spin_ms = n,
+                ("seed" | "count" | "storm_ms" | "reboots" | "die_ms" | "spin_ms", None) => r.fail(
                     "bootargs",
                     format_args!("`{arg}`: not a number (decimal or 0x-hex)"),
                 ),
@@ -248,6 +254,8 @@ static STRICT: AtomicUsize = AtomicUsize::new(0);
 static FINISHED: AtomicUsize = AtomicUsize::new(0);
 /// vCPUs spinning for good.
 static SPINNING: AtomicUsize = AtomicUsize::new(0);
+/// How long `spin` lasts, `time` ticks; 0: forever.
+static SPIN_TICKS: AtomicU64 = AtomicU64::new(0);
 /// Device ranges from the DTB: `[start, end)` pairs.
 static DEV_START: [AtomicUsize; MAX_DEVICES] = [const { AtomicUsize::new(0) }; MAX_DEVICES];
 static DEV_END: [AtomicUsize; MAX_DEVICES] = [const { AtomicUsize::new(0) }; MAX_DEVICES];
@@ -450,6 +458,7 @@ fn worker(_me: usize, phase: usize) {
         Some(Phase::Dbcn) => sbicalls::dbcn_body(),
         Some(Phase::Ipi) => smp::storm(),
         Some(Phase::Mmio) => mmio::body(),
+        Some(Phase::Spin) if SPIN_TICKS.load(Ordering::SeqCst) != 0 => spin_timed(),
         Some(Phase::Spin | Phase::Die | Phase::Reboot) => {
             SPINNING.fetch_add(1, Ordering::SeqCst);
             spin_forever()
@@ -487,6 +496,23 @@ pub fn spin_forever() -> ! {
             "j 1b",
             options(noreturn, nomem, nostack)
         )
+    }
+}
+
+/// Masks this vCPU's interrupts (`sstatus.SIE` and `sie`), loops until
+/// `SPIN_TICKS` have passed, then restores both.
+fn spin_timed() {
+    let sie = csr::sie();
+    let enabled = csr::sstatus() & csr::SSTATUS_SIE != 0;
+    csr::interrupts_disable();
+    csr::sie_clear(sie);
+    let end = csr::time() + SPIN_TICKS.load(Ordering::SeqCst);
+    while csr::time() < end {
+        core::hint::spin_loop();
+    }
+    csr::sie_set(sie);
+    if enabled {
+        csr::interrupts_enable();
     }
 }
 
@@ -680,6 +706,14 @@ fn main(p: &'static Platform, r: &'static Reporter) {
                     smp::report_storm(round, n, fin);
                 }
                 Phase::Hsm => smp::hsm_phase(round),
+                Phase::Spin if cfg.spin_ms != 0 => {
+                    SPIN_TICKS.store(ms(cfg.spin_ms), Ordering::SeqCst);
+                    let (n, fin) = on_all_vcpus(ph, spin_timed);
+                    println!(
+                        "INFO: hostile-test: phase spin done: round {round}, {fin}/{n} vCPUs, {} ms each with interrupts disabled",
+                        cfg.spin_ms
+                    );
+                }
                 Phase::Spin => spin_phase(),
                 Phase::Die => die_phase(cfg.die_ms),
                 Phase::Reboot => reboot_phase(p, cfg.reboots),
