@@ -542,6 +542,11 @@ fn run_slot(
     let Some(vm) = vms().get(slot.vm) else {
         return Next::Stopped;
     };
+    if let Err(e) = vm.load_pending_images() {
+        log!("VM '{}': cannot load its images: {}", vm.name, e);
+        stop_vm(vm, StopReason::Fault);
+        return Next::Stopped;
+    }
     let sh = &vm.vcpus[slot.vcpu];
     let me = (slot.vm, slot.vcpu);
     let flush_gstage = core::mem::take(&mut slot.gfence)

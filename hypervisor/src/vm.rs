@@ -179,6 +179,10 @@ pub struct Vm {
     pub dtb: Vec<u8>,
     /// Host bytes used for this VM outside guest RAM (tables + descriptor), at creation.
     pub overhead_bytes: AtomicU64,
+    /// Its images are not yet copied into guest RAM: the hart that first runs
+    /// its boot vCPU does that ([`Vm::load_pending_images`]), so VMs start
+    /// while others still load, on every hart at once.
+    pub images_pending: AtomicBool,
 }
 
 /// Why creating a VM failed.
@@ -234,8 +238,10 @@ impl core::fmt::Display for CreateError {
 }
 
 impl Vm {
-    /// Builds a VM from its package entry: allocates (but does not yet zero or
-    /// map) all of its RAM, builds the G-stage root, loads its images and DTB.
+    /// Builds a VM from its package entry: allocates all of its RAM, builds the
+    /// G-stage root and maps the chunks its images and DTB go to (so a package
+    /// that does not fit fails here, before any VM runs). The images are copied
+    /// when its boot vCPU first runs ([`Vm::load_pending_images`]).
     pub fn create(
         id: usize,
         vmid: u16,
@@ -318,8 +324,9 @@ impl Vm {
             }),
             dtb,
             overhead_bytes: AtomicU64::new(0),
+            images_pending: AtomicBool::new(true),
         };
-        vm.load_images()?;
+        vm.map_images()?;
         let tables = vm
             .inner
             .lock()
@@ -335,17 +342,65 @@ impl Vm {
         Ok(vm)
     }
 
+    /// Every image the VM boots from: (where, bytes, size in guest RAM) of
+    /// the kernel segments, the initrd and the DTB.
+    fn images(&self) -> impl Iterator<Item = (GuestPhysAddr, &[u8], u64)> + '_ {
+        let spec = self.spec;
+        spec.segments()
+            .map(|seg| (seg.gpa, seg.data, seg.mem_size))
+            .chain(spec.initrd.map(|i| (i.gpa, i.data, i.mem_size)))
+            .chain(core::iter::once((
+                spec.dtb_gpa,
+                self.dtb.as_slice(),
+                self.dtb.len() as u64,
+            )))
+    }
+
+    /// Checks that every image lies in guest RAM and maps the chunks they go
+    /// to (no copying).
+    fn map_images(&self) -> Result<(), CreateError> {
+        let mut inner = self.inner.lock();
+        for (gpa, data, mem_size) in self.images() {
+            let total = mem_size.max(data.len() as u64);
+            if !self.ram.contains_span(gpa, total) {
+                return Err(CreateError::BadImage("segment outside guest RAM"));
+            }
+            let mut off = 0;
+            while off < total {
+                let at = gpa
+                    .checked_add(off)
+                    .map_err(|_| CreateError::BadImage("overflow"))?;
+                inner.ensure_mapped(self.ram, at)?;
+                off += CHUNK - at.offset_from(self.ram.start).unwrap_or(0) % CHUNK;
+            }
+        }
+        Ok(())
+    }
+
     /// Copies the kernel segments, initrd and DTB into guest RAM (boot and reboot).
     pub fn load_images(&self) -> Result<(), CreateError> {
+        self.copy_images(&mut self.inner.lock())
+    }
+
+    /// Loads the images if creation left them for the first run (called by
+    /// the hart about to run the boot vCPU; once per VM, whoever comes first).
+    pub fn load_pending_images(&self) -> Result<(), CreateError> {
+        if !self.images_pending.load(Ordering::Acquire) {
+            return Ok(());
+        }
         let mut inner = self.inner.lock();
-        let spec = self.spec;
-        for seg in spec.segments() {
-            inner.fill(self.ram, seg.gpa, seg.data, seg.mem_size)?;
+        // Checked again under the lock: a reboot may have loaded them.
+        if !self.images_pending.load(Ordering::Acquire) {
+            return Ok(());
         }
-        if let Some(initrd) = spec.initrd {
-            inner.fill(self.ram, initrd.gpa, initrd.data, initrd.mem_size)?;
+        self.copy_images(&mut inner)
+    }
+
+    fn copy_images(&self, inner: &mut VmInner) -> Result<(), CreateError> {
+        for (gpa, data, mem_size) in self.images() {
+            inner.fill(self.ram, gpa, data, mem_size)?;
         }
-        inner.fill(self.ram, spec.dtb_gpa, &self.dtb, self.dtb.len() as u64)?;
+        self.images_pending.store(false, Ordering::Release);
         Ok(())
     }
 

@@ -153,6 +153,9 @@ impl PackageBuilder {
             strings.push((name, cmdline));
         }
 
+        // Blobs already written: a VM whose kernel or initrd is byte for byte
+        // one written before (at the same offset within a page) points at it.
+        let mut placed: Vec<(&Blob, u64)> = Vec::new();
         for (i, vm) in self.vms.iter().enumerate() {
             let rec = HEADER_SIZE + i * VM_RECORD_SIZE;
             let (name, cmdline) = strings[i];
@@ -182,11 +185,11 @@ impl PackageBuilder {
             );
             if let Some(initrd) = &vm.initrd {
                 put(&mut out, rec + 76, &1u32.to_le_bytes());
-                let offset = place_blob(&mut out, initrd, page);
+                let offset = place_shared(&mut out, &mut placed, initrd, page);
                 write_segment_record(&mut out, rec + 80, initrd, offset);
             }
             for (k, seg) in vm.segments.iter().enumerate() {
-                let offset = place_blob(&mut out, seg, page);
+                let offset = place_shared(&mut out, &mut placed, seg, page);
                 write_segment_record(
                     &mut out,
                     seg_tables[i] + k * SEGMENT_RECORD_SIZE,
@@ -203,6 +206,23 @@ impl PackageBuilder {
         put(&mut out, CHECKSUM_OFFSET, &checksum.to_le_bytes());
         out
     }
+}
+
+/// The offset of a blob in `placed` with the same bytes at the same offset
+/// within a page, or `blob` appended (see [`place_blob`]) and remembered.
+fn place_shared<'b>(
+    out: &mut Vec<u8>,
+    placed: &mut Vec<(&'b Blob, u64)>,
+    blob: &'b Blob,
+    page: usize,
+) -> u64 {
+    let same = |b: &Blob| b.gpa % PAGE_SIZE == blob.gpa % PAGE_SIZE && b.data == blob.data;
+    if let Some(&(_, offset)) = placed.iter().find(|(b, _)| same(b)) {
+        return offset;
+    }
+    let offset = place_blob(out, blob, page);
+    placed.push((blob, offset));
+    offset
 }
 
 /// Appends `blob` on a fresh page at the offset congruent to its GPA; returns the

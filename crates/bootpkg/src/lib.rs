@@ -41,7 +41,9 @@
 //! ```
 //!
 //! Everything a VM record points at (strings, segment tables, blobs) lies after the
-//! VM table and inside `total_size`.
+//! VM table and inside `total_size`. Records may point at the same blob: VMs
+//! booting the same kernel or initrd share one copy (the builder writes each
+//! distinct blob once).
 //!
 //! **Page-copy guarantee.** A blob's data offset is congruent to its GPA modulo
 //! [`PAGE_SIZE`], the 4 KiB pages around the blob lie inside the package, and the

@@ -157,6 +157,59 @@ fn round_trip() {
 }
 
 #[test]
+fn vms_booting_the_same_images_share_them() {
+    let s = sample_data();
+    let segs = alpha_segments(&s);
+    let one = {
+        let mut b = PackageBuilder::new();
+        b.add_vm(&alpha(&s, &segs)).unwrap();
+        b.build()
+    };
+    let mut b = PackageBuilder::new();
+    b.add_vm(&alpha(&s, &segs)).unwrap();
+    b.add_vm(&VmDescriptor {
+        name: "alpha2",
+        ..alpha(&s, &segs)
+    })
+    .unwrap();
+    // The same data segment at another offset within its page is not shared.
+    let moved = [
+        segs[0],
+        Segment {
+            gpa: gpa(RAM + 0x30_0456),
+            ..segs[1]
+        },
+    ];
+    b.add_vm(&VmDescriptor {
+        name: "alpha3",
+        segments: &moved,
+        ..alpha(&s, &segs)
+    })
+    .unwrap();
+    let three = b.build();
+    // Only the strings, records and one page for the moved segment are added.
+    let page = PAGE_SIZE as usize;
+    assert!(
+        three.len() <= one.len() + 2 * page,
+        "{} bytes for three VMs sharing images, {} for one",
+        three.len(),
+        one.len()
+    );
+    let pkg = Package::parse(&three).unwrap();
+    let vms: Vec<_> = pkg.vms().collect();
+    assert_eq!(vms.len(), 3);
+    for (vm, want) in vms.iter().zip([&segs, &segs, &moved]) {
+        let got: Vec<_> = vm.segments().collect();
+        assert_eq!(&got[..], &want[..], "{}", vm.name);
+        assert_eq!(vm.initrd.unwrap().data, &s.initrd[..]);
+    }
+    // One copy of the kernel text and of the initrd in the whole package.
+    let count = |needle: &[u8]| three.windows(needle.len()).filter(|w| *w == needle).count();
+    assert_eq!(count(&s.text), 1);
+    assert_eq!(count(&s.initrd), 1);
+}
+
+#[test]
 fn blobs_are_congruent_to_their_gpa_and_zero_padded() {
     let bytes = build_sample();
     let pkg = Package::parse(&bytes).unwrap();

@@ -389,13 +389,12 @@ fn linux_configs(opts: &Options) -> Result<[(QemuConfig, Vec<String>); 3], Bench
         weight: fv_bootpkg::DEFAULT_WEIGHT,
         pin: None,
     };
-    // Room for the VMs, the hypervisor and the boot package, which carries a
-    // copy of the kernel and initramfs for each VM (about 31 MiB).
+    // Room for the VMs, the hypervisor and the boot package (which carries one
+    // copy of the kernel and initramfs, about 31 MiB, shared by the VMs).
     let machine = |n: usize| {
         opts.machine(
             opts.linux_harts,
             opts.linux_memory_bytes
-                .saturating_add(48 * MIB)
                 .saturating_mul(n as u64)
                 .saturating_add(config::DEFAULT_HOST_OVERHEAD),
         )
