@@ -386,6 +386,56 @@ fn vm(name: &str, opts: &Options) -> VmConfig {
     }
 }
 
+/// Builds the package of `vms` on `machine` and writes it to `dir/name`
+/// (`origin` names the benchmark in config errors); returns its path.
+pub(crate) fn write_package(
+    origin: &str,
+    machine: &Machine,
+    vms: Vec<VmConfig>,
+    dir: &Path,
+    name: &str,
+) -> Result<PathBuf, BenchError> {
+    let cfg = Config::from_parts(Path::new(origin), machine.clone(), vms)
+        .map_err(|e| BenchError::Setup(e.to_string()))?;
+    let built = package::build(&cfg).map_err(|e| BenchError::Setup(format!("{e:#}")))?;
+    let path = dir.join(name);
+    package::write_atomically(&path, &built.bytes)
+        .map_err(|e| BenchError::Setup(format!("{e:#}")))?;
+    Ok(path)
+}
+
+/// `Ok` if `path` is a file; else a setup error naming it as `what` and saying
+/// `how` to get it.
+pub(crate) fn check_file(path: &Path, what: &str, how: &str) -> Result<(), BenchError> {
+    if path.is_file() {
+        Ok(())
+    } else {
+        Err(BenchError::Setup(format!(
+            "{what} {} does not exist; {how}",
+            path.display()
+        )))
+    }
+}
+
+/// Creates the log directory and removes the `*.log` and `*.fvpkg` files an
+/// earlier run left there.
+pub(crate) fn prepare_log_dir(dir: &Path) -> Result<(), BenchError> {
+    fs::create_dir_all(dir)
+        .map_err(|e| BenchError::Setup(format!("cannot create {}: {e}", dir.display())))?;
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if matches!(
+                p.extension().and_then(|x| x.to_str()),
+                Some("log" | "fvpkg")
+            ) {
+                let _ = fs::remove_file(&p);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Builds the package for `vms` copies of the guest and writes it to the log
 /// directory; returns its path and the machine.
 fn package_for(opts: &Options, vms: usize) -> Result<(PathBuf, Machine), BenchError> {
@@ -397,12 +447,13 @@ fn package_for(opts: &Options, vms: usize) -> Result<(PathBuf, Machine), BenchEr
             .collect()
     };
     let machine = opts.machine(vms);
-    let cfg = Config::from_parts(Path::new("<ferrovisor bench>"), machine.clone(), list)
-        .map_err(|e| BenchError::Setup(e.to_string()))?;
-    let built = package::build(&cfg).map_err(|e| BenchError::Setup(format!("{e:#}")))?;
-    let path = opts.log_dir.join(format!("ferrovisor-{vms}vm.fvpkg"));
-    package::write_atomically(&path, &built.bytes)
-        .map_err(|e| BenchError::Setup(format!("{e:#}")))?;
+    let path = write_package(
+        "<ferrovisor bench>",
+        &machine,
+        list,
+        &opts.log_dir,
+        &format!("ferrovisor-{vms}vm.fvpkg"),
+    )?;
     Ok((path, machine))
 }
 
@@ -417,33 +468,13 @@ fn setup(opts: &Options) -> Result<(), BenchError> {
             "the growth run needs at least 2 VMs".into(),
         ));
     }
-    if !opts.hypervisor.is_file() {
-        return Err(BenchError::Setup(format!(
-            "hypervisor binary {} does not exist; build it with {}",
-            opts.hypervisor.display(),
-            paths::BUILD_COMMAND
-        )));
-    }
-    if !opts.guest.is_file() {
-        return Err(BenchError::Setup(format!(
-            "guest binary {} does not exist; build it with {GUEST_BUILD_COMMAND}",
-            opts.guest.display()
-        )));
-    }
-    fs::create_dir_all(&opts.log_dir)
-        .map_err(|e| BenchError::Setup(format!("cannot create {}: {e}", opts.log_dir.display())))?;
-    if let Ok(entries) = fs::read_dir(&opts.log_dir) {
-        for e in entries.flatten() {
-            let p = e.path();
-            if matches!(
-                p.extension().and_then(|x| x.to_str()),
-                Some("log" | "fvpkg")
-            ) {
-                let _ = fs::remove_file(&p);
-            }
-        }
-    }
-    Ok(())
+    check_hypervisor(&opts.hypervisor)?;
+    check_file(
+        &opts.guest,
+        "guest binary",
+        &format!("build it with {GUEST_BUILD_COMMAND}"),
+    )?;
+    prepare_log_dir(&opts.log_dir)
 }
 
 fn parse_err(side: Side, log: &Path) -> impl Fn(LineError) -> BenchError + '_ {
@@ -860,6 +891,20 @@ fn path_json(p: &Path) -> Json {
     Json::str(p.display().to_string())
 }
 
+/// The logs as a JSON array of paths.
+pub(crate) fn logs_json(logs: &[PathBuf]) -> Json {
+    Json::Arr(logs.iter().map(|p| path_json(p)).collect())
+}
+
+/// [`check_file`] for the hypervisor binary.
+pub(crate) fn check_hypervisor(path: &Path) -> Result<(), BenchError> {
+    check_file(
+        path,
+        "hypervisor binary",
+        &format!("build it with {}", paths::BUILD_COMMAND),
+    )
+}
+
 fn vm_json(v: &VmReport) -> Json {
     Json::obj([
         ("name", Json::str(v.name.clone())),
@@ -976,10 +1021,7 @@ pub fn to_json(r: &Report) -> Json {
             "notes",
             Json::Arr(r.notes.iter().map(|n| Json::str(n.clone())).collect()),
         ),
-        (
-            "logs",
-            Json::Arr(r.logs.iter().map(|p| path_json(p)).collect()),
-        ),
+        ("logs", logs_json(&r.logs)),
     ])
 }
 

@@ -35,11 +35,14 @@ use std::time::{Duration, SystemTime};
 use crate::bench::json::Json;
 use crate::bench::parse::{parse_bench_line, parse_hypervisor_output, LineError};
 use crate::bench::stats::{ratio, Stat};
-use crate::bench::{num, qemu_version, spread, times, utc_date, BenchError, Side, LOG_SUBDIR};
-use crate::config::{Arch, Config, Machine, VmConfig};
+use crate::bench::{
+    check_file, num, prepare_log_dir, qemu_version, spread, times, utc_date, write_package,
+    BenchError, Side, LOG_SUBDIR,
+};
+use crate::config::{Arch, Machine, VmConfig};
 use crate::qemu::QemuConfig;
 use crate::testing::Pattern;
-use crate::{package, paths, ALL_VMS_STOPPED, MIB};
+use crate::{paths, ALL_VMS_STOPPED, MIB};
 
 use console::{Console, Line};
 use parse::{guest_lines, is_prompt, BootStatus, READY_MARKER};
@@ -376,45 +379,17 @@ pub(crate) fn failure_patterns() -> Vec<Pattern> {
     ]
 }
 
-fn check_file(path: &Path, what: &str, how: &str) -> Result<(), BenchError> {
-    if path.is_file() {
-        Ok(())
-    } else {
-        Err(BenchError::Setup(format!(
-            "{what} {} does not exist; {how}",
-            path.display()
-        )))
-    }
-}
-
 fn setup(opts: &Options) -> Result<(), BenchError> {
     if opts.runs == 0 || opts.reps == 0 {
         return Err(BenchError::Setup(
             "--runs and the repetitions must be at least 1".into(),
         ));
     }
-    check_file(
-        &opts.hypervisor,
-        "hypervisor binary",
-        &format!("build it with {}", paths::BUILD_COMMAND),
-    )?;
+    crate::bench::check_hypervisor(&opts.hypervisor)?;
     let fetch = format!("get it with {FETCH_COMMAND}");
     check_file(&opts.kernel, "Linux kernel", &fetch)?;
     check_file(&opts.initrd, "initramfs", &fetch)?;
-    fs::create_dir_all(&opts.log_dir)
-        .map_err(|e| BenchError::Setup(format!("cannot create {}: {e}", opts.log_dir.display())))?;
-    if let Ok(entries) = fs::read_dir(&opts.log_dir) {
-        for e in entries.flatten() {
-            let p = e.path();
-            if matches!(
-                p.extension().and_then(|x| x.to_str()),
-                Some("log" | "fvpkg")
-            ) {
-                let _ = fs::remove_file(&p);
-            }
-        }
-    }
-    Ok(())
+    prepare_log_dir(&opts.log_dir)
 }
 
 /// Builds the one-VM package for `boot`; returns its path.
@@ -429,17 +404,13 @@ fn package_for(opts: &Options, boot: Boot) -> Result<PathBuf, BenchError> {
         weight: fv_bootpkg::DEFAULT_WEIGHT,
         pin: None,
     };
-    let cfg = Config::from_parts(
-        Path::new("<ferrovisor bench --linux>"),
-        opts.ferrovisor_machine(),
+    write_package(
+        "<ferrovisor bench --linux>",
+        &opts.ferrovisor_machine(),
         vec![vm],
+        &opts.log_dir,
+        &format!("linux-{}.fvpkg", boot.tag()),
     )
-    .map_err(|e| BenchError::Setup(e.to_string()))?;
-    let built = package::build(&cfg).map_err(|e| BenchError::Setup(format!("{e:#}")))?;
-    let path = opts.log_dir.join(format!("linux-{}.fvpkg", boot.tag()));
-    package::write_atomically(&path, &built.bytes)
-        .map_err(|e| BenchError::Setup(format!("{e:#}")))?;
-    Ok(path)
 }
 
 /// The QEMU command for `side` and `boot`.
@@ -1284,15 +1255,7 @@ pub fn to_json(r: &Report) -> Json {
                 ),
             ]),
         ),
-        (
-            "logs",
-            Json::Arr(
-                r.logs
-                    .iter()
-                    .map(|p| Json::str(p.display().to_string()))
-                    .collect(),
-            ),
-        ),
+        ("logs", crate::bench::logs_json(&r.logs)),
     ])
 }
 

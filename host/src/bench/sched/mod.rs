@@ -25,7 +25,6 @@
 pub mod probe;
 
 use std::fmt::Write as _;
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -33,10 +32,13 @@ use crate::bench::json::Json;
 use crate::bench::linux::console::Console;
 use crate::bench::linux::parse::{guest_lines, is_marker, parse_boot};
 use crate::bench::stats::{ratio, Stat};
-use crate::bench::{qemu_version, run_once, spread, times, utc_date, BenchError, Side, LOG_SUBDIR};
-use crate::config::{self, Arch, Config, Machine, VmConfig};
+use crate::bench::{
+    check_file, prepare_log_dir, qemu_version, run_once, spread, times, utc_date, BenchError, Side,
+    LOG_SUBDIR,
+};
+use crate::config::{self, Arch, Machine, VmConfig};
 use crate::qemu::QemuConfig;
-use crate::{package, paths, MIB};
+use crate::{paths, MIB};
 
 use probe::{analyse, parse_probe, quantile, Probe};
 
@@ -265,17 +267,6 @@ pub fn expected_slice_us(period_us: f64, min_slice_us: f64, n: usize) -> f64 {
     (period_us / n.max(1) as f64).max(min_slice_us)
 }
 
-fn check_file(path: &Path, what: &str, how: &str) -> Result<(), BenchError> {
-    if path.is_file() {
-        Ok(())
-    } else {
-        Err(BenchError::Setup(format!(
-            "{what} {} does not exist; {how}",
-            path.display()
-        )))
-    }
-}
-
 fn setup(opts: &Options) -> Result<(), BenchError> {
     if opts.runs == 0 {
         return Err(BenchError::Setup("--runs must be at least 1".into()));
@@ -285,11 +276,7 @@ fn setup(opts: &Options) -> Result<(), BenchError> {
             "every probe configuration needs at least 1 VM".into(),
         ));
     }
-    check_file(
-        &opts.hypervisor,
-        "hypervisor binary",
-        &format!("build it with {}", paths::BUILD_COMMAND),
-    )?;
+    crate::bench::check_hypervisor(&opts.hypervisor)?;
     check_file(
         &opts.guest,
         "guest binary",
@@ -307,20 +294,7 @@ fn setup(opts: &Options) -> Result<(), BenchError> {
             "fetch it with scripts/fetch-linux.sh",
         )?;
     }
-    fs::create_dir_all(&opts.log_dir)
-        .map_err(|e| BenchError::Setup(format!("cannot create {}: {e}", opts.log_dir.display())))?;
-    if let Ok(entries) = fs::read_dir(&opts.log_dir) {
-        for e in entries.flatten() {
-            let p = e.path();
-            if matches!(
-                p.extension().and_then(|x| x.to_str()),
-                Some("log" | "fvpkg")
-            ) {
-                let _ = fs::remove_file(&p);
-            }
-        }
-    }
-    Ok(())
+    prepare_log_dir(&opts.log_dir)
 }
 
 /// Builds a package of `vms` and writes it as `name`.
@@ -330,17 +304,13 @@ fn write_package(
     vms: Vec<VmConfig>,
     name: &str,
 ) -> Result<PathBuf, BenchError> {
-    let cfg = Config::from_parts(
-        Path::new("<ferrovisor bench --sched>"),
-        machine.clone(),
+    crate::bench::write_package(
+        "<ferrovisor bench --sched>",
+        machine,
         vms,
+        &opts.log_dir,
+        name,
     )
-    .map_err(|e| BenchError::Setup(e.to_string()))?;
-    let built = package::build(&cfg).map_err(|e| BenchError::Setup(format!("{e:#}")))?;
-    let path = opts.log_dir.join(name);
-    package::write_atomically(&path, &built.bytes)
-        .map_err(|e| BenchError::Setup(format!("{e:#}")))?;
-    Ok(path)
 }
 
 /// The QEMU commands of the probe configurations: bare first, then each share.
@@ -867,15 +837,7 @@ pub fn to_json(r: &Report) -> Json {
         ("min_slice_us", Json::Num(r.min_slice_us)),
         ("probes", Json::Arr(probes)),
         ("linux", linux),
-        (
-            "logs",
-            Json::Arr(
-                r.logs
-                    .iter()
-                    .map(|p| Json::str(p.display().to_string()))
-                    .collect(),
-            ),
-        ),
+        ("logs", crate::bench::logs_json(&r.logs)),
     ])
 }
 
@@ -964,6 +926,6 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("at least 1 VM"), "{e}");
-        let _ = fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
