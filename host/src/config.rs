@@ -904,6 +904,13 @@ mod tests {
         fn parse(&self, yaml: &str) -> Result<Config, ConfigError> {
             parse(yaml, &self.cfg())
         }
+        /// `yaml` is refused with an error as [`assert_error`] checks it.
+        fn expect_error(&self, yaml: &str, line: u32, field: &str, problem: &str) {
+            match self.parse(yaml) {
+                Ok(_) => panic!("accepted: {yaml}"),
+                Err(e) => assert_error(&e, line, field, problem),
+            }
+        }
     }
 
     impl Drop for Dir {
@@ -940,18 +947,19 @@ mod tests {
             (c.vms[1].weight, c.vms[1].pin),
             (fv_bootpkg::DEFAULT_WEIGHT, None)
         );
-        let e = d
-            .parse("machine:\n  cpus: 2\n  memory: 1G\nvms:\n  - name: a\n    memory: 64M\n    kernel: k.elf\n    pin: 2\n")
-            .unwrap_err();
-        assert_error(&e, 8, "vms[0].pin", "hart 2 does not exist");
-        let e = d
-            .parse("name: a\nmemory: 64M\nkernel: k.elf\nweight: 0\n")
-            .unwrap_err();
-        assert_error(&e, 4, "weight", "out of range");
-        let e = d
-            .parse("name: a\nmemory: 64M\nkernel: k.elf\nweight: 10001\n")
-            .unwrap_err();
-        assert_error(&e, 4, "weight", "out of range");
+        d.expect_error("machine:\n  cpus: 2\n  memory: 1G\nvms:\n  - name: a\n    memory: 64M\n    kernel: k.elf\n    pin: 2\n", 8, "vms[0].pin", "hart 2 does not exist");
+        d.expect_error(
+            "name: a\nmemory: 64M\nkernel: k.elf\nweight: 0\n",
+            4,
+            "weight",
+            "out of range",
+        );
+        d.expect_error(
+            "name: a\nmemory: 64M\nkernel: k.elf\nweight: 10001\n",
+            4,
+            "weight",
+            "out of range",
+        );
     }
 
     #[test]
@@ -1035,27 +1043,31 @@ mod tests {
     #[test]
     fn unknown_field() {
         let d = Dir::new("unknown");
-        let e = d
-            .parse("vms:\n  - name: a\n    memory: 64M\n    kernel: k.elf\n    kernal: x\n")
-            .unwrap_err();
-        assert_error(&e, 5, "kernal", "unknown field");
-        let e = d
-            .parse("machine:\n  cpus: 2\n  ram: 1G\nvms: []\n")
-            .unwrap_err();
-        assert_error(&e, 3, "ram", "unknown field");
+        d.expect_error(
+            "vms:\n  - name: a\n    memory: 64M\n    kernel: k.elf\n    kernal: x\n",
+            5,
+            "kernal",
+            "unknown field",
+        );
+        d.expect_error(
+            "machine:\n  cpus: 2\n  ram: 1G\nvms: []\n",
+            3,
+            "ram",
+            "unknown field",
+        );
     }
 
     #[test]
     fn bad_size() {
         let d = Dir::new("size");
-        let e = d.parse("memory: 64Q\nkernel: k.elf\n").unwrap_err();
-        assert_error(&e, 1, "memory", "unknown unit");
-        let e = d.parse("memory: 3M\nkernel: k.elf\n").unwrap_err();
-        assert_error(&e, 1, "memory", "multiple of 2M");
-        let e = d
-            .parse("machine:\n  memory: lots\nvms:\n  - memory: 64M\n    kernel: k.elf\n")
-            .unwrap_err();
-        assert_error(&e, 2, "machine.memory", "not a size");
+        d.expect_error("memory: 64Q\nkernel: k.elf\n", 1, "memory", "unknown unit");
+        d.expect_error("memory: 3M\nkernel: k.elf\n", 1, "memory", "multiple of 2M");
+        d.expect_error(
+            "machine:\n  memory: lots\nvms:\n  - memory: 64M\n    kernel: k.elf\n",
+            2,
+            "machine.memory",
+            "not a size",
+        );
     }
 
     #[test]
@@ -1066,87 +1078,95 @@ mod tests {
             .unwrap_err();
         assert_error(&e, 4, "vms[0].kernel", "does not exist");
         assert!(e.problem.contains("nope.elf"));
-        let e = d.parse("name: a\nmemory: 64M\n").unwrap_err();
-        assert_error(&e, 1, "kernel", "missing");
-        let e = d
-            .parse("memory: 64M\nkernel: k.elf\ninitrd: gone.cpio\n")
-            .unwrap_err();
-        assert_error(&e, 3, "initrd", "does not exist");
+        d.expect_error("name: a\nmemory: 64M\n", 1, "kernel", "missing");
+        d.expect_error(
+            "memory: 64M\nkernel: k.elf\ninitrd: gone.cpio\n",
+            3,
+            "initrd",
+            "does not exist",
+        );
     }
 
     #[test]
     fn vm_memory_larger_than_host() {
         let d = Dir::new("vmmem");
-        let e = d
-            .parse(
-                "machine:\n  memory: 512M\nvms:\n  - name: a\n    memory: 1G\n    kernel: k.elf\n",
-            )
-            .unwrap_err();
-        assert_error(&e, 5, "vms[0].memory", "larger than the host's memory");
+        d.expect_error(
+            "machine:\n  memory: 512M\nvms:\n  - name: a\n    memory: 1G\n    kernel: k.elf\n",
+            5,
+            "vms[0].memory",
+            "larger than the host's memory",
+        );
     }
 
     #[test]
     fn vm_memory_sum_larger_than_host() {
         let d = Dir::new("summem");
-        let e = d
-            .parse("machine:\n  memory: 512M\nvms:\n  - name: a\n    memory: 256M\n    kernel: k.elf\n  - name: b\n    memory: 300M\n    kernel: k.elf\n")
-            .unwrap_err();
-        assert_error(&e, 2, "machine.memory", "sum of VM memory");
+        d.expect_error("machine:\n  memory: 512M\nvms:\n  - name: a\n    memory: 256M\n    kernel: k.elf\n  - name: b\n    memory: 300M\n    kernel: k.elf\n", 2, "machine.memory", "sum of VM memory");
     }
 
     #[test]
     fn vcpus_out_of_range() {
         let d = Dir::new("vcpus");
-        let e = d
-            .parse("vms:\n  - name: a\n    vcpus: 65\n    memory: 64M\n    kernel: k.elf\n")
-            .unwrap_err();
-        assert_error(&e, 3, "vms[0].vcpus", "out of range 1..=64");
-        let e = d
-            .parse("vcpus: 0\nmemory: 64M\nkernel: k.elf\n")
-            .unwrap_err();
-        assert_error(&e, 1, "vcpus", "out of range");
+        d.expect_error(
+            "vms:\n  - name: a\n    vcpus: 65\n    memory: 64M\n    kernel: k.elf\n",
+            3,
+            "vms[0].vcpus",
+            "out of range 1..=64",
+        );
+        d.expect_error(
+            "vcpus: 0\nmemory: 64M\nkernel: k.elf\n",
+            1,
+            "vcpus",
+            "out of range",
+        );
         // Not a number at all: serde's error, still with field and line.
-        let e = d
-            .parse("memory: 64M\nkernel: k.elf\nvcpus: -1\n")
-            .unwrap_err();
-        assert_error(&e, 3, "vcpus", "invalid");
-        let e = d
-            .parse("machine:\n  cpus: 65\nvms:\n  - memory: 64M\n    kernel: k.elf\n")
-            .unwrap_err();
-        assert_error(&e, 2, "machine.cpus", "out of range");
+        d.expect_error(
+            "memory: 64M\nkernel: k.elf\nvcpus: -1\n",
+            3,
+            "vcpus",
+            "invalid",
+        );
+        d.expect_error(
+            "machine:\n  cpus: 65\nvms:\n  - memory: 64M\n    kernel: k.elf\n",
+            2,
+            "machine.cpus",
+            "out of range",
+        );
     }
 
     #[test]
     fn duplicate_names() {
         let d = Dir::new("dup");
-        let e = d
-            .parse("vms:\n  - name: a\n    memory: 64M\n    kernel: k.elf\n  - name: a\n    memory: 64M\n    kernel: k.elf\n")
-            .unwrap_err();
-        assert_error(&e, 5, "vms[1].name", "duplicate VM name `a`");
+        d.expect_error("vms:\n  - name: a\n    memory: 64M\n    kernel: k.elf\n  - name: a\n    memory: 64M\n    kernel: k.elf\n", 5, "vms[1].name", "duplicate VM name `a`");
     }
 
     #[test]
     fn bad_arch() {
         let d = Dir::new("arch");
-        let e = d
-            .parse("machine:\n  arch: aarch64\nvms:\n  - memory: 64M\n    kernel: k.elf\n")
-            .unwrap_err();
-        assert_error(&e, 2, "machine.arch", "unsupported arch `aarch64`");
+        d.expect_error(
+            "machine:\n  arch: aarch64\nvms:\n  - memory: 64M\n    kernel: k.elf\n",
+            2,
+            "machine.arch",
+            "unsupported arch `aarch64`",
+        );
     }
 
     #[test]
     fn bad_name_and_stray_keys() {
         let d = Dir::new("name");
-        let e = d
-            .parse("name: has space\nmemory: 64M\nkernel: k.elf\n")
-            .unwrap_err();
-        assert_error(&e, 1, "name", "bad VM name");
-        let e = d
-            .parse("memory: 64M\nvms:\n  - memory: 64M\n    kernel: k.elf\n")
-            .unwrap_err();
-        assert_error(&e, 1, "memory", "move it into a VM");
-        let e = d.parse("vms: []\n").unwrap_err();
-        assert_error(&e, 1, "vms", "empty");
+        d.expect_error(
+            "name: has space\nmemory: 64M\nkernel: k.elf\n",
+            1,
+            "name",
+            "bad VM name",
+        );
+        d.expect_error(
+            "memory: 64M\nvms:\n  - memory: 64M\n    kernel: k.elf\n",
+            1,
+            "memory",
+            "move it into a VM",
+        );
+        d.expect_error("vms: []\n", 1, "vms", "empty");
     }
 
     #[test]
@@ -1299,10 +1319,12 @@ mod tests {
             "vms[0].initrd",
             "`FV_TEST_SURELY_UNSET_5B9C` is not set",
         );
-        let e = d
-            .parse("memory: 64M\nkernel: $FV_TEST_SURELY_UNSET_5B9C\n")
-            .unwrap_err();
-        assert_error(&e, 2, "kernel", "braces required");
+        d.expect_error(
+            "memory: 64M\nkernel: $FV_TEST_SURELY_UNSET_5B9C\n",
+            2,
+            "kernel",
+            "braces required",
+        );
     }
 
     #[test]
