@@ -393,12 +393,26 @@ fn bench(
         opts.hypervisor.display()
     );
     let report = benchmark::run(&opts, &mut |line| eprintln!("ferrovisor bench: {line}"))?;
-    print!("{}", benchmark::render(&report));
+    report_bench(
+        "ferrovisor bench",
+        &benchmark::render(&report),
+        &benchmark::to_json(&report),
+        json,
+    )
+}
+
+/// Prints a benchmark's table and, with `--json PATH`, writes its figures.
+fn report_bench(
+    tag: &str,
+    table: &str,
+    figures: &benchmark::json::Json,
+    json: Option<PathBuf>,
+) -> Result<ExitCode> {
+    print!("{table}");
     if let Some(path) = json {
-        let text = benchmark::json::Json::pretty(&benchmark::to_json(&report));
-        package::write_atomically(&path, text.as_bytes())
+        package::write_atomically(&path, figures.pretty().as_bytes())
             .with_context(|| format!("writing {}", path.display()))?;
-        eprintln!("ferrovisor bench: figures written to {}", path.display());
+        eprintln!("{tag}: figures written to {}", path.display());
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -429,17 +443,12 @@ fn bench_sched(
     let report = benchmark::sched::run(&opts, &mut |line| {
         eprintln!("ferrovisor bench --sched: {line}")
     })?;
-    print!("{}", benchmark::sched::render(&report));
-    if let Some(path) = json {
-        let text = benchmark::json::Json::pretty(&benchmark::sched::to_json(&report));
-        package::write_atomically(&path, text.as_bytes())
-            .with_context(|| format!("writing {}", path.display()))?;
-        eprintln!(
-            "ferrovisor bench --sched: figures written to {}",
-            path.display()
-        );
-    }
-    Ok(ExitCode::SUCCESS)
+    report_bench(
+        "ferrovisor bench --sched",
+        &benchmark::sched::render(&report),
+        &benchmark::sched::to_json(&report),
+        json,
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -474,15 +483,10 @@ fn bench_linux(
     let report = benchmark::linux::run(&opts, &mut |line| {
         eprintln!("ferrovisor bench --linux: {line}")
     })?;
-    print!("{}", benchmark::linux::render(&report));
-    if let Some(path) = json {
-        let text = benchmark::json::Json::pretty(&benchmark::linux::to_json(&report));
-        package::write_atomically(&path, text.as_bytes())
-            .with_context(|| format!("writing {}", path.display()))?;
-        eprintln!(
-            "ferrovisor bench --linux: figures written to {}",
-            path.display()
-        );
-    }
-    Ok(ExitCode::SUCCESS)
+    report_bench(
+        "ferrovisor bench --linux",
+        &benchmark::linux::render(&report),
+        &benchmark::linux::to_json(&report),
+        json,
+    )
 }
