@@ -412,32 +412,51 @@ fn vm_stats<M: Management + ?Sized>(m: &M, name: &str, hz: u64, out: &mut dyn Wr
     }
     let per_vcpu = tot.vcpus > 1;
     if r.is_ok() {
-        r = breakdown(out, "exits by reason", &tot.exits);
-    }
-    if per_vcpu && !tot.exits.is_zero() {
-        m.for_each_vcpu(name, &mut |v| {
-            if r.is_ok() {
-                r = breakdown_vcpu(out, v.vcpu, &v.exits);
-            }
+        r = section(m, name, out, per_vcpu, "exits by reason", &tot.exits, |v| {
+            &v.exits
         })?;
     }
     if r.is_ok() {
-        r = breakdown(out, "sbi calls by extension", &tot.sbi);
-    }
-    if per_vcpu && !tot.sbi.is_zero() {
-        m.for_each_vcpu(name, &mut |v| {
-            if r.is_ok() {
-                r = breakdown_vcpu(out, v.vcpu, &v.sbi);
-            }
-        })?;
+        r = section(
+            m,
+            name,
+            out,
+            per_vcpu,
+            "sbi calls by extension",
+            &tot.sbi,
+            |v| &v.sbi,
+        )?;
     }
     if r.is_ok() {
-        r = breakdown(out, "interrupts injected", &tot.irqs);
+        r = section(
+            m,
+            name,
+            out,
+            per_vcpu,
+            "interrupts injected",
+            &tot.irqs,
+            |v| &v.irqs,
+        )?;
     }
-    if per_vcpu && !tot.irqs.is_zero() {
+    Ok(r)
+}
+
+/// One counter breakdown of a VM: its total, then (with `per_vcpu`) each
+/// vCPU's counts that are not all zero.
+fn section<M: Management + ?Sized, K: CounterKey, const N: usize>(
+    m: &M,
+    name: &str,
+    out: &mut dyn Write,
+    per_vcpu: bool,
+    what: &str,
+    total: &Counts<K, N>,
+    pick: fn(&VcpuStats) -> &Counts<K, N>,
+) -> Query {
+    let mut r = breakdown(out, what, total);
+    if r.is_ok() && per_vcpu && !total.is_zero() {
         m.for_each_vcpu(name, &mut |v| {
             if r.is_ok() {
-                r = breakdown_vcpu(out, v.vcpu, &v.irqs);
+                r = breakdown_vcpu(out, v.vcpu, pick(v));
             }
         })?;
     }
