@@ -42,6 +42,11 @@
 //!   (uptime starts over) and sees its own memory. The free memory `stats`
 //!   reports after every destroy is the same each time (no frames leak) and at
 //!   least the VM's RAM more than while it ran.
+//! - `stop_during_reboot`: srst-test (with a 768 MiB initrd, so its reload
+//!   takes a while) reboots itself; the operator's `vm stop`, typed as soon as
+//!   the reboot is logged, lands while it reloads. The VM stays stopped (the
+//!   hypervisor logs that the reboot gave way), prints nothing more, and the
+//!   idle keeper VM still runs (the stop was counted once) until it is stopped.
 //! - `fairness`: four CPU-bound VMs (cpu-hog), two pinned to hart 0 with
 //!   weights 100 and 200, two pinned to hart 1 with weights 100 and 100. Over
 //!   10 s the run time `stats` reports grows in the ratio 1:2 (1.9..=2.1) on
@@ -789,6 +794,74 @@ fn destroy_recreate() {
     c.mgmt_expect("vm stop keeper", "VM 'keeper' stopped");
     c.expect_machine_end(true);
     eprintln!("[lifecycle-destroy-recreate] PASS in {:.1} s", c.secs());
+}
+
+/// A stop that lands while a VM reboots wins: the reboot neither revives the
+/// VM nor counts it stopped a second time (which powered the machine off with
+/// other VMs still running). srst-test reboots itself right after it starts;
+/// a 768 MiB initrd of zeros makes the reload take long enough (about a
+/// second) for the operator's `vm stop`, typed as soon as the reboot is
+/// logged, to land in it.
+#[test]
+fn stop_during_reboot() {
+    const INITRD_MIB: u64 = 768;
+    let zeros = ferrovisor::paths::target_dir()
+        .join("qemu-cases")
+        .join("zeros-768m.bin");
+    std::fs::create_dir_all(zeros.parent().unwrap()).unwrap();
+    std::fs::File::create(&zeros)
+        .and_then(|f| f.set_len(INITRD_MIB * MIB))
+        .unwrap();
+    let mut racer = Vm::bare("racer", "srst-test", 1, "");
+    racer.memory_mib = 1024;
+    racer.initrd = Some(zeros);
+    racer.pin = Some(1);
+    let mut keeper = Vm::bare("keeper", HOG, 1, "idle");
+    keeper.pin = Some(0);
+    let vms = [racer, keeper];
+    let config = write_config("stop-during-reboot", 2, &vms);
+    // The package holds the initrd once and the VM's RAM a copy: 2 GiB.
+    let yaml = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        yaml.replacen("  memory: 1G\n", "  memory: 2G\n", 1),
+    )
+    .unwrap();
+    let mut c = Console::start("stop-during-reboot", &config, &vms);
+    c.expect_log("VM 'racer' rebooting", BOOT);
+    // At once, in one write: the shell and the stop.
+    c.note("Ctrl-A c + `vm stop racer` while racer reboots");
+    c.send("\x01cvm stop racer\n");
+    // The two sides log in either order.
+    c.wait_text_anywhere("ferrovisor: VM 'racer' stopped by the operator", COMMAND);
+    c.wait_text_anywhere(
+        "ferrovisor: VM 'racer' was stopped during its reboot",
+        COMMAND,
+    );
+    c.expect_raw_line("the reply `VM 'racer' stopped`", COMMAND, |l| {
+        l == "VM 'racer' stopped"
+    });
+    c.expect_text(SHELL_PROMPT, COMMAND);
+    // It stays stopped: no second boot, nothing more from it.
+    let lines_before = c.vm_lines("racer", |_| true).len();
+    c.idle_for(Duration::from_secs(3));
+    let state = c.vm_state("racer");
+    assert!(
+        state.starts_with("stopped"),
+        "racer after the stop: {state}"
+    );
+    let after = c.vm_lines("racer", |_| true);
+    assert_eq!(
+        after.len(),
+        lines_before,
+        "racer printed after it was stopped: {:?}",
+        &after[lines_before..]
+    );
+    // The machine still runs the keeper (the stop was counted once).
+    assert_eq!(c.vm_state("keeper"), "running");
+    c.mgmt_expect("vm stop keeper", "VM 'keeper' stopped");
+    c.expect_machine_end(true);
+    eprintln!("[lifecycle-stop-during-reboot] PASS in {:.1} s", c.secs());
 }
 
 /// Weighted shares on one hart: 1:2 on hart 0, 1:1 on hart 1.

@@ -9,7 +9,7 @@
 //! `Ctrl-A x` stops every VM (and so the machine).
 
 use crate::sched::{self, vms};
-use crate::vm::{state, StopReason, Vm};
+use crate::vm::{StopReason, Vm};
 use crate::{console, log};
 use core::fmt;
 use core::sync::atomic::{AtomicUsize, Ordering};
@@ -18,6 +18,7 @@ use fv_mgmt::{
     Action, ConsoleInput, Edit, HartSet, HartStats, HostStats, Input, LineEditor, Management,
     MgmtError, Ring, RingView, VcpuState, VcpuStats, VmSelect, VmState, VmSummary,
 };
+use fv_vm::RunState;
 use spin::Mutex;
 
 /// Bytes of hypervisor log kept for `log`.
@@ -150,17 +151,25 @@ fn find(name: &str) -> Result<(usize, &'static Vm), MgmtError> {
 }
 
 fn vm_state(vm: &Vm) -> VmState {
-    match vm.state.load(Ordering::Acquire) {
-        state::RUNNING => VmState::Running,
-        state::PAUSED => VmState::Paused,
-        state::REBOOTING => VmState::Rebooting,
-        state::DESTROYED => VmState::Destroyed,
-        _ => VmState::Stopped(match vm.inner.lock().stop_reason {
+    match vm.state.get() {
+        RunState::Running => VmState::Running,
+        RunState::Paused => VmState::Paused,
+        RunState::Rebooting => VmState::Rebooting,
+        RunState::Destroyed => VmState::Destroyed,
+        RunState::Stopped => VmState::Stopped(match vm.inner.lock().stop_reason {
             Some(StopReason::PowerOff) | None => fv_mgmt::StopReason::PowerOff,
             Some(StopReason::GuestFailure) => fv_mgmt::StopReason::GuestFailure,
             Some(StopReason::Fault) => fv_mgmt::StopReason::Fault,
             Some(StopReason::Operator) => fv_mgmt::StopReason::Operator,
         }),
+    }
+}
+
+/// The error for a transition the VM's state `_seen` did not allow (the state
+/// may have moved on since: report the current one).
+fn wrong_state(vm: &Vm, _seen: RunState) -> MgmtError {
+    MgmtError::WrongState {
+        current: vm_state(vm),
     }
 }
 
@@ -270,10 +279,10 @@ impl Management for Hypervisor {
     fn start(&mut self, name: &str) -> Result<(), MgmtError> {
         let (_, vm) = find(name)?;
         Action::Start.check(vm_state(vm))?;
-        if vm.state.load(Ordering::Acquire) == state::STOPPED {
-            sched::wait_vcpus_out(vm);
+        if vm.state.get() == RunState::Stopped {
+            sched::wait_vcpus_out(vm, None);
             vm.release();
-            vm.state.store(state::DESTROYED, Ordering::Release);
+            vm.state.destroyed().map_err(|s| wrong_state(vm, s))?;
         }
         if let Err(e) = vm.recreate() {
             log!("VM '{}' not started: {}", vm.name, e);
@@ -281,7 +290,10 @@ impl Management for Hypervisor {
         }
         sched::RUNNING_VMS.fetch_add(1, Ordering::AcqRel);
         vm.generation.fetch_add(1, Ordering::AcqRel);
-        vm.state.store(state::RUNNING, Ordering::Release);
+        if let Err(s) = vm.state.start() {
+            sched::RUNNING_VMS.fetch_sub(1, Ordering::AcqRel);
+            return Err(wrong_state(vm, s));
+        }
         sched::kick_vm(vm);
         log!("VM '{}' started", vm.name);
         Ok(())
@@ -291,20 +303,7 @@ impl Management for Hypervisor {
         let (_, vm) = find(name)?;
         Action::Pause.check(vm_state(vm))?;
         vm.paused_at.store(csr::time(), Ordering::Release);
-        if vm
-            .state
-            .compare_exchange(
-                state::RUNNING,
-                state::PAUSED,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            )
-            .is_err()
-        {
-            return Err(MgmtError::WrongState {
-                current: vm_state(vm),
-            });
-        }
+        vm.state.pause().map_err(|s| wrong_state(vm, s))?;
         sched::kick_vm(vm);
         log!("VM '{}' paused", vm.name);
         Ok(())
@@ -315,20 +314,9 @@ impl Management for Hypervisor {
         Action::Resume.check(vm_state(vm))?;
         let paused_for = csr::time().saturating_sub(vm.paused_at.load(Ordering::Acquire));
         vm.paused_ticks.fetch_add(paused_for, Ordering::AcqRel);
-        if vm
-            .state
-            .compare_exchange(
-                state::PAUSED,
-                state::RUNNING,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            )
-            .is_err()
-        {
+        if let Err(s) = vm.state.resume() {
             vm.paused_ticks.fetch_sub(paused_for, Ordering::AcqRel);
-            return Err(MgmtError::WrongState {
-                current: vm_state(vm),
-            });
+            return Err(wrong_state(vm, s));
         }
         sched::kick_vm(vm);
         log!("VM '{}' resumed after {} ticks", vm.name, paused_for);
@@ -345,7 +333,7 @@ impl Management for Hypervisor {
     fn reboot(&mut self, name: &str) -> Result<(), MgmtError> {
         let (_, vm) = find(name)?;
         Action::Reboot.check(vm_state(vm))?;
-        if vm.state.load(Ordering::Acquire) == state::PAUSED {
+        if vm.state.get() == RunState::Paused {
             self.resume(name)?;
         }
         if sched::reboot_vm(vm, None) {
@@ -363,9 +351,9 @@ impl Management for Hypervisor {
         if !vm.is_stopped() {
             sched::stop_vm(vm, StopReason::Operator);
         }
-        sched::wait_vcpus_out(vm);
+        sched::wait_vcpus_out(vm, None);
         let freed = vm.release();
-        vm.state.store(state::DESTROYED, Ordering::Release);
+        vm.state.destroyed().map_err(|s| wrong_state(vm, s))?;
         log!("VM '{}' destroyed: {} KiB freed", vm.name, freed >> 10);
         Ok(())
     }

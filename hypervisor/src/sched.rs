@@ -4,7 +4,7 @@
 
 use crate::boot::MAX_HARTS;
 use crate::log;
-use crate::vm::{state, StopReason, Vm, FENCE_I, FENCE_VVMA};
+use crate::vm::{StopReason, Vm, FENCE_I, FENCE_VVMA};
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use fv_addr::GuestPhysAddr;
@@ -19,7 +19,9 @@ use fv_guest_sbi::{
 };
 use fv_mgmt::{CounterKey, ExitReason, IrqKind, SbiExtension};
 use fv_sched::{RunQueue, State, VcpuKey};
-use fv_vm::{Access, GuestException, GuestMemory, HostInterrupt, Vcpu, VcpuExit, VirtualInterrupt};
+use fv_vm::{
+    Access, GuestException, GuestMemory, HostInterrupt, RunState, Vcpu, VcpuExit, VirtualInterrupt,
+};
 use spin::{Mutex, Once};
 
 /// Facts about the host every hart needs.
@@ -55,6 +57,14 @@ pub static RUNNING_VMS: AtomicUsize = AtomicUsize::new(0);
 static ANY_FAILURE: AtomicBool = AtomicBool::new(false);
 /// The host timer deadline each hart last armed.
 static ARMED: [AtomicU64; MAX_HARTS] = [const { AtomicU64::new(u64::MAX) }; MAX_HARTS];
+
+/// Harts that have entered their run loop (only they are asked to fence).
+static ONLINE: [AtomicBool; MAX_HARTS] = [const { AtomicBool::new(false) }; MAX_HARTS];
+/// G-stage fence requests: [`fence_gstage_all_harts`] bumps the epoch; each
+/// hart fences and records the epoch it has caught up with.
+static GFENCE_EPOCH: AtomicU64 = AtomicU64::new(0);
+/// The last G-stage fence epoch each hart performed.
+static GFENCE_SEEN: [AtomicU64; MAX_HARTS] = [const { AtomicU64::new(0) }; MAX_HARTS];
 
 /// Whether any vCPU has entered a guest yet.
 static FIRST_ENTRY: AtomicBool = AtomicBool::new(false);
@@ -175,8 +185,12 @@ pub fn run_hart(cpu: usize) -> ! {
     let mut next_balance = 0u64;
     let poll_period = (host().timebase / 1000).max(1);
     let mut next_poll = 0u64;
+    if let Some(o) = ONLINE.get(cpu) {
+        o.store(true, Ordering::SeqCst);
+    }
     loop {
         clear_ipi();
+        gstage_fence_check(cpu);
         if RUNNING_VMS.load(Ordering::Acquire) == 0 {
             finish(cpu);
         }
@@ -462,7 +476,7 @@ fn refresh(slot: &mut Slot, now: u64, rq: &mut RunQueue) {
         let _ = rq.stop(key);
         return;
     }
-    if vm.state.load(Ordering::Acquire) == state::PAUSED {
+    if vm.state.get() == RunState::Paused {
         // Parked: not picked until the VM resumes (blocked, not stopped, so
         // its HSM state is untouched).
         if rq.block(key).is_ok() {
@@ -551,7 +565,11 @@ fn run_slot(
     let me = (slot.vm, slot.vcpu);
     let flush_gstage = core::mem::take(&mut slot.gfence)
         || (host().features.vmid_bits == 0 && last.map(|l| l.0) != Some(slot.vm));
-    sh.running.store(true, Ordering::Release);
+    // SeqCst: a stopper or rebooter changes the VM state and then reads
+    // `running`; this side stores `running` and then reads the state (in the
+    // loop below). Only sequential consistency keeps both from missing each
+    // other (RISC-V may perform a load before an earlier store otherwise).
+    sh.running.store(true, Ordering::SeqCst);
     slot.arch.load(*last != Some(me), flush_gstage);
     *last = Some(me);
     if !FIRST_ENTRY.swap(true, Ordering::AcqRel) {
@@ -571,7 +589,13 @@ fn run_slot(
             slot.arch.set_interrupt(VirtualInterrupt::Software, true);
             sh.irqs.record(IrqKind::Software);
         }
-        let fences = sh.fence.swap(0, Ordering::AcqRel);
+        // Entering: announce it, then take the fence requests made so far. A
+        // requester sets its request and then reads `in_guest` (both SeqCst):
+        // either this swap sees the request, or the requester sees this vCPU
+        // in the guest and waits until it has left (`wait_fenced`).
+        sh.in_guest.store(true, Ordering::SeqCst);
+        gstage_fence_check(crate::boot::cpu_index());
+        let fences = sh.fence.swap(0, Ordering::SeqCst);
         if fences & FENCE_I != 0 {
             // SAFETY: fence.i only synchronises instruction fetch.
             unsafe { core::arch::asm!("fence.i") };
@@ -579,9 +603,10 @@ fn run_slot(
         if fences & FENCE_VVMA != 0 {
             csr::hfence_vvma_all();
         }
-        if vm.state.load(Ordering::Acquire) != state::RUNNING
+        if vm.state.get() != RunState::Running
             || vm.generation.load(Ordering::Acquire) != slot.generation
         {
+            sh.in_guest.store(false, Ordering::SeqCst);
             break;
         }
         let now = csr::time();
@@ -595,6 +620,7 @@ fn run_slot(
         // that made another vCPU of this hart runnable are seen between slices.
         arm_timer(slot.timer.map_or(slice_end, |t| t.min(slice_end)));
         let exit = slot.arch.run();
+        sh.in_guest.store(false, Ordering::SeqCst);
         EXITS.fetch_add(1, Ordering::Relaxed);
         sh.exits.record(exit_reason(&exit));
         match handle_exit(vm, slot, exit) {
@@ -616,7 +642,7 @@ fn run_slot(
         }
     }
     slot.arch.put();
-    sh.running.store(false, Ordering::Release);
+    sh.running.store(false, Ordering::SeqCst);
     end
 }
 
@@ -717,7 +743,7 @@ fn handle_exit(vm: &Vm, slot: &mut Slot, exit: VcpuExit) -> Next {
 
 /// After any device access: print what the UART transmitted, and propagate
 /// interrupt-line changes to the vCPUs (kicking their harts).
-fn device_side_effects(vm: &Vm, inner: &mut crate::vm::VmInner) {
+pub fn device_side_effects(vm: &Vm, inner: &mut crate::vm::VmInner) {
     if let Some(uart) = inner.uart {
         // Feed queued console input as the receive FIFO makes room.
         while let Some(&b) = inner.input.front() {
@@ -878,6 +904,7 @@ fn sbi_call(vm: &Vm, slot: &mut Slot, call: SbiCall) -> Next {
     let outcome = {
         let mut env = Env {
             vm,
+            fenced: Vec::new(),
             vcpu: slot.vcpu,
             arch: &mut slot.arch,
             timer: &mut slot.timer,
@@ -951,12 +978,19 @@ fn sbi_call(vm: &Vm, slot: &mut Slot, call: SbiCall) -> Next {
     }
 }
 
-/// Stops a VM for good and logs why.
+/// Stops a VM for good and logs why. Only the call that makes the transition
+/// (see [`fv_vm::Lifecycle::stop`]) logs and counts it: a VM is counted as
+/// stopped exactly once, whoever races to stop it.
 pub fn stop_vm(vm: &Vm, reason: StopReason) {
-    let prev = vm.state.swap(state::STOPPED, Ordering::AcqRel);
-    if prev == state::STOPPED {
-        return;
+    if vm.state.stop().is_some() {
+        stopped(vm, reason);
     }
+}
+
+/// What follows a VM's transition to stopped (made by the caller): record
+/// the reason, log it with the VM's exit counts, and count it out of the
+/// running VMs (the machine powers off when none is left).
+fn stopped(vm: &Vm, reason: StopReason) {
     {
         let mut inner = vm.inner.lock();
         flush_line(vm, &mut inner);
@@ -989,64 +1023,132 @@ pub fn stop_vm(vm: &Vm, reason: StopReason) {
 }
 
 /// Waits until none of `vm`'s vCPUs is in the guest (they leave at their next
-/// exit once kicked, and a stopped VM's vCPUs never enter again).
-pub fn wait_vcpus_out(vm: &Vm) {
+/// exit once kicked, and a stopped VM's vCPUs never enter again). `except` is
+/// a vCPU not to wait for (the caller's own).
+pub fn wait_vcpus_out(vm: &Vm, except: Option<usize>) {
     kick_vm(vm);
-    for v in &vm.vcpus {
-        while v.running.load(Ordering::Acquire) {
+    for (i, v) in vm.vcpus.iter().enumerate() {
+        if Some(i) == except {
+            continue;
+        }
+        // SeqCst: pairs with the vCPU's own store of `running` before it
+        // reads the VM state (see `run_slot`).
+        while v.running.load(Ordering::SeqCst) {
             core::hint::spin_loop();
         }
     }
 }
 
-/// Reboots a VM: stops all its vCPUs, reloads its images, restarts vCPU 0.
-/// `caller` is the vCPU asking (SBI SRST), `None` for the operator. Returns
-/// false if the VM was not running.
+/// Reboots a VM: stops all its vCPUs, gives it the state of a fresh power-on
+/// (devices, interrupt controller, pending interrupts, console input, HSM),
+/// reloads its images, restarts vCPU 0. `caller` is the vCPU asking (SBI
+/// SRST), `None` for the operator. Returns false if the VM was not running,
+/// or was stopped while it rebooted (it then stays stopped).
 pub fn reboot_vm(vm: &Vm, caller: Option<usize>) -> bool {
-    if vm
-        .state
-        .compare_exchange(
-            state::RUNNING,
-            state::REBOOTING,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        )
-        .is_err()
-    {
+    if !vm.state.begin_reboot() {
         return false;
     }
     log!("VM '{}' rebooting", vm.name);
-    kick_vm(vm);
-    for (i, v) in vm.vcpus.iter().enumerate() {
-        if Some(i) != caller {
-            while v.running.load(Ordering::Acquire) {
-                core::hint::spin_loop();
-            }
-        }
+    wait_vcpus_out(vm, caller);
+    for v in &vm.vcpus {
         v.pending_irq.store(0, Ordering::Release);
         v.fence.store(0, Ordering::Release);
         *v.start.lock() = None;
     }
+    vm.reset_devices();
     if let Err(e) = vm.load_images() {
         log!("VM '{}': reboot failed: {}", vm.name, e);
-        vm.state.store(state::RUNNING, Ordering::Release);
-        stop_vm(vm, StopReason::Fault);
+        // Unless a stop came first (and was counted), this stops it.
+        if vm.state.fail_reboot() {
+            stopped(vm, StopReason::Fault);
+        }
         return false;
     }
-    {
-        let mut inner = vm.inner.lock();
-        let _ = inner.hsm.reset(0);
-    }
+    // The new generation first: every vCPU resets itself when it sees it,
+    // and none may run the old state once the VM is running again.
     vm.generation.fetch_add(1, Ordering::AcqRel);
-    vm.state.store(state::RUNNING, Ordering::Release);
+    if !vm.state.finish_reboot() {
+        // Stopped (or destroyed) while rebooting: it stays so.
+        log!("VM '{}' was stopped during its reboot", vm.name);
+        return false;
+    }
     kick_vm(vm);
     true
+}
+
+/// Makes every hart drop every G-stage translation it holds, and returns once
+/// they all have (each online hart acknowledges at its next loop or guest
+/// entry; a hart running a guest is kicked out of it). Called before a VM's
+/// table and RAM frames are freed: a hart that ran the VM might otherwise
+/// still translate its guest addresses to frames that now belong to another
+/// VM.
+///
+/// Context: any hart, no vCPU of the calling hart in the guest, no lock held
+/// that a hart needs to reach its next loop or guest entry.
+pub fn fence_gstage_all_harts() {
+    let me = crate::boot::cpu_index();
+    let epoch = GFENCE_EPOCH.fetch_add(1, Ordering::SeqCst).wrapping_add(1);
+    gstage_fence_check(me);
+    let ncpus = host().ncpus.min(MAX_HARTS);
+    for cpu in (0..ncpus).filter(|&c| c != me) {
+        kick(cpu);
+    }
+    for cpu in (0..ncpus).filter(|&c| c != me) {
+        let mut spins = 0u64;
+        while ONLINE[cpu].load(Ordering::SeqCst) && GFENCE_SEEN[cpu].load(Ordering::SeqCst) < epoch
+        {
+            spins += 1;
+            if spins.is_multiple_of(RE_KICK_SPINS) {
+                kick(cpu);
+            }
+            core::hint::spin_loop();
+        }
+    }
+}
+
+/// Performs the G-stage fence other harts asked for, if any (cheap otherwise:
+/// one load). Called at the top of every hart's loop and before every guest
+/// entry.
+fn gstage_fence_check(cpu: usize) {
+    let epoch = GFENCE_EPOCH.load(Ordering::SeqCst);
+    let Some(seen) = GFENCE_SEEN.get(cpu) else {
+        return;
+    };
+    if seen.load(Ordering::Relaxed) < epoch {
+        csr::hfence_gvma_all();
+        seen.fetch_max(epoch, Ordering::SeqCst);
+    }
+}
+
+/// Spins between two kicks of a hart that has not answered yet (an IPI that
+/// arrived while the hart was about to clear its last one is not lost, but a
+/// second one costs nothing).
+const RE_KICK_SPINS: u64 = 1 << 16;
+
+/// Waits until `vcpu` has performed the fences in `bits` that were requested
+/// of it, or is out of the guest (it performs them before it enters again).
+/// The request was made before this call (SeqCst, see `run_slot`).
+fn wait_fenced(vm: &Vm, vcpu: usize, bits: u32) {
+    let Some(sh) = vm.vcpus.get(vcpu) else { return };
+    let me = crate::boot::cpu_index();
+    let mut spins = 0u64;
+    while sh.in_guest.load(Ordering::SeqCst) && sh.fence.load(Ordering::SeqCst) & bits != 0 {
+        spins += 1;
+        if spins.is_multiple_of(RE_KICK_SPINS) {
+            kick(sh.cpu.load(Ordering::Acquire));
+        }
+        // Never keep another hart's G-stage fence waiting on this one.
+        gstage_fence_check(me);
+        core::hint::spin_loop();
+    }
 }
 
 fn finish(cpu: usize) -> ! {
     if cpu != 0 {
         loop {
             csr::wfi();
+            clear_ipi();
+            gstage_fence_check(cpu);
         }
     }
     let failed = ANY_FAILURE.load(Ordering::Acquire);
@@ -1065,6 +1167,9 @@ fn finish(cpu: usize) -> ! {
 /// The SBI implementation's view of the calling vCPU and its VM.
 struct Env<'a> {
     vm: &'a Vm,
+    /// Remote fences requested by this call, waited for in
+    /// `remote_fences_issued`.
+    fenced: Vec<(usize, u32)>,
     vcpu: usize,
     arch: &'a mut RiscvVcpu,
     timer: &'a mut Option<u64>,
@@ -1122,13 +1227,24 @@ impl SbiEnv for Env<'_> {
     }
 
     fn remote_fence(&mut self, vcpu: usize, fence: Fence) {
-        let sh = &self.vm.vcpus[vcpu];
         let bit = match fence {
             Fence::I => FENCE_I,
             _ => FENCE_VVMA,
         };
-        sh.fence.fetch_or(bit, Ordering::AcqRel);
-        kick(sh.cpu.load(Ordering::Acquire));
+        if let Some(sh) = self.vm.vcpus.get(vcpu) {
+            // SeqCst: pairs with the target's `in_guest` store (see `run_slot`).
+            sh.fence.fetch_or(bit, Ordering::SeqCst);
+            kick(sh.cpu.load(Ordering::Acquire));
+            self.fenced.push((vcpu, bit));
+        }
+    }
+
+    fn remote_fences_issued(&mut self) {
+        // Every target has fenced, or is out of the guest and fences before
+        // it enters again: SBI RFENCE returns only then (Linux relies on it).
+        for (vcpu, bit) in core::mem::take(&mut self.fenced) {
+            wait_fenced(self.vm, vcpu, bit);
+        }
     }
 
     fn is_guest_ram(&self, gpa: GuestPhysAddr, len: u64) -> bool {

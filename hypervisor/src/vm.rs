@@ -6,7 +6,7 @@ use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use fv_addr::{GuestPhysAddr, HostPhysAddr, Range, MEGA_PAGE_SIZE, PAGE_SIZE};
 use fv_bootpkg::VmSpec;
 use fv_devices::plic::Plic;
@@ -20,7 +20,7 @@ pub const HISTORY_BYTES: usize = 16 * 1024;
 pub const LINE_BYTES: usize = 512;
 use fv_guest_sbi::HsmStates;
 use fv_stage2::{GStage, Mode, Perms};
-use fv_vm::{GuestMemory, GuestMemoryError, VcpuBoot};
+use fv_vm::{GuestMemory, GuestMemoryError, Lifecycle, VcpuBoot};
 use spin::Mutex;
 
 /// Guest RAM is handed out and mapped in 2 MiB chunks.
@@ -57,20 +57,6 @@ impl StopReason {
     }
 }
 
-/// VM run state values (in [`Vm::state`]).
-pub mod state {
-    /// Running (vCPUs may be scheduled).
-    pub const RUNNING: u8 = 0;
-    /// Being rebooted: no vCPU may enter the guest.
-    pub const REBOOTING: u8 = 1;
-    /// Stopped for good.
-    pub const STOPPED: u8 = 2;
-    /// Paused by the operator: no vCPU is scheduled, guest time stands still.
-    pub const PAUSED: u8 = 3;
-    /// Stopped and its memory freed (`vm destroy`); `vm start` builds it again.
-    pub const DESTROYED: u8 = 4;
-}
-
 /// Per-vCPU requests other harts make (IPIs, starts, fences), and where it runs.
 #[derive(Debug)]
 pub struct VcpuShared {
@@ -86,6 +72,10 @@ pub struct VcpuShared {
     pub eip: AtomicBool,
     /// Whether the vCPU is between `load` and `put` on some hart.
     pub running: AtomicBool,
+    /// Whether the vCPU is in the guest (or about to enter it, its fence
+    /// requests already taken): remote fences wait for such a vCPU to leave
+    /// or to take their request.
+    pub in_guest: AtomicBool,
     /// Exits by reason.
     pub exits: AtomicExitCounts,
     /// SBI calls by extension.
@@ -161,8 +151,8 @@ pub struct Vm {
     pub ram: Range<GuestPhysAddr>,
     /// What the package says about it (images are reloaded from here on reboot).
     pub spec: VmSpec<'static>,
-    /// Run state ([`state`]).
-    pub state: AtomicU8,
+    /// Run state: every transition is one atomic step ([`Lifecycle`]).
+    pub state: Lifecycle,
     /// Bumped on every reboot; vCPUs reset themselves when they see it change.
     pub generation: AtomicU32,
     /// Host `time` when it was paused (valid in [`state::PAUSED`]).
@@ -286,6 +276,7 @@ impl Vm {
                 run_ticks: AtomicU64::new(0),
                 migrations: AtomicU64::new(0),
                 running: AtomicBool::new(false),
+                in_guest: AtomicBool::new(false),
             })
             .collect();
         let vm = Vm {
@@ -296,7 +287,7 @@ impl Vm {
             mode,
             ram,
             spec,
-            state: AtomicU8::new(state::RUNNING),
+            state: Lifecycle::new(),
             generation: AtomicU32::new(0),
             paused_at: AtomicU64::new(0),
             paused_ticks: AtomicU64::new(0),
@@ -408,6 +399,9 @@ impl Vm {
     /// cleared before anyone else sees them). Its vCPUs must all be out of the
     /// guest and the VM stopped. Returns the bytes freed.
     pub fn release(&self) -> u64 {
+        // No hart may still hold a translation to these frames when they are
+        // handed to someone else: every hart fences before anything is freed.
+        crate::sched::fence_gstage_all_harts();
         let mut inner = self.inner.lock();
         let mut freed = 0;
         {
@@ -456,15 +450,12 @@ impl Vm {
             inner.chunks = chunks;
             inner.needs_zero = needs_zero;
             inner.mapped.iter_mut().for_each(|m| *m = false);
-            inner.devices.reset();
-            inner.input.clear();
-            let _ = inner.hsm.reset(0);
             inner.stop_reason = None;
         }
+        self.reset_devices();
         for v in &self.vcpus {
             v.pending_irq.store(0, Ordering::Release);
             v.fence.store(0, Ordering::Release);
-            v.eip.store(false, Ordering::Release);
             *v.start.lock() = None;
             // A re-created VM is a new instance: its statistics start over
             // (a reboot keeps them: the same instance runs on).
@@ -494,10 +485,25 @@ impl Vm {
 
     /// Whether the VM is stopped (or destroyed): none of its vCPUs may run.
     pub fn is_stopped(&self) -> bool {
-        matches!(
-            self.state.load(Ordering::Acquire),
-            state::STOPPED | state::DESTROYED
-        )
+        self.state.is_stopped()
+    }
+
+    /// Gives the VM's devices, interrupt controller and interrupt lines the
+    /// state of a fresh power-on (reboot and re-creation): device registers,
+    /// PLIC priorities, enables and claimed sources, queued console input,
+    /// every vCPU's external-interrupt level, HSM states (vCPU 0 started).
+    /// Console output already transmitted is printed first.
+    pub fn reset_devices(&self) {
+        let mut inner = self.inner.lock();
+        crate::sched::device_side_effects(self, &mut inner);
+        inner.devices.reset();
+        inner.input.clear();
+        let _ = inner.hsm.reset(0);
+        // The reset lowered every line: what changed is moot, the levels are 0.
+        while inner.devices.take_changed().is_some() {}
+        for v in &self.vcpus {
+            v.eip.store(false, Ordering::Release);
+        }
     }
 }
 

@@ -158,6 +158,7 @@ fn rfence_call<E: SbiEnv + ?Sized>(env: &mut E, call: &SbiCall) -> Result<u64, S
     for vcpu in &targets {
         env.remote_fence(vcpu, fence);
     }
+    env.remote_fences_issued();
     Ok(0)
 }
 

@@ -93,8 +93,15 @@ pub trait SbiEnv {
     fn send_ipi(&mut self, vcpu: usize);
 
     /// Makes `vcpu` (may be the caller) perform `fence` before it next runs
-    /// guest code. Returns once the request is queued or done.
+    /// guest code. Returns once the request is queued or done; the call ends
+    /// with [`SbiEnv::remote_fences_issued`].
     fn remote_fence(&mut self, vcpu: usize, fence: Fence);
+
+    /// Called once after the [`SbiEnv::remote_fence`] requests of one RFENCE
+    /// call: returns only when every target has performed its fence or is out
+    /// of the guest and will perform it before it runs guest code again (the
+    /// SBI spec's remote fences are complete when the call returns).
+    fn remote_fences_issued(&mut self) {}
 
     /// Whether all `len` bytes from `gpa` are guest RAM (not MMIO, not
     /// unmapped). `len` is at least 1 and `gpa + len` does not overflow.

@@ -231,6 +231,18 @@ fn rfence_fence_i() {
     );
 }
 
+/// A remote fence is complete when the call returns: the core is asked to
+/// wait once, after every target's request, and never for a rejected call.
+#[test]
+fn rfence_waits_for_targets_once_after_all_requests() {
+    let mut vm = MockVm::new(4);
+    assert_eq!(vm.ret(RFENCE, 1, a(&[0b1011, 0, 0, 0])), ok(0));
+    assert_eq!(vm.fence_waits, [3]);
+    // A bad hart mask is refused before anything is requested.
+    assert_ne!(vm.ret(RFENCE, 1, a(&[0b1, 9, 0, 0])).error, 0);
+    assert_eq!(vm.fence_waits, [3]);
+}
+
 #[test]
 fn rfence_sfence_vma_range() {
     let mut vm = MockVm::new(2);

@@ -6,6 +6,9 @@
 //! the magic is there: check the image was reloaded, clear the magic, print
 //! `DONE` with the checks of both boots, and shut down.
 //!
+//! Devices too: the first boot leaves the UART's registers set and its PLIC
+//! source claimed, the second checks they were reset (`devices`).
+//!
 //! The magic lives in the last 16 bytes of RAM that hold nothing in use
 //! (image, stacks, DTB, reserved memory), computed the same way on both boots.
 #![no_std]
@@ -13,6 +16,8 @@
 
 use core::ptr::{read_volatile, write_volatile};
 use core::sync::atomic::{compiler_fence, Ordering};
+
+mod devices;
 
 use fv_guest_rt::sbi;
 use fv_guest_rt::{println, Platform, Region, Reporter};
@@ -55,9 +60,13 @@ fn main(p: &'static Platform, r: &'static Reporter) {
     let data = unsafe { read_volatile(core::ptr::addr_of!(DATA_PROBE)) };
     println!("INFO: srst-test: magic word at {at:#x}: {seen:#x}; data probe {data:#x}");
 
+    let devices = devices::Devices::find(p, r);
     if seen != MAGIC {
         // First boot.
         r.check_eq("data-initial-first-boot", data, DATA_INITIAL);
+        if let Some(d) = &devices {
+            d.dirty(r);
+        }
         r.pass("reboot-requested");
         // SAFETY: as above; DATA_PROBE is written only here.
         unsafe {
@@ -89,6 +98,9 @@ fn main(p: &'static Platform, r: &'static Reporter) {
     r.add_passed((before & 0xffff_ffff) as usize);
     r.add_failed((before >> 32) as usize);
     r.pass("rebooted");
+    if let Some(d) = &devices {
+        d.check_reset(r);
+    }
     r.check(
         "image-reloaded",
         data == DATA_INITIAL,

@@ -51,6 +51,9 @@ pub struct MockVm {
     pub console_error: Option<ConsoleError>,
     /// Error start_vcpu fails with (a lost race).
     pub start_error: Option<HsmError>,
+    /// For each `remote_fences_issued` call: how many fences had been
+    /// requested by then.
+    pub fence_waits: Vec<usize>,
 }
 
 impl MockVm {
@@ -67,6 +70,7 @@ impl MockVm {
             console_count_override: None,
             console_error: None,
             start_error: None,
+            fence_waits: Vec::new(),
         }
     }
 
@@ -152,6 +156,15 @@ impl SbiEnv for MockVm {
     fn send_ipi(&mut self, vcpu: usize) {
         self.check_vcpu(vcpu);
         self.events.push(Event::Ipi(vcpu));
+    }
+
+    fn remote_fences_issued(&mut self) {
+        let n = self
+            .events
+            .iter()
+            .filter(|e| matches!(e, Event::Fence(..)))
+            .count();
+        self.fence_waits.push(n);
     }
 
     fn remote_fence(&mut self, vcpu: usize, fence: Fence) {
