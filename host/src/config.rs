@@ -6,7 +6,8 @@
 //! name: demo            # optional, default "vm0"
 //! vcpus: 2              # optional, default 1
 //! memory: 256M
-//! kernel: guest.elf     # ELF64 RISC-V, Linux RISC-V Image, or a flat binary
+//! kernel: guest.elf     # ELF64 RISC-V or Linux RISC-V Image (see kernel_format)
+//! kernel_format: auto   # optional: auto (default), elf, image or flat
 //! initrd: rootfs.cpio   # optional
 //! command_line: console=ttyS0   # optional
 //! weight: 200           # optional scheduling weight, 1..=10000 (default 100)
@@ -35,13 +36,27 @@
 //! relative is then relative to the config file. Sizes are a number with an
 //! optional binary suffix: `K`, `M`, `G`, `T` (also `KiB`, `MB`, ...; all powers of
 //! 1024). Every error names the file, the line, the field and the problem.
+//!
+//! Checked before anything is built or started: `kernel` and `initrd` must be
+//! regular, readable, non-empty files (a directory, an unreadable or an empty
+//! file each get their own message); the kernel must be an ELF64 RISC-V
+//! executable or a Linux RISC-V Image unless `kernel_format: flat` forces a flat
+//! binary (see [`crate::loader`]); and the machine's memory must hold the VMs, the
+//! boot package's images and [`HYPERVISOR_RESERVE`] (see [`Config`]).
+//! [`Config::check_host_memory`] compares the machine with what this host can give
+//! QEMU; `ferrovisor run` calls it before building anything.
 
 use std::fmt;
+use std::fs::File;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use serde_saphyr::{DefaultMessageFormatter, MessageFormatter, Spanned};
 
+use crate::loader::{self, FormatChoice, KernelFormat};
+pub use crate::package::HYPERVISOR_RESERVE;
+use crate::qemu::HostMemory;
 use crate::MIB;
 
 /// Most vCPUs per VM (the boot package's limit).
@@ -51,8 +66,12 @@ pub const MAX_HOST_CPUS: u32 = 64;
 /// Most VMs per machine (the boot package's limit).
 pub const MAX_VMS: usize = fv_bootpkg::MAX_VMS;
 /// When the machine's memory is not given: this much on top of the VMs' memory, for
-/// OpenSBI, the hypervisor and the boot package (which holds copies of the images).
+/// OpenSBI, the hypervisor and the boot package (which holds copies of the images);
+/// more when the images need it (see [`default_overhead`]).
 pub const DEFAULT_HOST_OVERHEAD: u64 = 256 * MIB;
+/// Allowance for the boot package beyond its images (header, VM records, names,
+/// command lines, page padding), used only to size a default machine.
+pub const PACKAGE_SLACK: u64 = 4 * MIB;
 /// The only architecture so far.
 pub const ARCHES: &[&str] = &["riscv64"];
 
@@ -126,6 +145,9 @@ pub struct VmConfig {
     pub memory_bytes: u64,
     /// Kernel file (absolute, or relative to the current directory).
     pub kernel: PathBuf,
+    /// How to read the kernel file (`kernel_format`; default: recognise ELF or a
+    /// Linux Image, refuse anything else).
+    pub kernel_format: FormatChoice,
     /// Initial ramdisk file.
     pub initrd: Option<PathBuf>,
     /// Kernel command line.
@@ -136,7 +158,25 @@ pub struct VmConfig {
     pub pin: Option<u32>,
 }
 
+/// Where the machine's memory size came from (for messages).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemoryOrigin {
+    /// Given (`machine.memory`, on this line when known; or chosen in code).
+    Given(Option<u32>),
+    /// Not given: the VMs' memory plus [`default_overhead`].
+    Default,
+}
+
 /// A validated configuration.
+///
+/// Validation includes the machine's memory: it must hold the sum of the VMs'
+/// memory, the boot package and [`HYPERVISOR_RESERVE`] (32 MiB: OpenSBI's
+/// reserved region, the hypervisor image, its heap, frame and G-stage tables).
+/// The boot package is counted as the bytes of its images, each kernel and initrd
+/// file once (VMs booting the same file share one copy): the `PT_LOAD` data of an
+/// ELF kernel, the whole file otherwise. That is a lower bound of the package
+/// (which also has a header and page padding), so no config is refused that
+/// fits; `package::build` checks the exact size before anything is written.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     /// The file it came from (used in messages).
@@ -145,17 +185,131 @@ pub struct Config {
     pub machine: Machine,
     /// The VMs, in file order.
     pub vms: Vec<VmConfig>,
+    /// Where `machine.memory_bytes` came from.
+    pub memory_origin: MemoryOrigin,
 }
 
 /// Reads and validates the config file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+    let error = |problem: String| ConfigError {
         file: path.to_path_buf(),
         line: None,
         field: "(file)".into(),
-        problem: format!("cannot read the config file: {e}"),
-    })?;
+        problem,
+    };
+    let (mut file, _) = open_input_file(path, "config")
+        .map_err(|p| error(format!("cannot read the config file: {p}")))?;
+    let mut text = String::new();
+    file.read_to_string(&mut text)
+        .map_err(|e| error(format!("cannot read the config file: {e}")))?;
     parse(&text, path)
+}
+
+/// Opens input file `path` (`what` names it in messages: "kernel", "initrd",
+/// "hypervisor"), which must exist, be a regular file, be readable and not be
+/// empty; returns it and its size. Each problem has its own message naming the
+/// path: "does not exist", "is a directory", "permission denied", "is empty".
+pub fn open_input_file(path: &Path, what: &str) -> Result<(File, u64), String> {
+    let shown = path.display();
+    let meta = std::fs::metadata(path).map_err(|e| {
+        if e.kind() == io::ErrorKind::NotFound {
+            if let Ok(target) = std::fs::read_link(path) {
+                return format!(
+                    "{what} file {shown} is a symbolic link to {}, which does not exist",
+                    target.display()
+                );
+            }
+        }
+        format!("{what} file {shown}: {}", io_problem(&e))
+    })?;
+    if meta.is_dir() {
+        return Err(format!("{what} path {shown} is a directory, not a file"));
+    }
+    if !meta.is_file() {
+        return Err(format!(
+            "{what} path {shown} is not a regular file (a device, FIFO or socket)"
+        ));
+    }
+    let file = File::open(path).map_err(|e| format!("{what} file {shown}: {}", io_problem(&e)))?;
+    if meta.len() == 0 {
+        return Err(format!("{what} file {shown} is empty"));
+    }
+    Ok((file, meta.len()))
+}
+
+/// [`open_input_file`] without keeping the file open: `Ok` with the size.
+pub fn check_input_file(path: &Path, what: &str) -> Result<u64, String> {
+    open_input_file(path, what).map(|(_, len)| len)
+}
+
+/// An I/O error as the end of a sentence: "does not exist", "permission denied
+/// (...)", else the OS's words.
+fn io_problem(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::NotFound => "does not exist".into(),
+        io::ErrorKind::PermissionDenied => {
+            "permission denied (it, or a directory on its path, may not be read by this user)"
+                .into()
+        }
+        io::ErrorKind::NotADirectory => {
+            "does not exist (a component of its path is a file, not a directory)".into()
+        }
+        _ => format!("cannot be read: {e}"),
+    }
+}
+
+/// The format `path` will be loaded as under `choice`, or what is wrong with the
+/// file (see [`open_input_file`] and [`loader::identify`]).
+pub fn check_kernel_file(path: &Path, choice: FormatChoice) -> Result<KernelFormat, String> {
+    let (file, _) = open_input_file(path, "kernel")?;
+    let mut header = Vec::with_capacity(loader::HEADER_LEN);
+    file.take(loader::HEADER_LEN as u64)
+        .read_to_end(&mut header)
+        .map_err(|e| format!("kernel file {}: {}", path.display(), io_problem(&e)))?;
+    loader::identify(&header, choice).map_err(|e| format!("kernel file {}: {e}", path.display()))
+}
+
+/// The bytes of the boot package's images for `vms` (at least): each kernel and
+/// initrd file once (by canonical path and format), an ELF kernel by its
+/// `PT_LOAD` data, anything else whole. Files that cannot be read count 0 (they
+/// are reported on their own).
+pub fn image_bytes(vms: &[VmConfig]) -> u64 {
+    let mut seen: Vec<(PathBuf, Option<KernelFormat>)> = Vec::new();
+    let mut total = 0u64;
+    let mut count = |path: &Path, format: Option<KernelFormat>| {
+        let key = (
+            std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()),
+            format,
+        );
+        if seen.contains(&key) {
+            return;
+        }
+        seen.push(key);
+        let bytes = match format {
+            Some(f) => loader::image_bytes(path, f).unwrap_or(0),
+            None => std::fs::metadata(path).map_or(0, |m| m.len()),
+        };
+        total = total.saturating_add(bytes);
+    };
+    for vm in vms {
+        if let Ok(format) = check_kernel_file(&vm.kernel, vm.kernel_format) {
+            count(&vm.kernel, Some(format));
+        }
+        if let Some(initrd) = &vm.initrd {
+            count(initrd, None);
+        }
+    }
+    total
+}
+
+/// What a machine whose memory is not given gets on top of the VMs' memory:
+/// [`DEFAULT_HOST_OVERHEAD`], or more when the boot package's `images` (see
+/// [`image_bytes`]) plus [`HYPERVISOR_RESERVE`] and [`PACKAGE_SLACK`] need it.
+pub fn default_overhead(images: u64) -> u64 {
+    images
+        .saturating_add(HYPERVISOR_RESERVE + PACKAGE_SLACK)
+        .next_multiple_of(MIB)
+        .max(DEFAULT_HOST_OVERHEAD)
 }
 
 /// Validates config `text`, which came from `path` (relative paths in it are
@@ -188,9 +342,11 @@ impl Config {
             ctx.check_vcpus(vm.vcpus, None, &field("vcpus"))?;
             ctx.check_vm_memory(vm.memory_bytes, None, &field("memory"))?;
             ctx.check_name(&vm.name, None, &field("name"))?;
-            ctx.check_file(&vm.kernel, None, &field("kernel"), "kernel")?;
+            check_kernel_file(&vm.kernel, vm.kernel_format)
+                .map_err(|p| ctx.err(None, &field("kernel"), p))?;
             if let Some(initrd) = &vm.initrd {
-                ctx.check_file(initrd, None, &field("initrd"), "initrd")?;
+                check_input_file(initrd, "initrd")
+                    .map_err(|p| ctx.err(None, &field("initrd"), p))?;
             }
         }
         ctx.check_machine_values(&machine, &machine_lines)?;
@@ -199,6 +355,48 @@ impl Config {
             path: path.to_path_buf(),
             machine,
             vms,
+            memory_origin: MemoryOrigin::Given(None),
+        })
+    }
+}
+
+impl Config {
+    /// Checks the machine's memory against what this host can give QEMU
+    /// ([`HostMemory`]); the error names the config file, `machine.memory` (its
+    /// line, or that it was not set and what it defaulted to) and both numbers.
+    pub fn check_host_memory(&self, host: &HostMemory) -> Result<(), ConfigError> {
+        let m = self.machine.memory_bytes;
+        if m <= host.limit {
+            return Ok(());
+        }
+        let (line, how) = match self.memory_origin {
+            MemoryOrigin::Given(line) => (line, format!("the machine's {}", format_size(m))),
+            MemoryOrigin::Default => {
+                let sum = self
+                    .vms
+                    .iter()
+                    .map(|v| v.memory_bytes)
+                    .fold(0u64, u64::saturating_add);
+                (
+                    None,
+                    format!(
+                        "not set, so the machine gets the VMs' memory {} + {} = {}, which",
+                        format_size(sum),
+                        crate::qemu::mib(m.saturating_sub(sum)),
+                        format_size(m)
+                    ),
+                )
+            }
+        };
+        Err(ConfigError {
+            file: self.path.clone(),
+            line,
+            field: "machine.memory".into(),
+            problem: format!(
+                "{how} is more than this host can give QEMU: {} ({}); QEMU would fail to allocate it. Lower the VMs' memory and machine.memory",
+                crate::qemu::mib(host.limit),
+                host.source
+            ),
         })
     }
 }
@@ -263,6 +461,7 @@ struct RawFile {
     vcpus: Option<Spanned<u32>>,
     memory: Option<Spanned<String>>,
     kernel: Option<Spanned<String>>,
+    kernel_format: Option<Spanned<String>>,
     initrd: Option<Spanned<String>>,
     command_line: Option<Spanned<String>>,
     weight: Option<Spanned<u32>>,
@@ -278,6 +477,7 @@ struct RawVm {
     vcpus: Option<Spanned<u32>>,
     memory: Option<Spanned<String>>,
     kernel: Option<Spanned<String>>,
+    kernel_format: Option<Spanned<String>>,
     initrd: Option<Spanned<String>>,
     command_line: Option<Spanned<String>>,
     weight: Option<Spanned<u32>>,
@@ -311,6 +511,8 @@ struct VmLines {
 struct MachineLines {
     start: Option<u32>,
     memory: Option<u32>,
+    /// `machine.memory` was given (not defaulted).
+    given: bool,
 }
 
 struct Ctx<'a> {
@@ -340,6 +542,10 @@ impl Ctx<'_> {
                     ("vcpus", raw.vcpus.as_ref().and_then(line_of)),
                     ("memory", raw.memory.as_ref().and_then(line_of)),
                     ("kernel", raw.kernel.as_ref().and_then(line_of)),
+                    (
+                        "kernel_format",
+                        raw.kernel_format.as_ref().and_then(line_of),
+                    ),
                     ("initrd", raw.initrd.as_ref().and_then(line_of)),
                     ("command_line", raw.command_line.as_ref().and_then(line_of)),
                     ("weight", raw.weight.as_ref().and_then(line_of)),
@@ -350,6 +556,7 @@ impl Ctx<'_> {
                     raw.vcpus.is_some(),
                     raw.memory.is_some(),
                     raw.kernel.is_some(),
+                    raw.kernel_format.is_some(),
                     raw.initrd.is_some(),
                     raw.command_line.is_some(),
                     raw.weight.is_some(),
@@ -387,6 +594,7 @@ impl Ctx<'_> {
                     vcpus: raw.vcpus,
                     memory: raw.memory,
                     kernel: raw.kernel,
+                    kernel_format: raw.kernel_format,
                     initrd: raw.initrd,
                     command_line: raw.command_line,
                     weight: raw.weight,
@@ -399,10 +607,16 @@ impl Ctx<'_> {
         }
         let (machine, machine_lines) = self.machine(raw.machine, &vms)?;
         self.cross_checks(&machine, &machine_lines, &vms, &lines, single_form)?;
+        let memory_origin = if machine_lines.given {
+            MemoryOrigin::Given(machine_lines.memory)
+        } else {
+            MemoryOrigin::Default
+        };
         Ok(Config {
             path: self.file.to_path_buf(),
             machine,
             vms,
+            memory_origin,
         })
     }
 
@@ -442,12 +656,19 @@ impl Ctx<'_> {
                 "missing (the guest kernel or test binary)",
             )
         })?;
+        let kernel_format = match &raw.kernel_format {
+            Some(f) => FormatChoice::parse(&f.value)
+                .map_err(|p| self.err(line_of(f), &field(loader::FORMAT_FIELD), p))?,
+            None => FormatChoice::Auto,
+        };
         let kernel_path = self.resolve(&kernel.value, line_of(kernel), &field("kernel"))?;
-        self.check_file(&kernel_path, line_of(kernel), &field("kernel"), "kernel")?;
+        check_kernel_file(&kernel_path, kernel_format)
+            .map_err(|p| self.err(line_of(kernel), &field("kernel"), p))?;
         let initrd = match &raw.initrd {
             Some(i) => {
                 let p = self.resolve(&i.value, line_of(i), &field("initrd"))?;
-                self.check_file(&p, line_of(i), &field("initrd"), "initrd")?;
+                check_input_file(&p, "initrd")
+                    .map_err(|problem| self.err(line_of(i), &field("initrd"), problem))?;
                 Some(p)
             }
             None => None,
@@ -492,6 +713,7 @@ impl Ctx<'_> {
                 vcpus,
                 memory_bytes,
                 kernel: kernel_path,
+                kernel_format,
                 initrd,
                 command_line,
                 weight,
@@ -512,7 +734,7 @@ impl Ctx<'_> {
             .fold(0, u64::saturating_add);
         let max_vcpus = vms.iter().map(|v| v.vcpus).max().unwrap_or(1);
         let default_cpus = max_vcpus.min(MAX_HOST_CPUS);
-        let default_memory = vm_sum.saturating_add(DEFAULT_HOST_OVERHEAD);
+        let default_memory = vm_sum.saturating_add(default_overhead(image_bytes(vms)));
         let Some(raw) = raw else {
             let m = Machine {
                 arch: Arch::Riscv64,
@@ -591,6 +813,7 @@ impl Ctx<'_> {
             MachineLines {
                 start,
                 memory: memory_line,
+                given: raw.memory.is_some(),
             },
         ))
     }
@@ -688,6 +911,24 @@ impl Ctx<'_> {
                 ),
             ));
         }
+        let images = image_bytes(vms);
+        let needed = sum
+            .saturating_add(images)
+            .saturating_add(HYPERVISOR_RESERVE);
+        if needed > machine.memory_bytes {
+            return Err(self.err(
+                ml.memory.or(ml.start),
+                "machine.memory",
+                format!(
+                    "the machine needs at least {} (the VMs' memory {} + the boot package's kernel and initrd images {} + {} for OpenSBI and the hypervisor) but machine.memory is {}; raise it or give the VMs less",
+                    format_size(needed.next_multiple_of(MIB)),
+                    format_size(sum),
+                    crate::qemu::mib(images),
+                    format_size(HYPERVISOR_RESERVE),
+                    format_size(machine.memory_bytes)
+                ),
+            ));
+        }
         Ok(())
     }
 
@@ -737,23 +978,6 @@ impl Ctx<'_> {
                     "bad size {}: VM memory must be a multiple of 2M",
                     format_size(bytes)
                 ),
-            ));
-        }
-        Ok(())
-    }
-
-    fn check_file(
-        &self,
-        path: &Path,
-        line: Option<u32>,
-        field: &str,
-        what: &str,
-    ) -> Result<(), ConfigError> {
-        if !path.is_file() {
-            return Err(self.err(
-                line,
-                field,
-                format!("{what} file {} does not exist", path.display()),
             ));
         }
         Ok(())
@@ -889,12 +1113,32 @@ mod tests {
     /// A temporary directory with a kernel file in it.
     struct Dir(PathBuf);
 
+    /// The 64-byte header of an ELF64 RISC-V executable without segments (the
+    /// config only looks at the header).
+    fn elf_header(machine: u16) -> Vec<u8> {
+        let mut h = vec![0u8; 64];
+        h[..4].copy_from_slice(b"\x7fELF");
+        h[4] = 2; // ELF64
+        h[5] = 1; // little-endian
+        h[6] = 1;
+        h[16..18].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+        h[18..20].copy_from_slice(&machine.to_le_bytes());
+        h[52..54].copy_from_slice(&64u16.to_le_bytes());
+        h[54..56].copy_from_slice(&56u16.to_le_bytes());
+        h
+    }
+
+    /// What `k.elf` holds.
+    fn riscv_elf() -> Vec<u8> {
+        elf_header(243)
+    }
+
     impl Dir {
         fn new(tag: &str) -> Dir {
             let d = std::env::temp_dir().join(format!("fv-config-{tag}-{}", std::process::id()));
             let _ = fs::remove_dir_all(&d);
             fs::create_dir_all(&d).unwrap();
-            fs::write(d.join("k.elf"), b"kernel").unwrap();
+            fs::write(d.join("k.elf"), riscv_elf()).unwrap();
             fs::write(d.join("rd.cpio"), b"initrd").unwrap();
             Dir(d)
         }
@@ -1186,6 +1430,7 @@ mod tests {
             vcpus: 1,
             memory_bytes: 64 << 20,
             kernel: d.0.join("k.elf"),
+            kernel_format: FormatChoice::Auto,
             initrd: None,
             command_line: String::new(),
             weight: fv_bootpkg::DEFAULT_WEIGHT,
@@ -1303,7 +1548,7 @@ mod tests {
             rd.starts_with(&home) && rd.ends_with("rd.cpio") && rd.is_file(),
             "{rd:?}"
         );
-        assert_eq!(std::fs::read(k).unwrap(), b"kernel");
+        assert_eq!(std::fs::read(k).unwrap(), riscv_elf());
         assert_eq!(std::fs::read(rd).unwrap(), b"initrd");
     }
 
@@ -1332,5 +1577,360 @@ mod tests {
         let e = load(Path::new("/nonexistent/vm.yaml")).unwrap_err();
         assert!(e.to_string().contains("/nonexistent/vm.yaml"));
         assert!(e.problem.contains("cannot read"));
+        assert!(e.problem.contains("does not exist"), "{e}");
+        let d = Dir::new("cfgdir");
+        let e = load(&d.0).unwrap_err();
+        assert!(e.problem.contains("is a directory"), "{e}");
+        assert!(!e.problem.contains("does not exist"), "{e}");
+        fs::write(d.cfg(), "name: a\nmemory: 64M\nkernel: k.elf\n").unwrap();
+        assert!(load(&d.cfg()).is_ok());
+    }
+
+    // --- Bad host input: paths, kernel formats, memory -------------------------
+
+    /// A kernel or initrd path that is a directory says so, never "does not
+    /// exist"; in both forms and through `from_parts`.
+    #[test]
+    fn image_path_that_is_a_directory() {
+        let d = Dir::new("isdir");
+        fs::create_dir_all(d.0.join("kdir")).unwrap();
+        let e = d.parse("name: a\nmemory: 64M\nkernel: kdir\n").unwrap_err();
+        assert_error(&e, 3, "kernel", "is a directory, not a file");
+        assert!(!e.problem.contains("does not exist"), "{e}");
+        assert!(e.problem.contains("kdir"), "{e}");
+        d.expect_error(
+            "vms:\n  - name: a\n    memory: 64M\n    kernel: k.elf\n    initrd: kdir\n",
+            5,
+            "vms[0].initrd",
+            "initrd path",
+        );
+        d.expect_error(
+            "memory: 64M\nkernel: k.elf\ninitrd: kdir\n",
+            3,
+            "initrd",
+            "is a directory",
+        );
+        let vm = VmConfig {
+            kernel: d.0.join("kdir"),
+            ..vm_in(&d)
+        };
+        let e = Config::from_parts(&d.cfg(), machine_of(256), vec![vm]).unwrap_err();
+        assert_eq!(e.field, "vms[0].kernel");
+        assert!(e.problem.contains("is a directory"), "{e}");
+    }
+
+    /// An empty kernel or initrd is refused as empty.
+    #[test]
+    fn empty_image_files() {
+        let d = Dir::new("empty");
+        fs::write(d.0.join("empty.bin"), b"").unwrap();
+        let e = d
+            .parse("name: a\nmemory: 64M\nkernel: empty.bin\n")
+            .unwrap_err();
+        assert_error(&e, 3, "kernel", "is empty");
+        assert!(e.problem.contains("empty.bin"), "{e}");
+        // Forcing flat does not make an empty file a kernel.
+        d.expect_error(
+            "name: a\nmemory: 64M\nkernel: empty.bin\nkernel_format: flat\n",
+            3,
+            "kernel",
+            "is empty",
+        );
+        d.expect_error(
+            "name: a\nmemory: 64M\nkernel: k.elf\ninitrd: empty.bin\n",
+            4,
+            "initrd",
+            "initrd file",
+        );
+        d.expect_error(
+            "name: a\nmemory: 64M\nkernel: k.elf\ninitrd: empty.bin\n",
+            4,
+            "initrd",
+            "is empty",
+        );
+    }
+
+    /// A path whose target is gone, and a path through a file.
+    #[test]
+    fn dangling_link_and_file_in_the_path() {
+        let d = Dir::new("dangling");
+        std::os::unix::fs::symlink(d.0.join("gone.elf"), d.0.join("link.elf")).unwrap();
+        let e = d.parse("memory: 64M\nkernel: link.elf\n").unwrap_err();
+        assert_error(&e, 2, "kernel", "is a symbolic link to");
+        assert!(e.problem.contains("gone.elf, which does not exist"), "{e}");
+        d.expect_error(
+            "memory: 64M\nkernel: k.elf/inside\n",
+            2,
+            "kernel",
+            "does not exist",
+        );
+    }
+
+    /// A file this user may not read: permission denied, not "does not exist".
+    /// As root (who reads anything) a write-only sysfs attribute stands in, if
+    /// there is one.
+    #[test]
+    fn unreadable_image_file() {
+        let d = Dir::new("perm");
+        // SAFETY: geteuid has no preconditions and touches no memory.
+        let root = unsafe { libc::geteuid() } == 0;
+        let path = if root {
+            let denied = ["/sys/bus/pci/rescan", "/sys/bus/platform/drivers_probe"]
+                .into_iter()
+                .map(PathBuf::from)
+                .find(|p| {
+                    fs::File::open(p)
+                        .is_err_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied)
+                });
+            let Some(p) = denied else {
+                eprintln!(
+                    "unreadable_image_file: running as root and no unreadable file found; skipped"
+                );
+                return;
+            };
+            p
+        } else {
+            let p = d.0.join("secret.elf");
+            fs::write(&p, riscv_elf()).unwrap();
+            let mut perms = fs::metadata(&p).unwrap().permissions();
+            std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o000);
+            fs::set_permissions(&p, perms).unwrap();
+            p
+        };
+        let yaml = format!("memory: 64M\nkernel: {}\n", path.display());
+        d.expect_error(&yaml, 2, "kernel", "permission denied");
+        let yaml = format!("memory: 64M\nkernel: k.elf\ninitrd: {}\n", path.display());
+        let e = d.parse(&yaml).unwrap_err();
+        assert_error(&e, 3, "initrd", "permission denied");
+        assert!(!e.problem.contains("does not exist"), "{e}");
+    }
+
+    /// A text file is no kernel: refused with what it looks like, the accepted
+    /// formats and how to force a flat binary. The field names its line.
+    #[test]
+    fn text_file_as_kernel() {
+        let d = Dir::new("text");
+        fs::write(d.0.join("notes.txt"), "hello, I am not a kernel\n").unwrap();
+        let e = d
+            .parse("vms:\n  - name: a\n    memory: 64M\n    kernel: notes.txt\n")
+            .unwrap_err();
+        assert_error(
+            &e,
+            4,
+            "vms[0].kernel",
+            "not a kernel format Ferrovisor recognises",
+        );
+        for part in [
+            "notes.txt",
+            "text (it starts `hello, I am not a kernel`)",
+            "ELF64 RISC-V (riscv64) executable",
+            "Linux RISC-V Image",
+            "`kernel_format: flat`",
+        ] {
+            assert!(e.problem.contains(part), "no `{part}` in: {e}");
+        }
+    }
+
+    /// An ELF file for another machine is refused naming its architecture.
+    #[test]
+    fn wrong_architecture_elf_kernel() {
+        let d = Dir::new("arch-elf");
+        fs::write(d.0.join("x86.elf"), elf_header(62)).unwrap();
+        fs::write(d.0.join("arm.elf"), elf_header(183)).unwrap();
+        let e = d
+            .parse("name: a\nmemory: 64M\nkernel: x86.elf\n")
+            .unwrap_err();
+        assert_error(&e, 3, "kernel", "ELF file for x86-64 (e_machine 62)");
+        assert!(e.problem.contains("riscv64"), "{e}");
+        d.expect_error(
+            "name: a\nmemory: 64M\nkernel: arm.elf\n",
+            3,
+            "kernel",
+            "AArch64",
+        );
+    }
+
+    /// `kernel_format: flat` loads anything as a flat binary; other values are
+    /// checked; a forced format must match; the key is per VM.
+    #[test]
+    fn kernel_format_field() {
+        let d = Dir::new("format");
+        fs::write(d.0.join("payload.bin"), [0x6f, 0, 0, 0]).unwrap();
+        let c = d
+            .parse("name: a\nmemory: 64M\nkernel: payload.bin\nkernel_format: flat\n")
+            .unwrap();
+        assert_eq!(c.vms[0].kernel_format, FormatChoice::Flat);
+        let c = d.parse("name: a\nmemory: 64M\nkernel: k.elf\n").unwrap();
+        assert_eq!(c.vms[0].kernel_format, FormatChoice::Auto);
+        let c = d
+            .parse("vms:\n  - name: a\n    memory: 64M\n    kernel: k.elf\n    kernel_format: elf\n  - name: b\n    memory: 64M\n    kernel: payload.bin\n    kernel_format: flat\n")
+            .unwrap();
+        assert_eq!(
+            (c.vms[0].kernel_format, c.vms[1].kernel_format),
+            (FormatChoice::Elf, FormatChoice::Flat)
+        );
+        // Without it, the same file is refused and told about it.
+        d.expect_error(
+            "name: a\nmemory: 64M\nkernel: payload.bin\n",
+            3,
+            "kernel",
+            "first bytes 6f 00 00 00",
+        );
+        d.expect_error(
+            "name: a\nmemory: 64M\nkernel: payload.bin\nkernel_format: binary\n",
+            4,
+            "kernel_format",
+            "unknown kernel format `binary`; use `auto`",
+        );
+        d.expect_error(
+            "vms:\n  - name: a\n    memory: 64M\n    kernel: payload.bin\n    kernel_format: image\n",
+            4,
+            "vms[0].kernel",
+            "`kernel_format: image` but the file is not a Linux RISC-V Image",
+        );
+        d.expect_error(
+            "kernel_format: flat\nvms:\n  - name: a\n    memory: 64M\n    kernel: payload.bin\n",
+            1,
+            "kernel_format",
+            "move it into a VM",
+        );
+        // from_parts checks the format as a file does.
+        let vm = VmConfig {
+            kernel: d.0.join("payload.bin"),
+            ..vm_in(&d)
+        };
+        let e = Config::from_parts(&d.cfg(), machine_of(256), vec![vm.clone()]).unwrap_err();
+        assert_eq!(e.field, "vms[0].kernel");
+        assert!(e.problem.contains("kernel_format: flat"), "{e}");
+        let flat = VmConfig {
+            kernel_format: FormatChoice::Flat,
+            ..vm
+        };
+        assert!(Config::from_parts(&d.cfg(), machine_of(256), vec![flat]).is_ok());
+    }
+
+    /// The machine must hold the VMs, the images and 32M for OpenSBI and the
+    /// hypervisor; the images of a file used twice count once.
+    #[test]
+    fn machine_memory_too_small_for_vms_and_overhead() {
+        let d = Dir::new("overhead");
+        let f = fs::File::create(d.0.join("big.bin")).unwrap();
+        f.set_len(3 * MIB).unwrap();
+        let yaml = |machine: &str| {
+            format!("machine:\n  memory: {machine}\nvms:\n  - name: a\n    memory: 64M\n    kernel: big.bin\n    kernel_format: flat\n  - name: b\n    memory: 64M\n    kernel: big.bin\n    kernel_format: flat\n")
+        };
+        // 128M of VMs + 3M of image (once) + 32M = 163M.
+        let e = d.parse(&yaml("162M")).unwrap_err();
+        assert_error(&e, 2, "machine.memory", "the machine needs at least 163M");
+        for part in [
+            "the VMs' memory 128M",
+            "kernel and initrd images 3M",
+            "32M for OpenSBI and the hypervisor",
+            "machine.memory is 162M",
+        ] {
+            assert!(e.problem.contains(part), "no `{part}` in: {e}");
+        }
+        assert!(d.parse(&yaml("163M")).is_ok());
+        // The same through from_parts (no lines).
+        let vm = VmConfig {
+            kernel: d.0.join("big.bin"),
+            kernel_format: FormatChoice::Flat,
+            ..vm_in(&d)
+        };
+        let e = Config::from_parts(&d.cfg(), machine_of(98), vec![vm.clone()]).unwrap_err();
+        assert_eq!((e.field.as_str(), e.line), ("machine.memory", None));
+        assert!(e.problem.contains("needs at least 99M"), "{e}");
+        assert!(Config::from_parts(&d.cfg(), machine_of(99), vec![vm]).is_ok());
+    }
+
+    /// Without `machine.memory`, the machine gets room for large images.
+    #[test]
+    fn default_machine_memory_grows_with_the_images() {
+        let d = Dir::new("bigdefault");
+        let f = fs::File::create(d.0.join("rootfs.cpio")).unwrap();
+        f.set_len(300 * MIB).unwrap();
+        let c = d
+            .parse("memory: 512M\nkernel: k.elf\ninitrd: rootfs.cpio\n")
+            .unwrap();
+        // 300M + 32M + 4M is more than the usual 256M.
+        assert_eq!(c.machine.memory_bytes, (512 + 336) * MIB);
+        assert_eq!(c.memory_origin, MemoryOrigin::Default);
+        let c = d.parse("memory: 64M\nkernel: k.elf\n").unwrap();
+        assert_eq!(c.machine.memory_bytes, 64 * MIB + DEFAULT_HOST_OVERHEAD);
+    }
+
+    fn host(limit: u64) -> HostMemory {
+        HostMemory {
+            limit,
+            source: "MemTotal 1024M + SwapTotal 0M in /proc/meminfo".into(),
+            available: None,
+        }
+    }
+
+    /// A machine larger than the host can give QEMU: refused naming both numbers,
+    /// the line of `machine.memory`, or that it was the default.
+    #[test]
+    fn machine_memory_more_than_the_host_has() {
+        let d = Dir::new("host");
+        let c = d
+            .parse("machine:\n  cpus: 1\n  memory: 2G\nvms:\n  - name: a\n    memory: 64M\n    kernel: k.elf\n")
+            .unwrap();
+        assert_eq!(c.memory_origin, MemoryOrigin::Given(Some(3)));
+        let e = c.check_host_memory(&host(1 << 30)).unwrap_err();
+        assert_error(
+            &e,
+            3,
+            "machine.memory",
+            "the machine's 2G is more than this host can give QEMU: 1024M",
+        );
+        assert!(e.problem.contains("MemTotal 1024M + SwapTotal 0M"), "{e}");
+        assert!(c.check_host_memory(&host(2 << 30)).is_ok());
+        // Not given: the default is what is too large, and the message says so.
+        let c = d.parse("name: a\nmemory: 1G\nkernel: k.elf\n").unwrap();
+        let e = c.check_host_memory(&host(1 << 30)).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("vm.yaml: `machine.memory`"), "{msg}");
+        assert!(
+            msg.contains("not set, so the machine gets the VMs' memory 1G + 256M = 1280M"),
+            "{msg}"
+        );
+        assert!(msg.contains("1024M"), "{msg}");
+        // This host: a 16T machine is more than any test machine has.
+        let c = d
+            .parse("machine:\n  memory: 16T\nvms:\n  - memory: 64M\n    kernel: k.elf\n")
+            .unwrap();
+        let e = c
+            .check_host_memory(&HostMemory::read().unwrap())
+            .unwrap_err();
+        assert_error(
+            &e,
+            2,
+            "machine.memory",
+            "16T is more than this host can give QEMU",
+        );
+    }
+
+    fn vm_in(d: &Dir) -> VmConfig {
+        VmConfig {
+            name: "a".into(),
+            vcpus: 1,
+            memory_bytes: 64 << 20,
+            kernel: d.0.join("k.elf"),
+            kernel_format: FormatChoice::Auto,
+            initrd: None,
+            command_line: String::new(),
+            weight: fv_bootpkg::DEFAULT_WEIGHT,
+            pin: None,
+        }
+    }
+
+    fn machine_of(mib: u64) -> Machine {
+        Machine {
+            arch: Arch::Riscv64,
+            cpus: 1,
+            memory_bytes: mib * MIB,
+            cpu: None,
+            options: None,
+        }
     }
 }

@@ -163,6 +163,12 @@ fn main() -> ExitCode {
 
 fn package_only(config_path: PathBuf, output: PathBuf) -> Result<ExitCode> {
     let cfg = config::load(&config_path)?;
+    if output.is_dir() {
+        bail!(
+            "`--output` {} is a directory; give the package's file name",
+            output.display()
+        );
+    }
     let built = package::build(&cfg)?;
     package::write_atomically(&output, &built.bytes)?;
     for vm in &built.vms {
@@ -226,14 +232,31 @@ fn run(
     hypervisor: Option<PathBuf>,
 ) -> Result<ExitCode> {
     let t0 = Instant::now();
+    // Everything that can be checked is, before a package is written or QEMU
+    // started: the config (files, formats, the machine's memory), the host's
+    // memory, the hypervisor binary.
     let cfg = config::load(&config_path)?;
+    match qemu::HostMemory::read() {
+        Ok(host) => {
+            cfg.check_host_memory(&host)?;
+            if let Some(free) = host.available.filter(|&a| a < cfg.machine.memory_bytes) {
+                eprintln!(
+                    "ferrovisor: note: the machine's {} is more than the {} this host has available now; QEMU takes guest RAM as it is touched, so this may work, or swap",
+                    config::format_size(cfg.machine.memory_bytes),
+                    qemu::mib(free)
+                );
+            }
+        }
+        Err(e) => {
+            eprintln!("ferrovisor: warning: cannot tell the host's memory ({e}); not checked")
+        }
+    }
     let hypervisor = hypervisor.unwrap_or_else(paths::default_hypervisor);
-    if !hypervisor.is_file() {
-        bail!(
-            "hypervisor binary {} does not exist; build it with {}",
-            hypervisor.display(),
-            paths::BUILD_COMMAND
-        );
+    if let Err(problem) = config::check_input_file(&hypervisor, "hypervisor binary") {
+        if hypervisor.exists() {
+            bail!("{problem}");
+        }
+        bail!("{problem}; build it with {}", paths::BUILD_COMMAND);
     }
     eprintln!(
         "ferrovisor: {}: {} VM(s) on a {}-CPU machine with {}",

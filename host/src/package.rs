@@ -10,7 +10,9 @@ use crate::config::{Config, VmConfig};
 use crate::loader::{self, KernelFormat, VmLayout};
 use crate::MIB;
 
-/// Host memory the hypervisor and OpenSBI need besides the VMs and the package.
+/// Host memory the hypervisor and OpenSBI need besides the VMs and the package
+/// (OpenSBI's reserved region, the hypervisor image, its heap, frame and G-stage
+/// tables).
 pub const HYPERVISOR_RESERVE: u64 = 32 * MIB;
 
 /// What went into one VM of a package (for messages).
@@ -73,7 +75,7 @@ pub fn build(config: &Config) -> Result<Built> {
 fn add_vm(builder: &mut PackageBuilder, vm: &VmConfig) -> Result<VmSummary> {
     let kernel_bytes =
         fs::read(&vm.kernel).with_context(|| format!("reading kernel {}", vm.kernel.display()))?;
-    let kernel = loader::load_kernel(&kernel_bytes)
+    let kernel = loader::load_kernel_as(&kernel_bytes, vm.kernel_format)
         .with_context(|| format!("kernel {}", vm.kernel.display()))?;
     let initrd_bytes = match &vm.initrd {
         Some(p) => Some(fs::read(p).with_context(|| format!("reading initrd {}", p.display()))?),
@@ -186,7 +188,7 @@ mod tests {
         let d = tmp("build");
         fs::write(d.join("a.bin"), [0x6f, 0, 0, 0]).unwrap();
         fs::write(d.join("rd"), vec![7u8; 5000]).unwrap();
-        let yaml = "machine:\n  memory: 512M\nvms:\n  - name: a\n    memory: 64M\n    kernel: a.bin\n    initrd: rd\n    command_line: hello\n  - name: b\n    vcpus: 2\n    memory: 32M\n    kernel: a.bin\n";
+        let yaml = "machine:\n  memory: 512M\nvms:\n  - name: a\n    memory: 64M\n    kernel: a.bin\n    kernel_format: flat\n    initrd: rd\n    command_line: hello\n  - name: b\n    vcpus: 2\n    memory: 32M\n    kernel: a.bin\n    kernel_format: flat\n";
         let cfg = config::parse(yaml, &d.join("two.yaml")).unwrap();
         let built = build(&cfg).unwrap();
         let pkg = Package::parse(&built.bytes).unwrap();
@@ -204,15 +206,21 @@ mod tests {
         let _ = fs::remove_dir_all(&d);
     }
 
+    /// The config's check counts the images only (a lower bound); the package's
+    /// header and page padding can still tip it over, which `build` catches
+    /// before anything is written.
     #[test]
     fn rejects_a_machine_too_small_for_the_package() {
         let d = tmp("small");
-        fs::write(d.join("big.bin"), vec![1u8; 3 << 20]).unwrap();
+        // 3 MiB less 100 bytes: the config's 64M + 3M - 100 + 32M fits in 99M; the
+        // package (a header page, then the image padded to a page) does not.
+        fs::write(d.join("big.bin"), vec![1u8; (3 << 20) - 100]).unwrap();
         let vm = VmConfig {
             name: "a".into(),
             vcpus: 1,
             memory_bytes: 64 * MIB,
             kernel: d.join("big.bin"),
+            kernel_format: loader::FormatChoice::Flat,
             initrd: None,
             command_line: String::new(),
             weight: fv_bootpkg::DEFAULT_WEIGHT,
@@ -221,7 +229,7 @@ mod tests {
         let machine = Machine {
             arch: Arch::Riscv64,
             cpus: 1,
-            memory_bytes: 96 * MIB,
+            memory_bytes: 99 * MIB,
             cpu: None,
             options: None,
         };
@@ -229,6 +237,7 @@ mod tests {
         let e = build(&cfg).unwrap_err().to_string();
         assert!(e.contains("machine.memory"), "{e}");
         assert!(e.contains("boot package"), "{e}");
+        assert!(e.contains("needs at least 100 MiB"), "{e}");
         let _ = fs::remove_dir_all(&d);
     }
 
@@ -240,11 +249,30 @@ mod tests {
         f[..4].copy_from_slice(b"\x7fELF");
         f[4] = 1;
         fs::write(d.join("k32"), &f).unwrap();
-        let cfg = config::parse("name: x\nmemory: 64M\nkernel: k32\n", &d.join("c.yaml")).unwrap();
-        let e = format!("{:#}", build(&cfg).unwrap_err());
-        assert!(e.contains("VM `x`"), "{e}");
+        // The config refuses it already, naming the field.
+        let e = config::parse("name: x\nmemory: 64M\nkernel: k32\n", &d.join("c.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("c.yaml:3: `kernel`"), "{e}");
         assert!(e.contains("k32"), "{e}");
         assert!(e.contains("32-bit"), "{e}");
+        // A kernel whose header is fine but whose body is not: `build` names the VM.
+        let mut f = vec![0u8; 64];
+        f[..4].copy_from_slice(b"\x7fELF");
+        f[4] = 2;
+        f[5] = 1;
+        f[16..18].copy_from_slice(&2u16.to_le_bytes());
+        f[18..20].copy_from_slice(&243u16.to_le_bytes());
+        f[32..40].copy_from_slice(&64u64.to_le_bytes()); // e_phoff
+        f[54..56].copy_from_slice(&56u16.to_le_bytes());
+        f[56..58].copy_from_slice(&1u16.to_le_bytes()); // one header, past the end
+        fs::write(d.join("trunc"), &f).unwrap();
+        let cfg =
+            config::parse("name: x\nmemory: 64M\nkernel: trunc\n", &d.join("c.yaml")).unwrap();
+        let e = format!("{:#}", build(&cfg).unwrap_err());
+        assert!(e.contains("VM `x`"), "{e}");
+        assert!(e.contains("trunc"), "{e}");
+        assert!(e.contains("malformed"), "{e}");
         let _ = fs::remove_dir_all(&d);
     }
 

@@ -3,6 +3,9 @@
 //! Always TCG (QEMU's default accelerator for a foreign architecture); never
 //! `-accel kvm`. Serial output (QEMU's stdout with `-nographic`) is read line by
 //! line, written to a log file as it arrives and handed to a callback.
+//!
+//! [`HostMemory`] says how much guest RAM this host can give QEMU; [`run_with`]
+//! refuses a larger `-m` before starting anything.
 
 use std::fs::{self, File};
 use std::io::{self, IsTerminal, Read, Write};
@@ -19,6 +22,94 @@ use crate::MIB;
 
 /// The QEMU binary.
 pub const QEMU_RISCV64: &str = "/usr/bin/qemu-system-riscv64";
+
+/// How much guest RAM (`-m`) this host can give QEMU.
+///
+/// QEMU reserves the guest's RAM as one anonymous mapping when it starts and
+/// touches it only as the guest does, so what decides whether it starts is the
+/// kernel's overcommit policy, not the memory free right now (`MemAvailable`
+/// would refuse a 1 GiB machine on a busy host although its guests use a
+/// fraction of it):
+/// - `vm.overcommit_memory` 0 (heuristic, the default) or 1 (always): the limit is
+///   `MemTotal + SwapTotal`. Under 0 the kernel refuses a larger single
+///   allocation (QEMU: "cannot set up guest memory ...: Cannot allocate
+///   memory"); under 1 it would hand it out, but it could never be backed.
+/// - 2 (strict accounting): `CommitLimit - Committed_AS`, what may still be
+///   committed.
+///
+/// cgroup memory limits are not counted: they charge pages when touched, so
+/// they do not stop QEMU from starting.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostMemory {
+    /// The most guest RAM QEMU can be given, in bytes.
+    pub limit: u64,
+    /// Where `limit` comes from, for messages (the figures and their source).
+    pub source: String,
+    /// `MemAvailable`: what is free without swapping right now, if known.
+    pub available: Option<u64>,
+}
+
+impl HostMemory {
+    /// Reads `/proc/meminfo` and `/proc/sys/vm/overcommit_memory`.
+    pub fn read() -> io::Result<HostMemory> {
+        let meminfo = fs::read_to_string("/proc/meminfo")?;
+        let mode = fs::read_to_string("/proc/sys/vm/overcommit_memory")
+            .ok()
+            .and_then(|m| m.trim().parse().ok());
+        HostMemory::from_proc(&meminfo, mode).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                "/proc/meminfo has no MemTotal line",
+            )
+        })
+    }
+
+    /// The limit from `/proc/meminfo`'s text and the overcommit mode (see the
+    /// type's documentation); `None` without `MemTotal`.
+    pub fn from_proc(meminfo: &str, overcommit_mode: Option<u32>) -> Option<HostMemory> {
+        let field = |name: &str| -> Option<u64> {
+            meminfo.lines().find_map(|l| {
+                let rest = l.strip_prefix(name)?.strip_prefix(':')?;
+                let kib: u64 = rest.trim().trim_end_matches("kB").trim().parse().ok()?;
+                kib.checked_mul(1024)
+            })
+        };
+        let total = field("MemTotal")?;
+        let available = field("MemAvailable");
+        if overcommit_mode == Some(2) {
+            if let (Some(limit), Some(committed)) = (field("CommitLimit"), field("Committed_AS")) {
+                return Some(HostMemory {
+                    limit: limit.saturating_sub(committed),
+                    source: format!(
+                        "CommitLimit {} - Committed_AS {} in /proc/meminfo; vm.overcommit_memory is 2, strict accounting",
+                        mib(limit),
+                        mib(committed)
+                    ),
+                    available,
+                });
+            }
+        }
+        let swap = field("SwapTotal").unwrap_or(0);
+        Some(HostMemory {
+            limit: total.saturating_add(swap),
+            source: format!(
+                "MemTotal {} + SwapTotal {} in /proc/meminfo",
+                mib(total),
+                mib(swap)
+            ),
+            available,
+        })
+    }
+}
+
+/// A byte count in MiB for messages: `24104M`, `1.5M`.
+pub fn mib(bytes: u64) -> String {
+    if bytes.is_multiple_of(MIB) {
+        format!("{}M", bytes / MIB)
+    } else {
+        format!("{:.1}M", bytes as f64 / MIB as f64)
+    }
+}
 
 /// Everything that goes on QEMU's command line.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -328,6 +419,20 @@ pub fn run_with(
     mut on_line: impl FnMut(Stream, &str) -> Control,
     mut on_output: impl FnMut(Stream, &[u8]),
 ) -> io::Result<RunOutcome> {
+    // A machine the host cannot give QEMU fails in QEMU; say so before starting.
+    if let Ok(host) = HostMemory::read() {
+        if cfg.memory_bytes > host.limit {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "QEMU's -m {} is more than this host can give it: {} ({}); not started",
+                    mib(cfg.memory_bytes),
+                    mib(host.limit),
+                    host.source
+                ),
+            ));
+        }
+    }
     if let Some(dir) = log_path.parent() {
         fs::create_dir_all(dir)?;
     }
@@ -805,5 +910,54 @@ mod tests {
         std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
         fs::set_permissions(script, perms)?;
         run(&q, timeout, log, on_line)
+    }
+
+    const MEMINFO: &str = "MemTotal:       24683664 kB\nMemFree:        21408048 kB\nMemAvailable:   24159396 kB\nSwapTotal:       2097152 kB\nCommitLimit:    12341832 kB\nCommitted_AS:    1660596 kB\n";
+
+    #[test]
+    fn host_memory_from_meminfo() {
+        let h = HostMemory::from_proc(MEMINFO, Some(0)).unwrap();
+        assert_eq!(h.limit, (24_683_664 + 2_097_152) * 1024);
+        assert_eq!(h.available, Some(24_159_396 * 1024));
+        assert_eq!(
+            h.source,
+            "MemTotal 24105.1M + SwapTotal 2048M in /proc/meminfo"
+        );
+        assert_eq!(HostMemory::from_proc(MEMINFO, None).unwrap().limit, h.limit);
+        assert_eq!(
+            HostMemory::from_proc(MEMINFO, Some(1)).unwrap().limit,
+            h.limit
+        );
+        let strict = HostMemory::from_proc(MEMINFO, Some(2)).unwrap();
+        assert_eq!(strict.limit, (12_341_832 - 1_660_596) * 1024);
+        assert!(strict.source.contains("strict"), "{}", strict.source);
+        assert_eq!(HostMemory::from_proc("MemFree: 1 kB\n", Some(0)), None);
+        // This machine's own figures parse.
+        let here = HostMemory::read().unwrap();
+        assert!(here.limit >= 64 * MIB, "{here:?}");
+    }
+
+    /// `run_with` refuses a `-m` the host cannot give before starting anything:
+    /// no log file, the program not run.
+    #[test]
+    fn run_refuses_more_memory_than_the_host_has() {
+        let dir = std::env::temp_dir().join(format!("fv-qemu-mem-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let marker = dir.join("ran");
+        let script = dir.join("q.sh");
+        fs::write(&script, format!("#!/bin/sh\ntouch {}\n", marker.display())).unwrap();
+        make_executable(&script);
+        let mut q = fake_qemu(&script);
+        q.memory_bytes = 1 << 50; // 1 PiB
+        let log = dir.join("mem.log");
+        let e = run(&q, Duration::from_secs(10), &log, |_, _| Control::Continue).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("-m 1073741824M is more than this host can give it"),
+            "{msg}"
+        );
+        assert!(msg.contains("MemTotal"), "{msg}");
+        assert!(!log.exists() && !marker.exists());
+        let _ = fs::remove_dir_all(&dir);
     }
 }

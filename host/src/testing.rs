@@ -411,6 +411,7 @@ pub fn guest_vm(guest: &str, vcpus: u32, memory_bytes: u64) -> VmConfig {
         vcpus,
         memory_bytes,
         kernel: paths::bare_metal_binary(guest),
+        kernel_format: crate::loader::FormatChoice::Auto,
         initrd: None,
         command_line: String::new(),
         weight: fv_bootpkg::DEFAULT_WEIGHT,
@@ -496,6 +497,7 @@ mod tests {
         fs::write(&k, [0x6f, 0, 0, 0]).ok();
         let vm = VmConfig {
             kernel: k,
+            kernel_format: crate::loader::FormatChoice::Flat,
             ..guest_vm("g", 2, 64 << 20)
         };
         let mut case = Case::new("c", CaseVms::List(vec![vm]));
@@ -524,6 +526,7 @@ mod tests {
             "nohv",
             CaseVms::List(vec![VmConfig {
                 kernel: k,
+                kernel_format: crate::loader::FormatChoice::Flat,
                 ..guest_vm("g", 1, 64 << 20)
             }]),
         );

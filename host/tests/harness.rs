@@ -126,6 +126,8 @@ fn case(name: &str, hv: PathBuf, timeout: u64) -> Case {
         name,
         CaseVms::List(vec![ferrovisor::config::VmConfig {
             kernel: vm_kernel,
+            // A 4-byte `j .` has no header: it must be forced flat.
+            kernel_format: ferrovisor::loader::FormatChoice::Flat,
             ..testing::guest_vm("vm0", 1, 64 << 20)
         }]),
     );
@@ -212,7 +214,11 @@ fn run_command_exit_codes() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("guest.bin"), jal(ZERO, 0).to_le_bytes()).unwrap();
     let cfg = dir.join("vm.yaml");
-    std::fs::write(&cfg, "name: g\nmemory: 64M\nkernel: guest.bin\n").unwrap();
+    std::fs::write(
+        &cfg,
+        "name: g\nmemory: 64M\nkernel: guest.bin\nkernel_format: flat\n",
+    )
+    .unwrap();
     let ok_hv = payload(
         "cmd-ok",
         &print_and_shutdown("ferrovisor: all VMs stopped\n"),

@@ -379,6 +379,7 @@ fn vm(name: &str, opts: &Options) -> VmConfig {
         vcpus: 1,
         memory_bytes: opts.vm_memory_bytes,
         kernel: opts.guest.clone(),
+        kernel_format: crate::loader::FormatChoice::Auto,
         initrd: None,
         command_line: String::new(),
         weight: fv_bootpkg::DEFAULT_WEIGHT,
