@@ -20,7 +20,8 @@ use fv_guest_sbi::{
 use fv_mgmt::{CounterKey, ExitReason, IrqKind, SbiExtension};
 use fv_sched::{RunQueue, State, VcpuKey};
 use fv_vm::{
-    Access, GuestException, GuestMemory, HostInterrupt, RunState, Vcpu, VcpuExit, VirtualInterrupt,
+    Access, EpochFence, GuestException, GuestMemory, HostInterrupt, RunState, Vcpu, VcpuExit,
+    VirtualInterrupt,
 };
 use spin::{Mutex, Once};
 
@@ -58,13 +59,9 @@ static ANY_FAILURE: AtomicBool = AtomicBool::new(false);
 /// The host timer deadline each hart last armed.
 static ARMED: [AtomicU64; MAX_HARTS] = [const { AtomicU64::new(u64::MAX) }; MAX_HARTS];
 
-/// Harts that have entered their run loop (only they are asked to fence).
-static ONLINE: [AtomicBool; MAX_HARTS] = [const { AtomicBool::new(false) }; MAX_HARTS];
-/// G-stage fence requests: [`fence_gstage_all_harts`] bumps the epoch; each
-/// hart fences and records the epoch it has caught up with.
-static GFENCE_EPOCH: AtomicU64 = AtomicU64::new(0);
-/// The last G-stage fence epoch each hart performed.
-static GFENCE_SEEN: [AtomicU64; MAX_HARTS] = [const { AtomicU64::new(0) }; MAX_HARTS];
+/// G-stage fence requests to every hart ([`fence_gstage_all_harts`]); a
+/// hart takes part once it has entered its run loop.
+static GFENCE: EpochFence<MAX_HARTS> = EpochFence::new();
 
 /// Whether any vCPU has entered a guest yet.
 static FIRST_ENTRY: AtomicBool = AtomicBool::new(false);
@@ -185,9 +182,7 @@ pub fn run_hart(cpu: usize) -> ! {
     let mut next_balance = 0u64;
     let poll_period = (host().timebase / 1000).max(1);
     let mut next_poll = 0u64;
-    if let Some(o) = ONLINE.get(cpu) {
-        o.store(true, Ordering::SeqCst);
-    }
+    GFENCE.set_online(cpu);
     loop {
         clear_ipi();
         gstage_fence_check(cpu);
@@ -348,7 +343,7 @@ fn steal(cpu: usize) -> bool {
 /// since changed and fenced only on the hart it ran on in between.
 fn moved(slot: &Slot, to: usize) {
     if let Some(sh) = vms().get(slot.vm).and_then(|vm| vm.vcpus.get(slot.vcpu)) {
-        sh.fence.fetch_or(FENCE_I | FENCE_VVMA, Ordering::AcqRel);
+        sh.fences.request(FENCE_I | FENCE_VVMA);
         sh.cpu.store(to, Ordering::Release);
         sh.migrations.fetch_add(1, Ordering::Relaxed);
     }
@@ -589,13 +584,11 @@ fn run_slot(
             slot.arch.set_interrupt(VirtualInterrupt::Software, true);
             sh.irqs.record(IrqKind::Software);
         }
-        // Entering: announce it, then take the fence requests made so far. A
-        // requester sets its request and then reads `in_guest` (both SeqCst):
-        // either this swap sees the request, or the requester sees this vCPU
-        // in the guest and waits until it has left (`wait_fenced`).
-        sh.in_guest.store(true, Ordering::SeqCst);
+        // Entering: announce it and take the fence requests made so far
+        // (`VcpuFences`): a request this misses sees the vCPU in the guest
+        // and waits until it has left (`wait_fenced`).
+        let fences = sh.fences.enter();
         gstage_fence_check(crate::boot::cpu_index());
-        let fences = sh.fence.swap(0, Ordering::SeqCst);
         if fences & FENCE_I != 0 {
             // SAFETY: fence.i only synchronises instruction fetch.
             unsafe { core::arch::asm!("fence.i") };
@@ -606,7 +599,7 @@ fn run_slot(
         if vm.state.get() != RunState::Running
             || vm.generation.load(Ordering::Acquire) != slot.generation
         {
-            sh.in_guest.store(false, Ordering::SeqCst);
+            sh.fences.leave();
             break;
         }
         let now = csr::time();
@@ -620,7 +613,7 @@ fn run_slot(
         // that made another vCPU of this hart runnable are seen between slices.
         arm_timer(slot.timer.map_or(slice_end, |t| t.min(slice_end)));
         let exit = slot.arch.run();
-        sh.in_guest.store(false, Ordering::SeqCst);
+        sh.fences.leave();
         EXITS.fetch_add(1, Ordering::Relaxed);
         sh.exits.record(exit_reason(&exit));
         match handle_exit(vm, slot, exit) {
@@ -1052,7 +1045,7 @@ pub fn reboot_vm(vm: &Vm, caller: Option<usize>) -> bool {
     wait_vcpus_out(vm, caller);
     for v in &vm.vcpus {
         v.pending_irq.store(0, Ordering::Release);
-        v.fence.store(0, Ordering::Release);
+        v.fences.clear();
         *v.start.lock() = None;
     }
     vm.reset_devices();
@@ -1087,7 +1080,7 @@ pub fn reboot_vm(vm: &Vm, caller: Option<usize>) -> bool {
 /// that a hart needs to reach its next loop or guest entry.
 pub fn fence_gstage_all_harts() {
     let me = crate::boot::cpu_index();
-    let epoch = GFENCE_EPOCH.fetch_add(1, Ordering::SeqCst).wrapping_add(1);
+    let epoch = GFENCE.request();
     gstage_fence_check(me);
     let ncpus = host().ncpus.min(MAX_HARTS);
     for cpu in (0..ncpus).filter(|&c| c != me) {
@@ -1095,8 +1088,7 @@ pub fn fence_gstage_all_harts() {
     }
     for cpu in (0..ncpus).filter(|&c| c != me) {
         let mut spins = 0u64;
-        while ONLINE[cpu].load(Ordering::SeqCst) && GFENCE_SEEN[cpu].load(Ordering::SeqCst) < epoch
-        {
+        while GFENCE.must_wait(cpu, epoch) {
             spins += 1;
             if spins.is_multiple_of(RE_KICK_SPINS) {
                 kick(cpu);
@@ -1110,14 +1102,7 @@ pub fn fence_gstage_all_harts() {
 /// one load). Called at the top of every hart's loop and before every guest
 /// entry.
 fn gstage_fence_check(cpu: usize) {
-    let epoch = GFENCE_EPOCH.load(Ordering::SeqCst);
-    let Some(seen) = GFENCE_SEEN.get(cpu) else {
-        return;
-    };
-    if seen.load(Ordering::Relaxed) < epoch {
-        csr::hfence_gvma_all();
-        seen.fetch_max(epoch, Ordering::SeqCst);
-    }
+    GFENCE.check(cpu, csr::hfence_gvma_all);
 }
 
 /// Spins between two kicks of a hart that has not answered yet (an IPI that
@@ -1132,7 +1117,7 @@ fn wait_fenced(vm: &Vm, vcpu: usize, bits: u32) {
     let Some(sh) = vm.vcpus.get(vcpu) else { return };
     let me = crate::boot::cpu_index();
     let mut spins = 0u64;
-    while sh.in_guest.load(Ordering::SeqCst) && sh.fence.load(Ordering::SeqCst) & bits != 0 {
+    while sh.fences.must_wait(bits) {
         spins += 1;
         if spins.is_multiple_of(RE_KICK_SPINS) {
             kick(sh.cpu.load(Ordering::Acquire));
@@ -1232,8 +1217,7 @@ impl SbiEnv for Env<'_> {
             _ => FENCE_VVMA,
         };
         if let Some(sh) = self.vm.vcpus.get(vcpu) {
-            // SeqCst: pairs with the target's `in_guest` store (see `run_slot`).
-            sh.fence.fetch_or(bit, Ordering::SeqCst);
+            sh.fences.request(bit);
             kick(sh.cpu.load(Ordering::Acquire));
             self.fenced.push((vcpu, bit));
         }

@@ -20,7 +20,7 @@ pub const HISTORY_BYTES: usize = 16 * 1024;
 pub const LINE_BYTES: usize = 512;
 use fv_guest_sbi::HsmStates;
 use fv_stage2::{GStage, Mode, Perms};
-use fv_vm::{GuestMemory, GuestMemoryError, Lifecycle, VcpuBoot};
+use fv_vm::{GuestMemory, GuestMemoryError, Lifecycle, VcpuBoot, VcpuFences};
 use spin::Mutex;
 
 /// Guest RAM is handed out and mapped in 2 MiB chunks.
@@ -64,18 +64,15 @@ pub struct VcpuShared {
     pub cpu: AtomicUsize,
     /// `hvip` bits to assert on the next entry.
     pub pending_irq: AtomicU64,
-    /// Fence requests ([`FENCE_I`], [`FENCE_VVMA`]).
-    pub fence: AtomicU32,
+    /// Fence requests ([`FENCE_I`], [`FENCE_VVMA`]) and whether it is in the
+    /// guest: a remote fence waits for a vCPU in the guest to take it.
+    pub fences: VcpuFences,
     /// HSM start request.
     pub start: Mutex<Option<VcpuBoot>>,
     /// Level of the vCPU's external interrupt line (its PLIC context).
     pub eip: AtomicBool,
     /// Whether the vCPU is between `load` and `put` on some hart.
     pub running: AtomicBool,
-    /// Whether the vCPU is in the guest (or about to enter it, its fence
-    /// requests already taken): remote fences wait for such a vCPU to leave
-    /// or to take their request.
-    pub in_guest: AtomicBool,
     /// Exits by reason.
     pub exits: AtomicExitCounts,
     /// SBI calls by extension.
@@ -266,7 +263,7 @@ impl Vm {
             .map(|_| VcpuShared {
                 cpu: AtomicUsize::new(cpus()),
                 pending_irq: AtomicU64::new(0),
-                fence: AtomicU32::new(0),
+                fences: VcpuFences::new(),
                 start: Mutex::new(None),
                 eip: AtomicBool::new(false),
                 exits: AtomicExitCounts::new(),
@@ -276,7 +273,6 @@ impl Vm {
                 run_ticks: AtomicU64::new(0),
                 migrations: AtomicU64::new(0),
                 running: AtomicBool::new(false),
-                in_guest: AtomicBool::new(false),
             })
             .collect();
         let vm = Vm {
@@ -455,7 +451,7 @@ impl Vm {
         self.reset_devices();
         for v in &self.vcpus {
             v.pending_irq.store(0, Ordering::Release);
-            v.fence.store(0, Ordering::Release);
+            v.fences.clear();
             *v.start.lock() = None;
             // A re-created VM is a new instance: its statistics start over
             // (a reboot keeps them: the same instance runs on).
