@@ -18,12 +18,17 @@
 //!   0x0c00_0000, UART 0x1000_0000, test finisher 0x0010_0000): loads and
 //!   stores give access faults. Devices the DTB lists are skipped (all of them
 //!   on bare QEMU); the value stored is 0, which the finisher ignores, and the
-//!   finisher is never written when the DTB lists it.
+//!   finisher is never written when the DTB lists it;
+//! - when the DTB lists Zcb: its compressed byte/halfword loads and stores
+//!   (c.lbu, c.lhu, c.lh, c.sb, c.sh) on the UART the DTB lists reach the
+//!   device with the right width, extension and offset (see `mmio`).
 //!
 //! These hold on bare QEMU (unbacked physical addresses raise access faults)
 //! and under a hypervisor that injects access faults for unbacked GPAs.
 #![no_std]
 #![no_main]
+
+mod mmio;
 
 use core::arch::asm;
 
@@ -161,6 +166,7 @@ fn main(p: &'static Platform, r: &'static Reporter) {
     all_blocks(p, r);
     host_memory_gpas(p, r);
     host_devices(p, r);
+    mmio::zcb_on_uart(p, r);
 }
 
 /// Why `[a, a + len)` cannot be used for a store/load-back check, if it can't.
