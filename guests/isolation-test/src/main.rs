@@ -6,6 +6,7 @@
 //! - jumping there: instruction access fault (1);
 //! - reading mstatus, the all-zero instruction, and (when the DTB does not
 //!   list the H extension) hstatus/hgatp: illegal instruction (2);
+//! - when the DTB lists Zihpm, reading `hpmcounter3` does not trap;
 //! - the last word of RAM stores and loads back;
 //! - at least 1000 stores spread over every 2 MiB block of RAM read back;
 //! - guest RAM at the guest-physical addresses where, on the host, the
@@ -365,6 +366,7 @@ fn illegal(p: &Platform, r: &Reporter) {
         unsafe { asm!(".2byte 0x0000", options(nomem, nostack)) };
     });
     illegal_check(r, "illegal-instruction-zero", t);
+    zihpm_counter(p, r);
     if p.has_extension("h") {
         // This S-mode program is HS-mode here: hypervisor CSRs exist.
         println!(
@@ -384,6 +386,27 @@ fn illegal(p: &Platform, r: &Reporter) {
         unsafe { asm!("csrr {0}, 0x680", out(reg) _, options(nomem, nostack)) };
     });
     illegal_check(r, "illegal-csr-hgatp", t);
+}
+
+/// Zihpm promises the `hpmcounter` CSRs exist (possibly reading zero): when
+/// the DTB lists it, reading `hpmcounter3` must not trap.
+fn zihpm_counter(p: &Platform, r: &Reporter) {
+    if !p.has_extension("zihpm") {
+        println!("INFO: isolation-test: the DTB does not list Zihpm: hpmcounter3 not read");
+        return;
+    }
+    let t = trap::expect_trap(|| {
+        // SAFETY: reading hpmcounter3 (0xC03) has no side effects; a trap is
+        // recorded and skipped by expect_trap.
+        unsafe { asm!("csrr {0}, 0xc03", out(reg) _, options(nomem, nostack)) };
+    });
+    match t {
+        None => r.pass("zihpm-hpmcounter3-readable"),
+        Some(t) => r.fail(
+            "zihpm-hpmcounter3-readable",
+            format_args!("the DTB lists Zihpm, but reading hpmcounter3 trapped: {t}"),
+        ),
+    }
 }
 
 fn illegal_check(r: &Reporter, check: &str, t: Option<TrapInfo>) {
