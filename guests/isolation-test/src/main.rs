@@ -22,7 +22,10 @@
 //!   finisher is never written when the DTB lists it;
 //! - when the DTB lists Zcb: its compressed byte/halfword loads and stores
 //!   (c.lbu, c.lhu, c.lh, c.sb, c.sh) on the UART the DTB lists reach the
-//!   device with the right width, extension and offset (see `mmio`).
+//!   device with the right width, extension and offset (see `mmio`);
+//! - an AMO, an FP load and (with Zicbom) a cache-block flush on that UART
+//!   either execute correctly (bare QEMU) or raise an access fault (under
+//!   Ferrovisor, which does not emulate them on devices), nothing else.
 //!
 //! These hold on bare QEMU (unbacked physical addresses raise access faults)
 //! and under a hypervisor that injects access faults for unbacked GPAs.
@@ -168,6 +171,7 @@ fn main(p: &'static Platform, r: &'static Reporter) {
     host_memory_gpas(p, r);
     host_devices(p, r);
     mmio::zcb_on_uart(p, r);
+    mmio::not_emulated_on_uart(p, r);
 }
 
 /// Why `[a, a + len)` cannot be used for a store/load-back check, if it can't.

@@ -216,3 +216,100 @@ fn store_u8(addr: usize, v: u8) -> Result<(), TrapInfo> {
     });
     t.map_or(Ok(()), Err)
 }
+
+/// MCR: an 8-bit read/write register at a word-aligned offset.
+const MCR: usize = 4;
+/// cbo.flush 0(a0): imm 2, rs1 x10, funct3 010, rd 0, MISC-MEM (Zicbom).
+const CBO_FLUSH_A0: u32 = (2 << 20) | (10 << 15) | (0b010 << 12) | 0x0f;
+
+/// A memory access the MMIO path does not emulate, on the UART: it either
+/// does what the instruction says (bare QEMU's device accepts it) or raises
+/// the access fault `cause` at `addr` (Ferrovisor: a defined, contained
+/// outcome). Anything else (another trap, a wrong value) fails. Prints which.
+fn contained(r: &Reporter, check: &str, addr: usize, cause: usize, got: Result<bool, TrapInfo>) {
+    match got {
+        Ok(ok) => {
+            println!("INFO: isolation-test: {check}: executed");
+            r.check(check, ok, format_args!("executed with a wrong result"));
+        }
+        Err(t) => {
+            let ok = t.scause == cause && (t.stval == addr || t.stval == 0);
+            if ok {
+                println!("INFO: isolation-test: {check}: access fault");
+            }
+            r.check(
+                check,
+                ok,
+                format_args!("{t}, expected scause {cause} at {addr:#x}"),
+            );
+        }
+    }
+}
+
+/// AMO, FP load and cache-block flush on the UART: executed correctly or an
+/// access fault, never a wrong decode (skipped without an ns16550a).
+pub fn not_emulated_on_uart(p: &Platform, r: &Reporter) {
+    let Some(base) = uart(p) else {
+        println!("INFO: isolation-test: no ns16550a (reg-shift 0) in the DTB: AMO/FP/CBO MMIO checks not run");
+        return;
+    };
+    let mcr = base + MCR;
+    let Ok(old) = trap::try_load_u8(mcr) else {
+        r.fail("mmio-mcr", format_args!("lbu of MCR at {mcr:#x} trapped"));
+        return;
+    };
+    let old = u64::from(old);
+
+    // amoor.w with rs2 = zero: reads MCR, writes it back unchanged.
+    let mut rd: u64 = 0x5eed;
+    let t = trap::expect_trap(|| {
+        // SAFETY: an AMO on the UART's MCR with operand 0 leaves it unchanged;
+        // a trap is expected and skipped (rd keeps its sentinel).
+        unsafe {
+            asm!("amoor.w {rd}, zero, ({a})", a = in(reg) mcr, rd = inout(reg) rd, options(nostack))
+        };
+    });
+    let after = trap::try_load_u8(mcr).map(u64::from);
+    let got = t.map_or(Ok(rd == old && after == Ok(old)), Err);
+    contained(r, "mmio-amo", mcr, trap::STORE_ACCESS_FAULT, got);
+
+    // flw: the register's bits in the FP register (FS is Initial).
+    let mut bits: u64 = 0x5eed;
+    let t = trap::expect_trap(|| {
+        // SAFETY: a 32-bit FP load of the UART's MCR (no read side effect);
+        // ft0 is declared clobbered; a trap is expected and skipped.
+        unsafe {
+            asm!(
+                "fmv.w.x ft0, {s}",
+                "flw ft0, 0({a})",
+                "fmv.x.w {b}, ft0",
+                a = in(reg) mcr,
+                s = in(reg) bits,
+                b = inout(reg) bits,
+                out("ft0") _,
+                options(nostack)
+            )
+        };
+    });
+    let got = t.map_or(Ok(bits & 0xffff_ffff == old), Err);
+    contained(r, "mmio-flw", mcr, trap::LOAD_ACCESS_FAULT, got);
+
+    if !p.has_extension("zicbom") {
+        println!(
+            "INFO: isolation-test: the DTB does not list Zicbom: cbo.flush on the UART not run"
+        );
+        return;
+    }
+    let t = trap::expect_trap(|| {
+        // SAFETY: cbo.flush of the UART's block: a no-op for a device, or a
+        // trap that is expected and skipped. No register is written.
+        unsafe { asm!(".4byte {i}", i = const CBO_FLUSH_A0, in("a0") base, options(nostack)) };
+    });
+    contained(
+        r,
+        "mmio-cbo-flush",
+        base,
+        trap::STORE_ACCESS_FAULT,
+        t.map_or(Ok(true), Err),
+    );
+}
