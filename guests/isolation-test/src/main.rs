@@ -6,6 +6,7 @@
 //! - jumping there: instruction access fault (1);
 //! - reading mstatus, the all-zero instruction, and (when the DTB does not
 //!   list the H extension) hstatus/hgatp: illegal instruction (2);
+//! - when the DTB lists Zihpm, reading `hpmcounter3` does not trap;
 //! - the last word of RAM stores and loads back;
 //! - at least 1000 stores spread over every 2 MiB block of RAM read back;
 //! - guest RAM at the guest-physical addresses where, on the host, the
@@ -18,12 +19,20 @@
 //!   0x0c00_0000, UART 0x1000_0000, test finisher 0x0010_0000): loads and
 //!   stores give access faults. Devices the DTB lists are skipped (all of them
 //!   on bare QEMU); the value stored is 0, which the finisher ignores, and the
-//!   finisher is never written when the DTB lists it.
+//!   finisher is never written when the DTB lists it;
+//! - when the DTB lists Zcb: its compressed byte/halfword loads and stores
+//!   (c.lbu, c.lhu, c.lh, c.sb, c.sh) on the UART the DTB lists reach the
+//!   device with the right width, extension and offset (see `mmio`);
+//! - an AMO, an FP load and (with Zicbom) a cache-block flush on that UART
+//!   either execute correctly (bare QEMU) or raise an access fault (under
+//!   Ferrovisor, which does not emulate them on devices), nothing else.
 //!
 //! These hold on bare QEMU (unbacked physical addresses raise access faults)
 //! and under a hypervisor that injects access faults for unbacked GPAs.
 #![no_std]
 #![no_main]
+
+mod mmio;
 
 use core::arch::asm;
 
@@ -161,6 +170,8 @@ fn main(p: &'static Platform, r: &'static Reporter) {
     all_blocks(p, r);
     host_memory_gpas(p, r);
     host_devices(p, r);
+    mmio::zcb_on_uart(p, r);
+    mmio::not_emulated_on_uart(p, r);
 }
 
 /// Why `[a, a + len)` cannot be used for a store/load-back check, if it can't.
@@ -359,6 +370,7 @@ fn illegal(p: &Platform, r: &Reporter) {
         unsafe { asm!(".2byte 0x0000", options(nomem, nostack)) };
     });
     illegal_check(r, "illegal-instruction-zero", t);
+    zihpm_counter(p, r);
     if p.has_extension("h") {
         // This S-mode program is HS-mode here: hypervisor CSRs exist.
         println!(
@@ -378,6 +390,27 @@ fn illegal(p: &Platform, r: &Reporter) {
         unsafe { asm!("csrr {0}, 0x680", out(reg) _, options(nomem, nostack)) };
     });
     illegal_check(r, "illegal-csr-hgatp", t);
+}
+
+/// Zihpm promises the `hpmcounter` CSRs exist (possibly reading zero): when
+/// the DTB lists it, reading `hpmcounter3` must not trap.
+fn zihpm_counter(p: &Platform, r: &Reporter) {
+    if !p.has_extension("zihpm") {
+        println!("INFO: isolation-test: the DTB does not list Zihpm: hpmcounter3 not read");
+        return;
+    }
+    let t = trap::expect_trap(|| {
+        // SAFETY: reading hpmcounter3 (0xC03) has no side effects; a trap is
+        // recorded and skipped by expect_trap.
+        unsafe { asm!("csrr {0}, 0xc03", out(reg) _, options(nomem, nostack)) };
+    });
+    match t {
+        None => r.pass("zihpm-hpmcounter3-readable"),
+        Some(t) => r.fail(
+            "zihpm-hpmcounter3-readable",
+            format_args!("the DTB lists Zihpm, but reading hpmcounter3 trapped: {t}"),
+        ),
+    }
 }
 
 fn illegal_check(r: &Reporter, check: &str, t: Option<TrapInfo>) {
