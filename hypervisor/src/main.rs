@@ -16,6 +16,7 @@ mod console;
 mod heap;
 mod mem;
 mod mgmt;
+mod sbi;
 mod sched;
 mod vm;
 
