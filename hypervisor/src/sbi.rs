@@ -2,16 +2,21 @@
 //! [`SbiEnv`] `fv_guest_sbi` works through, and [`sbi_call`], which turns an
 //! [`SbiOutcome`] into what happens to the calling vCPU.
 
-use crate::sched::{console_bytes, kick, reboot_vm, stop_vm, Next, Slot, SBI_IMPL_ID};
+use crate::sched::{console_bytes, host, kick, reboot_vm, stop_vm, Next, Slot, SBI_IMPL_ID};
 use crate::vm::{StopReason, Vm, FENCE_I, FENCE_VVMA};
 use core::sync::atomic::Ordering;
 use fv_addr::GuestPhysAddr;
+use fv_arch_riscv64::regs::Henvcfg;
 use fv_arch_riscv64::vcpu::RiscvVcpu;
 use fv_guest_sbi::{
-    ConsoleError, Fence, HartState, HsmError, ResetKind, ResetReason, SbiCall, SbiEnv, SbiOutcome,
-    SuspendType,
+    ConsoleError, Fence, FwftFeature, FwftSetError, HartState, HsmError, ResetKind, ResetReason,
+    SbiCall, SbiEnv, SbiOutcome, SuspendType,
 };
-use fv_mgmt::SbiExtension;
+use fv_mgmt::{IrqKind, SbiExtension};
+use fv_sched::RunQueue;
+
+/// `henvcfg.ADUE`: what FWFT `PTE_AD_HW_UPDATING` switches per vCPU.
+const ADUE: u64 = Henvcfg::ADUE.bits();
 use fv_vm::{GuestMemory, Vcpu, VirtualInterrupt};
 
 pub(crate) fn sbi_call(vm: &Vm, slot: &mut Slot, call: SbiCall) -> Next {
@@ -50,25 +55,29 @@ pub(crate) fn sbi_call(vm: &Vm, slot: &mut Slot, call: SbiCall) -> Next {
             }
         }
         SbiOutcome::Suspend(kind) => {
-            match kind {
-                SuspendType::Retentive => slot.arch.complete_sbi(0, 0),
-                SuspendType::NonRetentive {
-                    resume_addr,
-                    opaque,
-                } => slot.arch.reset(fv_vm::VcpuBoot {
-                    pc: resume_addr,
-                    a0: slot.vcpu as u64,
-                    a1: opaque,
-                }),
+            // STARTED -> SUSPEND_PENDING -> SUSPENDED under one lock: the other
+            // vCPUs see SUSPENDED until `refresh_suspended` resumes it.
+            let parked = {
+                let mut inner = vm.inner.lock();
+                inner
+                    .hsm
+                    .suspend(slot.vcpu)
+                    .and_then(|()| inner.hsm.suspend_complete(slot.vcpu))
+            };
+            match parked {
+                Ok(()) => {
+                    slot.suspend = Some(Suspended {
+                        kind,
+                        generation: slot.generation,
+                    });
+                    Next::Block
+                }
+                Err(_) => {
+                    slot.arch
+                        .complete_sbi(fv_guest_sbi::SbiError::Failed.code(), 0);
+                    Next::Continue
+                }
             }
-            // The vCPU waits as in WFI; it is STARTED again by the time it can
-            // observe its own state.
-            let mut inner = vm.inner.lock();
-            let _ = inner.hsm.suspend(slot.vcpu);
-            let _ = inner.hsm.suspend_complete(slot.vcpu);
-            let _ = inner.hsm.resume(slot.vcpu);
-            let _ = inner.hsm.resume_complete(slot.vcpu);
-            Next::Block
         }
         SbiOutcome::SystemReset {
             kind: ResetKind::Shutdown,
@@ -89,6 +98,71 @@ pub(crate) fn sbi_call(vm: &Vm, slot: &mut Slot, call: SbiCall) -> Next {
             Next::Yield
         }
     }
+}
+
+/// A vCPU suspended through SBI: how it resumes, and the VM generation it
+/// belongs to (a reboot or re-creation of the VM ends the suspend).
+#[derive(Clone, Copy, Debug)]
+pub struct Suspended {
+    kind: SuspendType,
+    generation: u32,
+}
+
+/// The wake-up of a suspended vCPU, from `sched::refresh` (its slot queued,
+/// not running). Returns false if `slot` is not suspended: the caller goes on
+/// as for any other vCPU. Otherwise the vCPU stays blocked (whatever else woke
+/// it, e.g. the VM's resume from a pause) until an interrupt it enabled in
+/// `vsie` is pending — timer (Sstc or emulated), IPI, external — as `wfi`
+/// waits; then it goes SUSPENDED -> RESUME_PENDING -> STARTED, resumes as its
+/// [`SuspendType`] says and is made runnable.
+pub(crate) fn refresh_suspended(vm: &Vm, slot: &mut Slot, rq: &mut RunQueue) -> bool {
+    let Some(s) = slot.suspend else {
+        return false;
+    };
+    if s.generation != slot.generation {
+        // Rebooted or re-created: the HSM states were reset with the VM.
+        slot.suspend = None;
+        return false;
+    }
+    let Some(sh) = vm.vcpus.get(slot.vcpu) else {
+        return false;
+    };
+    // An IPI sent to it while suspended (the run loop does this for a running vCPU).
+    let irq = sh.pending_irq.swap(0, Ordering::AcqRel);
+    if irq & (1 << VirtualInterrupt::Software.hvip_bit()) != 0 {
+        slot.arch.set_interrupt(VirtualInterrupt::Software, true);
+        sh.irqs.record(IrqKind::Software);
+    }
+    if !slot.arch.interrupt_pending() {
+        let _ = rq.block(slot.key);
+        return true;
+    }
+    let resumed = {
+        let mut inner = vm.inner.lock();
+        inner
+            .hsm
+            .resume(slot.vcpu)
+            .and_then(|()| inner.hsm.resume_complete(slot.vcpu))
+    };
+    slot.suspend = None;
+    if resumed.is_err() {
+        // Not SUSPENDED any more (a reboot is under way): nothing to resume.
+        return false;
+    }
+    match s.kind {
+        // `hart_suspend` returns SBI_SUCCESS, after the ecall.
+        SuspendType::Retentive => slot.arch.complete_sbi(0, 0),
+        SuspendType::NonRetentive {
+            resume_addr,
+            opaque,
+        } => slot.arch.resume_non_retentive(fv_vm::VcpuBoot {
+            pc: resume_addr,
+            a0: slot.vcpu as u64,
+            a1: opaque,
+        }),
+    }
+    let _ = rq.wake(slot.key);
+    true
 }
 
 /// The SBI implementation's view of the calling vCPU and its VM.
@@ -125,6 +199,9 @@ impl SbiEnv for Env<'_> {
     ) -> Result<(), HsmError> {
         self.vm.inner.lock().hsm.start(vcpu)?;
         let sh = &self.vm.vcpus[vcpu];
+        // A started hart begins clean: IPIs sent to it while it was STOPPED
+        // (`send_ipi` with hart_mask_base -1 reaches every hart) are dropped.
+        sh.pending_irq.store(0, Ordering::Release);
         *sh.start.lock() = Some(fv_vm::VcpuBoot {
             pc: start_addr,
             a0: vcpu as u64,
@@ -206,6 +283,45 @@ impl SbiEnv for Env<'_> {
 
     fn console_getchar(&mut self) -> Option<u8> {
         None
+    }
+
+    fn fwft_get(&self, feature: FwftFeature) -> Option<u64> {
+        match feature {
+            // hedeleg always passes misaligned exceptions that reach the
+            // hypervisor on to the guest.
+            FwftFeature::MisalignedExcDeleg => Some(1),
+            FwftFeature::PteAdHwUpdating => (host().features.fwft_henvcfg & ADUE != 0)
+                .then(|| u64::from(self.arch.fwft_henvcfg() & ADUE != 0)),
+            // Not virtualised: see fv_guest_sbi's "Knowingly absent".
+            FwftFeature::LandingPad
+            | FwftFeature::ShadowStack
+            | FwftFeature::DoubleTrap
+            | FwftFeature::PointerMaskingPmlen => None,
+        }
+    }
+
+    fn fwft_locked(&self, feature: FwftFeature) -> bool {
+        self.arch.fwft_locked() & 1u32.checked_shl(feature.id()).unwrap_or(0) != 0
+    }
+
+    fn fwft_set(
+        &mut self,
+        feature: FwftFeature,
+        value: u64,
+        lock: bool,
+    ) -> Result<(), FwftSetError> {
+        match feature {
+            FwftFeature::MisalignedExcDeleg if value == 1 => {}
+            // Passed through, never emulated: the spec's note allows a
+            // hypervisor to deny changes to this delegation.
+            FwftFeature::MisalignedExcDeleg => return Err(FwftSetError::Denied),
+            FwftFeature::PteAdHwUpdating => self.arch.set_fwft_henvcfg(ADUE, value == 1),
+            _ => return Err(FwftSetError::Denied),
+        }
+        if lock {
+            self.arch.lock_fwft(feature.id());
+        }
+        Ok(())
     }
 
     fn impl_id(&self) -> u64 {

@@ -82,6 +82,9 @@ pub struct Slot {
     pub parked: bool,
     /// Fence its VMID's G-stage translations before it next runs.
     pub gfence: bool,
+    /// Suspended through SBI (HSM `hart_suspend`, SUSP `system_suspend`):
+    /// how it resumes once an interrupt it enabled is pending.
+    pub suspend: Option<crate::sbi::Suspended>,
 }
 
 /// What the run loop does after an exit.
@@ -518,6 +521,9 @@ fn refresh(slot: &mut Slot, now: u64, rq: &mut RunQueue) {
     }
     slot.arch
         .set_interrupt(VirtualInterrupt::External, sh.eip.load(Ordering::Acquire));
+    if crate::sbi::refresh_suspended(vm, slot, rq) {
+        return;
+    }
     if rq.state(key) == Ok(State::Blocked)
         && (sh.pending_irq.load(Ordering::Acquire) != 0 || slot.arch.interrupt_pending())
     {
