@@ -23,12 +23,17 @@ const TIMEOUT: Duration = Duration::from_secs(180);
 
 /// Runs test guest `guest` (package and binary name) in one VM of `vcpus` vCPUs.
 fn run_guest(guest: &str, vcpus: u32, smp: u32, sstc: bool) {
+    let name = format!("{guest}-smp{smp}{}", if sstc { "" } else { "-nosstc" });
+    run_guest_as(&name, guest, vcpus, smp, sstc);
+}
+
+/// As [`run_guest`], with the log named `name`.
+fn run_guest_as(name: &str, guest: &str, vcpus: u32, smp: u32, sstc: bool) {
     let vm = testing::guest_vm(guest, vcpus, 64 * MIB);
     if let Err(e) = testing::require_built(&vm.kernel) {
         panic!("{e}");
     }
-    let name = format!("{guest}-smp{smp}{}", if sstc { "" } else { "-nosstc" });
-    let mut case = Case::new(&name, CaseVms::List(vec![vm]));
+    let mut case = Case::new(name, CaseVms::List(vec![vm]));
     case.machine.cpus = Some(smp);
     if !sstc {
         case.machine.cpu = Some("rv64,sstc=false".into());
@@ -66,7 +71,33 @@ macro_rules! guest_tests {
 }
 
 // The test guests of guests/ (bench-guest is for `ferrovisor bench`, not a test).
-guest_tests!(sbi_test, "sbi-test", vcpus = 1);
+/// The SBI conformance guest with 1, 2 and 4 vCPUs on 2 harts (so vCPUs
+/// share harts and migrate), and 2 vCPUs without Sstc (emulated timer).
+mod sbi_test {
+    fn run(vcpus: u32, sstc: bool) {
+        let name = format!(
+            "sbi-test-vcpus{vcpus}-smp2{}",
+            if sstc { "" } else { "-nosstc" }
+        );
+        super::run_guest_as(&name, "sbi-test", vcpus, 2, sstc);
+    }
+    #[test]
+    fn vcpus1() {
+        run(1, true);
+    }
+    #[test]
+    fn vcpus2() {
+        run(2, true);
+    }
+    #[test]
+    fn vcpus4() {
+        run(4, true);
+    }
+    #[test]
+    fn vcpus2_nosstc() {
+        run(2, false);
+    }
+}
 guest_tests!(timer_test, "timer-test", vcpus = 1);
 guest_tests!(smp_test, "smp-test", vcpus = 4);
 guest_tests!(isolation_test, "isolation-test", vcpus = 1);
