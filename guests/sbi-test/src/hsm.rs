@@ -156,6 +156,33 @@ fn suspend_errors(r: &Reporter) {
     }
 }
 
+fn suspend_forever(_me: usize, _arg: usize) {
+    csr::interrupts_disable();
+    csr::sie_clear(csr::SSI | csr::STI | csr::SEI);
+    let ret = retentive_suspend(RETENTIVE).0;
+    fv_guest_rt::report::reporter().fail(
+        "hsm/suspended-at-shutdown",
+        format_args!("a suspend with no interrupt enabled returned {ret}"),
+    );
+}
+
+/// Last check of the run: a helper hart suspends with no interrupt enabled
+/// and stays SUSPENDED while the boot hart shuts the VM down (SRST), which
+/// must still power off cleanly.
+pub fn leave_one_suspended(p: &Platform, r: &Reporter) {
+    let me = hart::hart_id();
+    let Some(other) = p.hart_ids().iter().copied().find(|&h| h != me) else {
+        return;
+    };
+    let ret = hart::start(other, suspend_forever, 0);
+    let seen = wait_status(p, other, HART_SUSPENDED, 2000);
+    r.check(
+        "hsm/suspended-at-shutdown",
+        ret.error == sbi::SUCCESS && seen,
+        format_args!("hart_start({other}) returned {ret}; SUSPENDED seen: {seen}"),
+    );
+}
+
 /// How the wake-up comes.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Wake {

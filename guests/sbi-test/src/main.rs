@@ -53,4 +53,6 @@ fn main(p: &'static Platform, r: &'static Reporter) {
     srst::run(r);
     // PMU: pmu::run(p, r) (guests/sbi-test/src/pmu.rs, separate work).
     dbcn::outside_ram(p, r);
+    // The VM then powers off with this hart still SUSPENDED.
+    hsm::leave_one_suspended(p, r);
 }
