@@ -350,13 +350,18 @@ fn suspends(p: &Platform, r: &Reporter) {
         ),
     ];
     for (name, typ, wake) in cases {
-        if wake == Wake::External && !ferrovisor {
-            // The virtual UART/PLIC layout is Ferrovisor's.
+        // Only under Ferrovisor: the virtual UART/PLIC layout is its own,
+        // and platform-specific types are implementation-defined (OpenSBI
+        // 1.5 has none on QEMU `virt`).
+        let platform_type = typ == PLATFORM_RETENTIVE || typ == PLATFORM_NON_RETENTIVE;
+        if (wake == Wake::External || platform_type) && !ferrovisor {
             continue;
         }
         check_suspend(p, r, name, typ, wake, helper_hart);
     }
-    if helper_hart.is_some() {
+    // The spec lets a hart resume on any interrupt; Ferrovisor resumes only
+    // on ones enabled in `sie` (OpenSBI 1.5 resumes on a masked IPI too).
+    if helper_hart.is_some() && ferrovisor {
         check_suspend(
             p,
             r,
@@ -420,9 +425,9 @@ fn check_suspend(
                     && s.a1 == OPAQUE
                     && s.satp == 0
                     && s.sstatus & csr::SSTATUS_SIE == 0
-                    && s.sie & pending_bit != 0,
+                    && (s.sie & pending_bit != 0 || !util::is_ferrovisor()),
                 format_args!(
-                    "a0 {:#x} (hart {me}), a1 {:#x} (opaque {OPAQUE:#x}), satp {:#x}, sstatus {:#x} (SIE must be 0), sie {:#x} (must keep {pending_bit:#x})",
+                    "a0 {:#x} (hart {me}), a1 {:#x} (opaque {OPAQUE:#x}), satp {:#x}, sstatus {:#x} (SIE must be 0), sie {:#x} (Ferrovisor keeps {pending_bit:#x}; the spec leaves it undefined)",
                     s.a0, s.a1, s.satp, s.sstatus, s.sie
                 ),
             );

@@ -6,6 +6,13 @@
 //! behaviour the spec leaves open (which extensions exist, the VM's device
 //! layout for the external-interrupt wake-up) run only under Ferrovisor.
 //!
+//! On bare QEMU, OpenSBI v1.5 (SBI 2.0 with draft FWFT) fails some checks
+//! where it departs from the spec text: `ipi/mask-beyond-last-hart` and
+//! `rfence/*-wrapping-range` succeed instead of INVALID_PARAM /
+//! INVALID_ADDRESS, `dbcn/*-base-addr-hi` return FAILED instead of
+//! INVALID_PARAM, and its pre-v3.0 FWFT returns DENIED for
+//! `POINTER_MASKING_PMLEN` and for a locked feature (v3.0: DENIED_LOCKED).
+//!
 //! OpenSBI v1.5 hangs on the two `dbcn/write-outside-ram-*` checks (it reads
 //! the buffer in M-mode without checking S-mode can access it and takes an
 //! access fault); on bare QEMU skip them with
