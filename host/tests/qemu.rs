@@ -30,14 +30,34 @@ fn run_guest(guest: &str, vcpus: u32, smp: u32, sstc: bool) {
 /// As [`run_guest`], on QEMU's `-cpu` `cpu.0` (log name suffix `cpu.1`) when
 /// given, and requiring a line starting with each of `also` besides `DONE:`.
 fn run_guest_on(guest: &str, vcpus: u32, smp: u32, cpu: Option<(&str, &str)>, also: &[&str]) {
+    let name = format!("{guest}-smp{smp}{}", cpu.map_or("", |c| c.1));
+    run_guest_named(&name, guest, vcpus, smp, cpu.map(|c| c.0), also);
+}
+
+/// As [`run_guest`], with the log named `name`, without Sstc if `!sstc`.
+fn run_guest_as(name: &str, guest: &str, vcpus: u32, smp: u32, sstc: bool) {
+    let cpu = (!sstc).then_some("rv64,sstc=false");
+    run_guest_named(name, guest, vcpus, smp, cpu, &[]);
+}
+
+/// One run: test guest `guest` in one VM of `vcpus` vCPUs on `smp` harts of
+/// QEMU's `-cpu` `cpu`, its log named `name`; `DONE:` and a line starting
+/// with each of `also` required.
+fn run_guest_named(
+    name: &str,
+    guest: &str,
+    vcpus: u32,
+    smp: u32,
+    cpu: Option<&str>,
+    also: &[&str],
+) {
     let vm = testing::guest_vm(guest, vcpus, 64 * MIB);
     if let Err(e) = testing::require_built(&vm.kernel) {
         panic!("{e}");
     }
-    let name = format!("{guest}-smp{smp}{}", cpu.map_or("", |c| c.1));
-    let mut case = Case::new(&name, CaseVms::List(vec![vm]));
+    let mut case = Case::new(name, CaseVms::List(vec![vm]));
     case.machine.cpus = Some(smp);
-    case.machine.cpu = cpu.map(|c| c.0.into());
+    case.machine.cpu = cpu.map(Into::into);
     case.timeout = TIMEOUT;
     case.success_patterns
         .push(Pattern::LineStart(format!("DONE: {guest} passed=")));
@@ -75,7 +95,33 @@ macro_rules! guest_tests {
 }
 
 // The test guests of guests/ (bench-guest is for `ferrovisor bench`, not a test).
-guest_tests!(sbi_test, "sbi-test", vcpus = 1);
+/// The SBI conformance guest with 1, 2 and 4 vCPUs on 2 harts (so vCPUs
+/// share harts and migrate), and 2 vCPUs without Sstc (emulated timer).
+mod sbi_test {
+    fn run(vcpus: u32, sstc: bool) {
+        let name = format!(
+            "sbi-test-vcpus{vcpus}-smp2{}",
+            if sstc { "" } else { "-nosstc" }
+        );
+        super::run_guest_as(&name, "sbi-test", vcpus, 2, sstc);
+    }
+    #[test]
+    fn vcpus1() {
+        run(1, true);
+    }
+    #[test]
+    fn vcpus2() {
+        run(2, true);
+    }
+    #[test]
+    fn vcpus4() {
+        run(4, true);
+    }
+    #[test]
+    fn vcpus2_nosstc() {
+        run(2, false);
+    }
+}
 guest_tests!(timer_test, "timer-test", vcpus = 1);
 guest_tests!(smp_test, "smp-test", vcpus = 4);
 guest_tests!(isolation_test, "isolation-test", vcpus = 1);

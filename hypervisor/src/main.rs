@@ -16,6 +16,7 @@ mod console;
 mod heap;
 mod mem;
 mod mgmt;
+mod sbi;
 mod sched;
 mod vm;
 
@@ -118,8 +119,14 @@ fn probe_features(plat: &PlatformInfo) -> (HartFeatures, Mode) {
     if ext.contains(IsaExtensions::SVPBMT) {
         want |= Henvcfg::PBMTE;
     }
+    // Svadu is off for guests until a vCPU asks through SBI FWFT.
+    if ext.contains(IsaExtensions::SVADU) {
+        want |= Henvcfg::ADUE;
+    }
     // SAFETY: henvcfg only shapes VS/VU-mode behaviour; no guest runs yet.
-    let henvcfg = unsafe { csr::probe_write::<{ num::HENVCFG }>(want.bits()) }.unwrap_or(0);
+    let accepted = unsafe { csr::probe_write::<{ num::HENVCFG }>(want.bits()) }.unwrap_or(0);
+    let fwft_henvcfg = accepted & Henvcfg::ADUE.bits();
+    let henvcfg = accepted & !fwft_henvcfg;
     // VMIDLEN: write ones to every VMID bit and see which stick (privileged spec, hgatp).
     // SAFETY: no guest runs; hgatp only affects guest translation.
     let vmid_bits = unsafe { csr::probe_write::<{ num::HGATP }>(regs::hgatp::VMID_MASK) }
@@ -143,6 +150,7 @@ fn probe_features(plat: &PlatformInfo) -> (HartFeatures, Mode) {
             sstc,
             hstateen,
             henvcfg,
+            fwft_henvcfg,
             vmid_bits,
         },
         mode,
@@ -379,6 +387,7 @@ pub extern "C" fn rust_main(hartid: u64, dtb_pa: u64, start_time: u64) -> ! {
                 paused_seen: 0,
                 parked: false,
                 gfence: false,
+                suspend: None,
             });
         }
         sched::report_vm(v);

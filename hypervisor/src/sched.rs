@@ -13,15 +13,11 @@ use fv_arch_riscv64::firmware::{self, ShutdownReason};
 use fv_arch_riscv64::regs::{num, Irq};
 use fv_arch_riscv64::vcpu::{HartFeatures, RiscvVcpu};
 use fv_devices::uart16550::Uart16550;
-use fv_guest_sbi::{
-    ConsoleError, Fence, HartState, HsmError, ResetKind, ResetReason, SbiCall, SbiEnv, SbiOutcome,
-    SuspendType,
-};
-use fv_mgmt::{CounterKey, ExitReason, IrqKind, SbiExtension};
+use fv_guest_sbi::SbiCall;
+use fv_mgmt::{CounterKey, ExitReason, IrqKind};
 use fv_sched::{RunQueue, State, VcpuKey};
 use fv_vm::{
-    Access, EpochFence, GuestException, GuestMemory, HostInterrupt, RunState, Vcpu, VcpuExit,
-    VirtualInterrupt,
+    Access, EpochFence, GuestException, HostInterrupt, RunState, Vcpu, VcpuExit, VirtualInterrupt,
 };
 use spin::{Mutex, Once};
 
@@ -92,10 +88,13 @@ pub struct Slot {
     pub parked: bool,
     /// Fence its VMID's G-stage translations before it next runs.
     pub gfence: bool,
+    /// Suspended through SBI (HSM `hart_suspend`, SUSP `system_suspend`):
+    /// how it resumes once an interrupt it enabled is pending.
+    pub suspend: Option<crate::sbi::Suspended>,
 }
 
 /// What the run loop does after an exit.
-enum Next {
+pub(crate) enum Next {
     Continue,
     Block,
     Stopped,
@@ -530,6 +529,9 @@ fn refresh(slot: &mut Slot, now: u64, rq: &mut RunQueue) {
     }
     slot.arch
         .set_interrupt(VirtualInterrupt::External, sh.eip.load(Ordering::Acquire));
+    if crate::sbi::refresh_suspended(vm, slot, rq) {
+        return;
+    }
     if rq.state(key) == Ok(State::Blocked)
         && (sh.pending_irq.load(Ordering::Acquire) != 0 || slot.arch.interrupt_pending())
     {
@@ -663,7 +665,9 @@ fn handle_exit(vm: &Vm, slot: &mut Slot, exit: VcpuExit) -> Next {
             Next::Continue
         }
         VcpuExit::HostInterrupt(_) => Next::Continue,
-        VcpuExit::SbiCall { eid, fid, args } => sbi_call(vm, slot, SbiCall { eid, fid, args }),
+        VcpuExit::SbiCall { eid, fid, args } => {
+            crate::sbi::sbi_call(vm, slot, SbiCall { eid, fid, args })
+        }
         VcpuExit::MmioRead { addr, width, .. } if !vm.ram.contains(addr) => {
             let value = {
                 let mut inner = vm.inner.lock();
@@ -775,7 +779,7 @@ pub fn device_side_effects(vm: &Vm, inner: &mut crate::vm::VmInner) {
 
 /// A VM's console output: kept in its history, and printed a whole line at a
 /// time (see `VmInner::line`).
-fn console_bytes(
+pub(crate) fn console_bytes(
     vm: &Vm,
     history: &mut fv_mgmt::Ring,
     line: &mut Vec<u8>,
@@ -891,84 +895,6 @@ fn memory_exit(vm: &Vm, slot: &mut Slot, addr: GuestPhysAddr, access: Access) ->
     let gva = slot.arch.fault_gva();
     slot.arch.inject_exception(cause, gva);
     Next::Continue
-}
-
-fn sbi_call(vm: &Vm, slot: &mut Slot, call: SbiCall) -> Next {
-    let outcome = {
-        let mut env = Env {
-            vm,
-            fenced: Vec::new(),
-            vcpu: slot.vcpu,
-            arch: &mut slot.arch,
-            timer: &mut slot.timer,
-        };
-        fv_guest_sbi::handle(&mut env, &call)
-    };
-    vm.vcpus[slot.vcpu]
-        .sbi
-        .record(SbiExtension::from_eid(call.eid));
-    match outcome {
-        SbiOutcome::Return(r) => {
-            slot.arch.complete_sbi(r.error, r.value);
-            Next::Continue
-        }
-        SbiOutcome::StopSelf => {
-            let stopped = {
-                let mut inner = vm.inner.lock();
-                inner
-                    .hsm
-                    .stop(slot.vcpu)
-                    .and_then(|()| inner.hsm.stop_complete(slot.vcpu))
-            };
-            match stopped {
-                Ok(()) => Next::Stopped,
-                Err(_) => {
-                    slot.arch
-                        .complete_sbi(fv_guest_sbi::SbiError::Failed.code(), 0);
-                    Next::Continue
-                }
-            }
-        }
-        SbiOutcome::Suspend(kind) => {
-            match kind {
-                SuspendType::Retentive => slot.arch.complete_sbi(0, 0),
-                SuspendType::NonRetentive {
-                    resume_addr,
-                    opaque,
-                } => slot.arch.reset(fv_vm::VcpuBoot {
-                    pc: resume_addr,
-                    a0: slot.vcpu as u64,
-                    a1: opaque,
-                }),
-            }
-            // The vCPU waits as in WFI; it is STARTED again by the time it can
-            // observe its own state.
-            let mut inner = vm.inner.lock();
-            let _ = inner.hsm.suspend(slot.vcpu);
-            let _ = inner.hsm.suspend_complete(slot.vcpu);
-            let _ = inner.hsm.resume(slot.vcpu);
-            let _ = inner.hsm.resume_complete(slot.vcpu);
-            Next::Block
-        }
-        SbiOutcome::SystemReset {
-            kind: ResetKind::Shutdown,
-            reason,
-        } => {
-            stop_vm(
-                vm,
-                if reason == ResetReason::SystemFailure {
-                    StopReason::GuestFailure
-                } else {
-                    StopReason::PowerOff
-                },
-            );
-            Next::Stopped
-        }
-        SbiOutcome::SystemReset { .. } => {
-            reboot_vm(vm, Some(slot.vcpu));
-            Next::Yield
-        }
-    }
 }
 
 /// Stops a VM for good and logs why. Only the call that makes the transition
@@ -1113,7 +1039,7 @@ const RE_KICK_SPINS: u64 = 1 << 16;
 /// Waits until `vcpu` has performed the fences in `bits` that were requested
 /// of it, or is out of the guest (it performs them before it enters again).
 /// The request was made before this call (SeqCst, see `run_slot`).
-fn wait_fenced(vm: &Vm, vcpu: usize, bits: u32) {
+pub(crate) fn wait_fenced(vm: &Vm, vcpu: usize, bits: u32) {
     let Some(sh) = vm.vcpus.get(vcpu) else { return };
     let me = crate::boot::cpu_index();
     let mut spins = 0u64;
@@ -1147,157 +1073,6 @@ fn finish(cpu: usize) -> ! {
     } else {
         ShutdownReason::Clean
     })
-}
-
-/// The SBI implementation's view of the calling vCPU and its VM.
-struct Env<'a> {
-    vm: &'a Vm,
-    /// Remote fences requested by this call, waited for in
-    /// `remote_fences_issued`.
-    fenced: Vec<(usize, u32)>,
-    vcpu: usize,
-    arch: &'a mut RiscvVcpu,
-    timer: &'a mut Option<u64>,
-}
-
-impl SbiEnv for Env<'_> {
-    fn vcpu_count(&self) -> usize {
-        self.vm.vcpus.len()
-    }
-
-    fn current_vcpu(&self) -> usize {
-        self.vcpu
-    }
-
-    fn hart_state(&self, vcpu: usize) -> HartState {
-        self.vm
-            .inner
-            .lock()
-            .hsm
-            .get(vcpu)
-            .unwrap_or(HartState::Stopped)
-    }
-
-    fn start_vcpu(
-        &mut self,
-        vcpu: usize,
-        start_addr: GuestPhysAddr,
-        opaque: u64,
-    ) -> Result<(), HsmError> {
-        self.vm.inner.lock().hsm.start(vcpu)?;
-        let sh = &self.vm.vcpus[vcpu];
-        *sh.start.lock() = Some(fv_vm::VcpuBoot {
-            pc: start_addr,
-            a0: vcpu as u64,
-            a1: opaque,
-        });
-        kick(sh.cpu.load(Ordering::Acquire));
-        Ok(())
-    }
-
-    fn set_timer(&mut self, stime_value: u64) {
-        let host_deadline = self.arch.set_timer(stime_value);
-        *self.timer = if stime_value == u64::MAX {
-            None
-        } else {
-            host_deadline
-        };
-    }
-
-    fn send_ipi(&mut self, vcpu: usize) {
-        let sh = &self.vm.vcpus[vcpu];
-        sh.pending_irq
-            .fetch_or(1 << VirtualInterrupt::Software.hvip_bit(), Ordering::AcqRel);
-        kick(sh.cpu.load(Ordering::Acquire));
-    }
-
-    fn remote_fence(&mut self, vcpu: usize, fence: Fence) {
-        let bit = match fence {
-            Fence::I => FENCE_I,
-            _ => FENCE_VVMA,
-        };
-        if let Some(sh) = self.vm.vcpus.get(vcpu) {
-            sh.fences.request(bit);
-            kick(sh.cpu.load(Ordering::Acquire));
-            self.fenced.push((vcpu, bit));
-        }
-    }
-
-    fn remote_fences_issued(&mut self) {
-        // Every target has fenced, or is out of the guest and fences before
-        // it enters again: SBI RFENCE returns only then (Linux relies on it).
-        for (vcpu, bit) in core::mem::take(&mut self.fenced) {
-            wait_fenced(self.vm, vcpu, bit);
-        }
-    }
-
-    fn is_guest_ram(&self, gpa: GuestPhysAddr, len: u64) -> bool {
-        self.vm.ram.contains_span(gpa, len)
-    }
-
-    fn console_write(&mut self, gpa: GuestPhysAddr, len: u64) -> Result<u64, ConsoleError> {
-        let mut buf = [0u8; fv_guest_sbi::DBCN_MAX_CHUNK as usize];
-        let n = (len as usize).min(buf.len());
-        {
-            let mut inner = self.vm.inner.lock();
-            let mut memory = crate::vm::GStageMemory {
-                inner: &mut inner,
-                ram: self.vm.ram,
-            };
-            memory
-                .read(gpa, &mut buf[..n])
-                .map_err(|_| ConsoleError::Denied)?;
-        }
-        let mut inner = self.vm.inner.lock();
-        let crate::vm::VmInner {
-            history,
-            line,
-            line_since,
-            ..
-        } = &mut *inner;
-        console_bytes(self.vm, history, line, line_since, &buf[..n]);
-        Ok(n as u64)
-    }
-
-    fn console_read(&mut self, _gpa: GuestPhysAddr, _len: u64) -> Result<u64, ConsoleError> {
-        Ok(0) // Console input arrives with the virtual UART.
-    }
-
-    fn console_putchar(&mut self, byte: u8) -> Result<(), ConsoleError> {
-        let mut inner = self.vm.inner.lock();
-        let crate::vm::VmInner {
-            history,
-            line,
-            line_since,
-            ..
-        } = &mut *inner;
-        console_bytes(self.vm, history, line, line_since, &[byte]);
-        Ok(())
-    }
-
-    fn console_getchar(&mut self) -> Option<u8> {
-        None
-    }
-
-    fn impl_id(&self) -> u64 {
-        SBI_IMPL_ID
-    }
-
-    fn impl_version(&self) -> u64 {
-        0x0001_0000
-    }
-
-    fn mvendorid(&self) -> u64 {
-        0
-    }
-
-    fn marchid(&self) -> u64 {
-        0
-    }
-
-    fn mimpid(&self) -> u64 {
-        0
-    }
 }
 
 /// Logs a summary of one VM's resource use (for the benchmark).

@@ -27,6 +27,9 @@ pub struct HartFeatures {
     pub hstateen: bool,
     /// The `henvcfg` value guests run with (what the hart accepted).
     pub henvcfg: u64,
+    /// `henvcfg` bits the hart accepts that each vCPU switches on for itself
+    /// through SBI FWFT (today `ADUE`, for `PTE_AD_HW_UPDATING`); off after reset.
+    pub fwft_henvcfg: u64,
     /// How many VMID bits `hgatp` implements (0: no VMIDs, flush on every VM switch).
     pub vmid_bits: u32,
 }
@@ -78,6 +81,10 @@ pub struct RiscvVcpu {
     features: HartFeatures,
     pending: PendingMmio,
     loaded: bool,
+    /// The [`HartFeatures::fwft_henvcfg`] bits this vCPU has switched on.
+    fwft_henvcfg: u64,
+    /// SBI FWFT features this vCPU has locked (bit n = feature id n).
+    fwft_locked: u32,
 }
 
 impl RiscvVcpu {
@@ -97,6 +104,8 @@ impl RiscvVcpu {
             features,
             pending: PendingMmio::None,
             loaded: false,
+            fwft_henvcfg: 0,
+            fwft_locked: 0,
         };
         v.reset(VcpuBoot {
             pc: GuestPhysAddr::new(0),
@@ -127,7 +136,7 @@ impl RiscvVcpu {
                 (Counteren::CY | Counteren::TM | Counteren::IR).bits(),
             );
             csr::write::<{ num::HTIMEDELTA }>(self.htimedelta);
-            csr::write::<{ num::HENVCFG }>(f.henvcfg);
+            csr::write::<{ num::HENVCFG }>(f.henvcfg | self.fwft_henvcfg);
             if f.hstateen {
                 csr::write::<{ num::HSTATEEN0 }>(
                     (regs::Hstateen0::SE0 | regs::Hstateen0::ENVCFG).bits(),
@@ -227,6 +236,64 @@ impl RiscvVcpu {
     /// Guest general-purpose register `i` (for logs and tests).
     pub fn gpr(&self, i: usize) -> u64 {
         self.ctx.guest.x.get(i).copied().unwrap_or(0)
+    }
+
+    /// The [`HartFeatures::fwft_henvcfg`] bits this vCPU has on (SBI FWFT).
+    pub fn fwft_henvcfg(&self) -> u64 {
+        self.fwft_henvcfg
+    }
+
+    /// Switches `bits` (within [`HartFeatures::fwft_henvcfg`]; others are
+    /// ignored) on or off for this vCPU (SBI FWFT); live at once if loaded.
+    pub fn set_fwft_henvcfg(&mut self, bits: u64, on: bool) {
+        let bits = bits & self.features.fwft_henvcfg;
+        if on {
+            self.fwft_henvcfg |= bits;
+        } else {
+            self.fwft_henvcfg &= !bits;
+        }
+        if self.loaded {
+            // SAFETY: henvcfg only shapes VS/VU-mode behaviour, and only bits
+            // the hart accepted for guests are set.
+            unsafe { csr::write::<{ num::HENVCFG }>(self.features.henvcfg | self.fwft_henvcfg) };
+        }
+    }
+
+    /// SBI FWFT locks of this vCPU (bit n = feature id n); cleared by
+    /// [`Vcpu::reset`] (hart reset), kept across suspend.
+    pub fn fwft_locked(&self) -> u32 {
+        self.fwft_locked
+    }
+
+    /// Locks SBI FWFT feature `id` (< 32) on this vCPU until its next reset.
+    pub fn lock_fwft(&mut self, id: u32) {
+        self.fwft_locked |= 1u32.checked_shl(id).unwrap_or(0);
+    }
+
+    /// Resumes the vCPU from a non-retentive suspend (SBI HSM `hart_suspend`,
+    /// SUSP `system_suspend`): VS-mode at `boot.pc` with `a0`/`a1` from
+    /// `boot`, `vsatp = 0` and `vsstatus.SIE = 0` (the spec's resume register
+    /// state). Unlike [`Vcpu::reset`], everything else is kept: `vsie`,
+    /// `vstvec`, the timer, pending interrupts (the one that woke it stays
+    /// pending), FP state and the FWFT settings.
+    pub fn resume_non_retentive(&mut self, boot: VcpuBoot) {
+        self.ctx.guest.x = [0; 32];
+        self.ctx.guest.x[10] = boot.a0;
+        self.ctx.guest.x[11] = boot.a1;
+        self.ctx.guest.sepc = boot.pc.raw();
+        self.ctx.guest.sstatus |= Sstatus::SPP.bits();
+        self.pending = PendingMmio::None;
+        let sie = Sstatus::SIE.bits();
+        if self.loaded {
+            // SAFETY: VS CSRs only affect the guest.
+            unsafe {
+                csr::clear::<{ num::VSSTATUS }>(sie);
+                csr::write::<{ num::VSATP }>(0);
+            }
+        } else {
+            self.vs.vsstatus &= !sie;
+            self.vs.vsatp = 0;
+        }
     }
 
     fn decode_mem(&self) -> Result<MemInsn, DecodeError> {
@@ -498,6 +565,8 @@ impl Vcpu for RiscvVcpu {
         self.fp = FpRegs::default();
         self.hvip = 0;
         self.pending = PendingMmio::None;
+        self.fwft_henvcfg = 0;
+        self.fwft_locked = 0;
         if self.loaded {
             // Re-load so the live CSRs match the reset state.
             self.load(true, false);

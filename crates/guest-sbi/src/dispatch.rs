@@ -1,7 +1,7 @@
 //! Decoding and validation of every supported call.
 
 use fv_addr::GuestPhysAddr;
-use sbi_spec::{base, dbcn, hsm, legacy, rfnc, spi, srst, time};
+use sbi_spec::{base, dbcn, fwft, hsm, legacy, rfnc, spi, srst, susp, time};
 
 use crate::{
     ConsoleError, Fence, HartMask, HartState, HsmError, ResetKind, ResetReason, SbiCall, SbiEnv,
@@ -35,9 +35,11 @@ const EID_RFENCE: u64 = eid(rfnc::EID_RFNC);
 const EID_HSM: u64 = eid(hsm::EID_HSM);
 const EID_SRST: u64 = eid(srst::EID_SRST);
 const EID_DBCN: u64 = eid(dbcn::EID_DBCN);
+const EID_SUSP: u64 = eid(susp::EID_SUSP);
+const EID_FWFT: u64 = eid(fwft::EID_FWFT);
 
 /// Every EID this implementation provides (what `probe_extension` reports as 1).
-pub const EXTENSIONS: [u64; 10] = [
+pub const EXTENSIONS: [u64; 12] = [
     EID_LEGACY_SET_TIMER,
     EID_LEGACY_CONSOLE_PUTCHAR,
     EID_LEGACY_CONSOLE_GETCHAR,
@@ -48,6 +50,8 @@ pub const EXTENSIONS: [u64; 10] = [
     EID_HSM,
     EID_SRST,
     EID_DBCN,
+    EID_SUSP,
+    EID_FWFT,
 ];
 
 /// `sbi_probe_extension(extension_id)`: 1 if provided, 0 otherwise.
@@ -68,6 +72,9 @@ pub fn handle<E: SbiEnv + ?Sized>(env: &mut E, call: &SbiCall) -> SbiOutcome {
         EID_HSM => return hsm_call(env, call),
         EID_SRST => return srst_call(call),
         EID_DBCN => dbcn_call(env, call),
+        EID_SUSP => return susp_call(env, call),
+        EID_FWFT => fwft_call(env, call),
+        // PMU (0x504D55): see the crate docs' "Knowingly absent" table.
         _ => Err(SbiError::NotSupported),
     };
     SbiOutcome::Return(ret.into())
@@ -223,6 +230,11 @@ fn hart_start<E: SbiEnv + ?Sized>(
     Ok(0)
 }
 
+/// Platform-specific retentive suspend types (treated as the default one).
+const SUSPEND_PLATFORM_RETENTIVE: core::ops::RangeInclusive<u32> = 0x1000_0000..=0x7FFF_FFFF;
+/// Platform-specific non-retentive suspend types (treated as the default one).
+const SUSPEND_PLATFORM_NON_RETENTIVE: core::ops::RangeInclusive<u32> = 0x9000_0000..=0xFFFF_FFFF;
+
 /// `sbi_hart_suspend(suspend_type, resume_addr, opaque)`.
 fn hart_suspend<E: SbiEnv + ?Sized>(
     env: &mut E,
@@ -232,12 +244,18 @@ fn hart_suspend<E: SbiEnv + ?Sized>(
 ) -> Result<SuspendType, SbiError> {
     // `suspend_type` is 32 bits wide: only the low half of the register counts.
     let t = match suspend_type as u32 {
-        hsm::suspend_type::RETENTIVE => SuspendType::Retentive,
-        hsm::suspend_type::NON_RETENTIVE => SuspendType::NonRetentive {
-            resume_addr: entry_point(env, resume_addr)?,
-            opaque,
-        },
-        // Reserved, or platform-specific and not implemented.
+        t if t == hsm::suspend_type::RETENTIVE || SUSPEND_PLATFORM_RETENTIVE.contains(&t) => {
+            SuspendType::Retentive
+        }
+        t if t == hsm::suspend_type::NON_RETENTIVE
+            || SUSPEND_PLATFORM_NON_RETENTIVE.contains(&t) =>
+        {
+            SuspendType::NonRetentive {
+                resume_addr: entry_point(env, resume_addr)?,
+                opaque,
+            }
+        }
+        // 0x00000001..=0x0FFFFFFF and 0x80000001..=0x8FFFFFFF: reserved.
         _ => return Err(SbiError::InvalidParam),
     };
     caller_started(env)?;
@@ -271,6 +289,56 @@ fn entry_point<E: SbiEnv + ?Sized>(env: &E, addr: u64) -> Result<GuestPhysAddr, 
         Ok(gpa)
     } else {
         Err(SbiError::InvalidAddress)
+    }
+}
+
+/// `SUSPEND_TO_RAM`, the one sleep type of `sbi_system_suspend`.
+const SLEEP_TYPE_SUSPEND_TO_RAM: u32 = 0;
+
+fn susp_call<E: SbiEnv + ?Sized>(env: &mut E, call: &SbiCall) -> SbiOutcome {
+    let [sleep_type, resume_addr, opaque, ..] = call.args;
+    let r = match fid(call.fid) {
+        Ok(susp::SUSPEND) => system_suspend(env, sleep_type, resume_addr, opaque),
+        Ok(_) | Err(_) => Err(SbiError::NotSupported),
+    };
+    match r {
+        Ok(t) => SbiOutcome::Suspend(t),
+        Err(e) => SbiOutcome::Return(SbiRet::err(e)),
+    }
+}
+
+/// `sbi_system_suspend(sleep_type, resume_addr, opaque)`: the VM is
+/// suspended to RAM by parking its only running vCPU.
+fn system_suspend<E: SbiEnv + ?Sized>(
+    env: &mut E,
+    sleep_type: u64,
+    resume_addr: u64,
+    opaque: u64,
+) -> Result<SuspendType, SbiError> {
+    // `sleep_type` is 32 bits wide. 0x1..=0x7FFFFFFF reserved,
+    // 0x80000000.. platform-specific: none implemented.
+    if sleep_type as u32 != SLEEP_TYPE_SUSPEND_TO_RAM {
+        return Err(SbiError::InvalidParam);
+    }
+    let resume_addr = entry_point(env, resume_addr)?;
+    caller_started(env)?;
+    let me = env.current_vcpu();
+    if (0..env.vcpu_count()).any(|v| v != me && env.hart_state(v) != HartState::Stopped) {
+        // Entry criterion: every other hart STOPPED.
+        return Err(SbiError::Denied);
+    }
+    Ok(SuspendType::NonRetentive {
+        resume_addr,
+        opaque,
+    })
+}
+
+fn fwft_call<E: SbiEnv + ?Sized>(env: &mut E, call: &SbiCall) -> Result<u64, SbiError> {
+    let [feature, value, flags, ..] = call.args;
+    match fid(call.fid)? {
+        fwft::SET => crate::fwft::set(env, feature, value, flags),
+        fwft::GET => crate::fwft::get(env, feature),
+        _ => Err(SbiError::NotSupported),
     }
 }
 
@@ -384,6 +452,8 @@ mod tests {
         assert_eq!(EID_HSM, 0x0048_534D);
         assert_eq!(EID_SRST, 0x5352_5354);
         assert_eq!(EID_DBCN, 0x4442_434E);
+        assert_eq!(EID_SUSP, 0x5355_5350);
+        assert_eq!(EID_FWFT, 0x4657_4654);
         assert_eq!(
             (
                 EID_LEGACY_SET_TIMER,

@@ -2,7 +2,7 @@
 
 use fv_addr::GuestPhysAddr;
 
-use crate::{HartState, HsmError};
+use crate::{FwftFeature, FwftSetError, HartState, HsmError};
 
 /// A remote fence one target vCPU must perform, already validated.
 ///
@@ -123,6 +123,24 @@ pub trait SbiEnv {
 
     /// One pending console byte, if any (non-blocking).
     fn console_getchar(&mut self) -> Option<u8>;
+
+    /// FWFT: the calling vCPU's current value of `feature`, or `None` if this
+    /// VM cannot offer it (the guest sees `SBI_ERR_NOT_SUPPORTED`).
+    fn fwft_get(&self, feature: FwftFeature) -> Option<u64>;
+
+    /// FWFT: whether `feature` is locked on the calling vCPU (until its next
+    /// hart reset: `hart_start`, VM reboot).
+    fn fwft_locked(&self, feature: FwftFeature) -> bool;
+
+    /// FWFT: sets `feature` (offered: [`SbiEnv::fwft_get`] is `Some`, not
+    /// locked) to `value` (valid for it, [`FwftFeature::value_is_valid`]) on
+    /// the calling vCPU, and locks it if `lock`. On error nothing changes.
+    fn fwft_set(
+        &mut self,
+        feature: FwftFeature,
+        value: u64,
+        lock: bool,
+    ) -> Result<(), FwftSetError>;
 
     /// `sbi_get_impl_id` result.
     fn impl_id(&self) -> u64;

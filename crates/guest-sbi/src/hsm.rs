@@ -393,6 +393,25 @@ mod tests {
     }
 
     #[test]
+    fn suspended_vcpu_is_reset_by_a_reboot_and_cannot_be_started() {
+        let mut s = HsmStates::new(2, 0).unwrap();
+        s.start(1).unwrap();
+        s.start_complete(1).unwrap();
+        s.suspend(1).unwrap();
+        s.suspend_complete(1).unwrap();
+        // Seen as SUSPENDED; neither hart_start nor hart_stop applies to it.
+        assert_eq!(s.get(1), Some(Suspended));
+        assert!(s.start(1).is_err());
+        assert!(s.stop(1).is_err());
+        assert!(s.suspend(1).is_err());
+        assert_eq!(s.get(1), Some(Suspended));
+        // A reboot while suspended: the boot layout, and no resume left over.
+        s.reset(0).unwrap();
+        assert_eq!([s.get(0), s.get(1)], [Some(Started), Some(Stopped)]);
+        assert!(s.resume(1).is_err());
+    }
+
+    #[test]
     fn reset_restores_boot_layout() {
         let mut s = HsmStates::new(3, 0).unwrap();
         s.start(1).unwrap();

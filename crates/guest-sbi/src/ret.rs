@@ -1,4 +1,5 @@
-//! `struct sbiret` and the standard SBI error codes (SBI v2.0 §3, table "Standard SBI Errors").
+//! `struct sbiret` and the standard SBI error codes (SBI v2.0 §3, table
+//! "Standard SBI Errors", plus the three codes SBI v3.0 adds, which FWFT uses).
 
 use sbi_spec::binary as spec;
 
@@ -37,11 +38,18 @@ pub enum SbiError {
     InvalidState = code(spec::RET_ERR_INVALID_STATE),
     /// `SBI_ERR_BAD_RANGE` (-11): bad (or invalid) range.
     BadRange = code(spec::RET_ERR_BAD_RANGE),
+    /// `SBI_ERR_TIMEOUT` (-12, SBI v3.0): the operation timed out.
+    Timeout = code(spec::RET_ERR_TIMEOUT),
+    /// `SBI_ERR_IO` (-13, SBI v3.0): an input/output error.
+    Io = code(spec::RET_ERR_IO),
+    /// `SBI_ERR_DENIED_LOCKED` (-14, SBI v3.0): denied because the target is
+    /// locked (e.g. an FWFT feature set with the LOCK flag).
+    DeniedLocked = code(spec::RET_ERR_DENIED_LOCKED),
 }
 
 impl SbiError {
     /// Every standard error code, in table order.
-    pub const ALL: [SbiError; 11] = [
+    pub const ALL: [SbiError; 14] = [
         SbiError::Failed,
         SbiError::NotSupported,
         SbiError::InvalidParam,
@@ -53,6 +61,9 @@ impl SbiError {
         SbiError::NoShmem,
         SbiError::InvalidState,
         SbiError::BadRange,
+        SbiError::Timeout,
+        SbiError::Io,
+        SbiError::DeniedLocked,
     ];
 
     /// The value of `sbiret.error` for this error.
@@ -122,7 +133,7 @@ mod tests {
     #[test]
     fn error_codes_match_the_spec_table() {
         // SBI v2.0 §3, "Standard SBI Errors".
-        let expected: [(SbiError, i64); 11] = [
+        let expected: [(SbiError, i64); 14] = [
             (SbiError::Failed, -1),
             (SbiError::NotSupported, -2),
             (SbiError::InvalidParam, -3),
@@ -134,13 +145,16 @@ mod tests {
             (SbiError::NoShmem, -9),
             (SbiError::InvalidState, -10),
             (SbiError::BadRange, -11),
+            (SbiError::Timeout, -12),
+            (SbiError::Io, -13),
+            (SbiError::DeniedLocked, -14),
         ];
         for (e, c) in expected {
             assert_eq!(e.code(), c, "{e:?}");
             assert_eq!(SbiError::from_code(c), Some(e));
         }
         assert_eq!(SbiError::from_code(0), None);
-        assert_eq!(SbiError::from_code(-12), None);
+        assert_eq!(SbiError::from_code(-15), None);
     }
 
     #[test]

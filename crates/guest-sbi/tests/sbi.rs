@@ -7,8 +7,8 @@ mod common;
 use common::{Event, MockVm, RAM_BASE, RAM_END};
 use fv_addr::GuestPhysAddr;
 use fv_guest_sbi::{
-    probe_extension, ConsoleError, Fence, HartState, HsmError, ResetKind, ResetReason, SbiError,
-    SbiOutcome, SbiRet, SuspendType, DBCN_MAX_CHUNK, EXTENSIONS,
+    probe_extension, ConsoleError, Fence, FwftFeature, FwftSetError, HartState, HsmError,
+    ResetKind, ResetReason, SbiError, SbiOutcome, SbiRet, SuspendType, DBCN_MAX_CHUNK, EXTENSIONS,
 };
 
 // Extension IDs as the spec writes them (not taken from the crate).
@@ -21,6 +21,8 @@ const SRST: u64 = 0x5352_5354;
 const DBCN: u64 = 0x4442_434E;
 const PMU: u64 = 0x0050_4D55;
 const SUSP: u64 = 0x5355_5350;
+const FWFT: u64 = 0x4657_4654;
+const DBTR: u64 = 0x4442_5452;
 const CPPC: u64 = 0x4350_5043;
 const NACL: u64 = 0x4E41_434C;
 const STA: u64 = 0x0053_5441;
@@ -63,11 +65,13 @@ fn base_ids_come_from_the_vm() {
 #[test]
 fn probe_reports_exactly_the_supported_extensions() {
     let mut vm = MockVm::new(1);
-    for eid in [0x00, 0x01, 0x02, BASE, TIME, IPI, RFENCE, HSM, SRST, DBCN] {
+    for eid in [
+        0x00, 0x01, 0x02, BASE, TIME, IPI, RFENCE, HSM, SRST, DBCN, SUSP, FWFT,
+    ] {
         assert_eq!(vm.ret(BASE, 3, a(&[eid])), ok(1), "eid {eid:#x}");
         assert!(EXTENSIONS.contains(&eid));
     }
-    assert_eq!(EXTENSIONS.len(), 10);
+    assert_eq!(EXTENSIONS.len(), 12);
     let unsupported = [
         0x03,
         0x04,
@@ -78,7 +82,7 @@ fn probe_reports_exactly_the_supported_extensions() {
         0x09,
         0x0F,
         PMU,
-        SUSP,
+        DBTR,
         CPPC,
         NACL,
         STA,
@@ -555,21 +559,45 @@ fn hsm_suspend_non_retentive_bad_resume_addr() {
 }
 
 #[test]
-fn hsm_suspend_reserved_and_platform_types_are_invalid_param() {
+fn hsm_suspend_reserved_types_are_invalid_param() {
     let mut vm = MockVm::new(1);
     for t in [
         0x0000_0001u64, // reserved
         0x0FFF_FFFF,
-        0x1000_0000, // platform-specific retentive: none implemented
-        0x7FFF_FFFF,
         0x8000_0001, // reserved
         0x8FFF_FFFF,
-        0x9000_0000, // platform-specific non-retentive: none implemented
-        0xFFFF_FFFF,
     ] {
         assert_eq!(
             vm.ret(HSM, 3, a(&[t, RAM_BASE, 0])),
             err(SbiError::InvalidParam),
+            "{t:#x}"
+        );
+    }
+    assert!(vm.events.is_empty());
+}
+
+#[test]
+fn hsm_suspend_platform_types_behave_as_the_default_ones() {
+    let mut vm = MockVm::new(1);
+    for t in [0x1000_0000u64, 0x4000_0000, 0x7FFF_FFFF] {
+        assert_eq!(
+            vm.call(HSM, 3, a(&[t, 0, 0])),
+            SbiOutcome::Suspend(SuspendType::Retentive),
+            "{t:#x}"
+        );
+    }
+    for t in [0x9000_0000u64, 0xC000_0000, 0xFFFF_FFFF] {
+        assert_eq!(
+            vm.call(HSM, 3, a(&[t, RAM_BASE + 0x40, 9])),
+            SbiOutcome::Suspend(SuspendType::NonRetentive {
+                resume_addr: GuestPhysAddr::new(RAM_BASE + 0x40),
+                opaque: 9
+            }),
+            "{t:#x}"
+        );
+        assert_eq!(
+            vm.ret(HSM, 3, a(&[t, RAM_END, 9])),
+            err(SbiError::InvalidAddress),
             "{t:#x}"
         );
     }
@@ -586,6 +614,10 @@ fn hsm_suspend_type_uses_only_the_low_32_bits() {
     assert_eq!(
         vm.ret(HSM, 3, a(&[0x1_0000_0001, 0, 0])),
         err(SbiError::InvalidParam)
+    );
+    assert_eq!(
+        vm.ret(HSM, 3, a(&[0xffff_ffff_8000_0000, RAM_END, 0])),
+        err(SbiError::InvalidAddress)
     );
 }
 
@@ -606,6 +638,231 @@ fn hsm_unknown_function() {
         );
     }
     assert!(vm.events.is_empty());
+}
+
+// ---------------------------------------------------------------- SUSP
+
+#[test]
+fn susp_suspend_to_ram_with_every_other_vcpu_stopped() {
+    let mut vm = MockVm::new(3);
+    assert_eq!(
+        vm.call(SUSP, 0, a(&[0, RAM_BASE + 0x200, 0x55])),
+        SbiOutcome::Suspend(SuspendType::NonRetentive {
+            resume_addr: GuestPhysAddr::new(RAM_BASE + 0x200),
+            opaque: 0x55
+        })
+    );
+    // sleep_type is 32 bits wide.
+    assert!(matches!(
+        vm.call(SUSP, 0, a(&[0xffff_ffff_0000_0000, RAM_BASE, 0])),
+        SbiOutcome::Suspend(SuspendType::NonRetentive { .. })
+    ));
+    assert!(vm.events.is_empty());
+}
+
+#[test]
+fn susp_denied_unless_every_other_vcpu_is_stopped() {
+    for other in [
+        HartState::Started,
+        HartState::StartPending,
+        HartState::StopPending,
+        HartState::Suspended,
+        HartState::SuspendPending,
+        HartState::ResumePending,
+    ] {
+        let mut vm = MockVm::new(4);
+        vm.current = 2;
+        vm.states[0] = HartState::Stopped;
+        vm.states[2] = HartState::Started;
+        vm.states[3] = other;
+        assert_eq!(
+            vm.ret(SUSP, 0, a(&[0, RAM_BASE, 0])),
+            err(SbiError::Denied),
+            "{other:?}"
+        );
+        vm.states[3] = HartState::Stopped;
+        assert!(matches!(
+            vm.call(SUSP, 0, a(&[0, RAM_BASE, 0])),
+            SbiOutcome::Suspend(_)
+        ));
+    }
+}
+
+#[test]
+fn susp_reserved_and_platform_sleep_types_are_invalid_param() {
+    let mut vm = MockVm::new(2);
+    // Checked before the address and before the other harts' states.
+    vm.states[1] = HartState::Started;
+    for t in [1u64, 0x7FFF_FFFF, 0x8000_0000, 0xFFFF_FFFF] {
+        assert_eq!(
+            vm.ret(SUSP, 0, a(&[t, 0, 0])),
+            err(SbiError::InvalidParam),
+            "{t:#x}"
+        );
+    }
+}
+
+#[test]
+fn susp_bad_resume_addr_is_invalid_address() {
+    let mut vm = MockVm::new(2);
+    vm.states[1] = HartState::Started;
+    for addr in [0, RAM_BASE - 2, RAM_END - 1, u64::MAX] {
+        assert_eq!(
+            vm.ret(SUSP, 0, a(&[0, addr, 0])),
+            err(SbiError::InvalidAddress),
+            "{addr:#x}"
+        );
+    }
+}
+
+#[test]
+fn susp_from_a_confused_core_fails_and_unknown_function() {
+    let mut vm = MockVm::new(2);
+    vm.current = 1;
+    assert_eq!(vm.ret(SUSP, 0, a(&[0, RAM_BASE, 0])), err(SbiError::Failed));
+    for fid in [1, u64::MAX] {
+        assert_eq!(
+            vm.ret(SUSP, fid, a(&[0, RAM_BASE, 0])),
+            err(SbiError::NotSupported)
+        );
+    }
+}
+
+// ---------------------------------------------------------------- FWFT
+
+const FWFT_SET: u64 = 0;
+const FWFT_GET: u64 = 1;
+const MISALIGNED: u64 = 0;
+const PTE_AD: u64 = 4;
+
+#[test]
+fn fwft_get_offered_features() {
+    let mut vm = MockVm::new(1);
+    assert_eq!(vm.ret(FWFT, FWFT_GET, a(&[MISALIGNED])), ok(1));
+    assert_eq!(vm.ret(FWFT, FWFT_GET, a(&[PTE_AD])), ok(0));
+    // feature is 32 bits wide.
+    assert_eq!(vm.ret(FWFT, FWFT_GET, a(&[PTE_AD | 7 << 32])), ok(0));
+}
+
+/// Both `get` and `set` of feature `f` fail with `e`, and nothing is done.
+fn fwft_get_and_set_fail(f: u64, e: SbiError) {
+    let mut vm = MockVm::new(1);
+    assert_eq!(vm.ret(FWFT, FWFT_GET, a(&[f])), err(e), "get {f:#x}");
+    assert_eq!(vm.ret(FWFT, FWFT_SET, a(&[f, 0, 0])), err(e), "set {f:#x}");
+    assert!(vm.events.is_empty());
+}
+
+#[test]
+fn fwft_features_not_offered_are_not_supported() {
+    for f in [1u64, 2, 3, 5] {
+        fwft_get_and_set_fail(f, SbiError::NotSupported);
+    }
+}
+
+#[test]
+fn fwft_reserved_and_platform_features_are_denied() {
+    for f in [
+        6u64,
+        0x3fff_ffff,
+        0x4000_0000,
+        0x7fff_ffff,
+        0x8000_0000,
+        0xc000_0000,
+        0xffff_ffff,
+    ] {
+        fwft_get_and_set_fail(f, SbiError::Denied);
+    }
+}
+
+#[test]
+fn fwft_set_and_lock() {
+    let mut vm = MockVm::new(1);
+    assert_eq!(vm.ret(FWFT, FWFT_SET, a(&[PTE_AD, 1, 0])), ok(0));
+    assert_eq!(vm.ret(FWFT, FWFT_GET, a(&[PTE_AD])), ok(1));
+    assert_eq!(vm.ret(FWFT, FWFT_SET, a(&[PTE_AD, 0, 1])), ok(0));
+    assert_eq!(vm.ret(FWFT, FWFT_GET, a(&[PTE_AD])), ok(0));
+    // Locked: every further set fails, even to the same value; get works.
+    for v in [0, 1, 2] {
+        assert_eq!(
+            vm.ret(FWFT, FWFT_SET, a(&[PTE_AD, v, 0])),
+            err(SbiError::DeniedLocked)
+        );
+    }
+    assert_eq!(vm.ret(FWFT, FWFT_GET, a(&[PTE_AD])), ok(0));
+    assert_eq!(
+        vm.events,
+        vec![
+            Event::FwftSet {
+                feature: FwftFeature::PteAdHwUpdating,
+                value: 1,
+                lock: false
+            },
+            Event::FwftSet {
+                feature: FwftFeature::PteAdHwUpdating,
+                value: 0,
+                lock: true
+            },
+        ]
+    );
+}
+
+#[test]
+fn fwft_set_bad_value_or_flags_is_invalid_param() {
+    let mut vm = MockVm::new(1);
+    for (v, flags) in [(2u64, 0u64), (u64::MAX, 0), (1, 2), (1, 1 << 63), (0, 3)] {
+        assert_eq!(
+            vm.ret(FWFT, FWFT_SET, a(&[PTE_AD, v, flags])),
+            err(SbiError::InvalidParam),
+            "value {v:#x} flags {flags:#x}"
+        );
+    }
+    // Reserved flag bits are checked before the feature id.
+    assert_eq!(
+        vm.ret(FWFT, FWFT_SET, a(&[0x4000_0000, 0, 2])),
+        err(SbiError::InvalidParam)
+    );
+    assert!(vm.events.is_empty());
+}
+
+#[test]
+fn fwft_set_refused_by_the_core() {
+    let mut vm = MockVm::new(1);
+    vm.fwft_set_error = Some(FwftSetError::Denied);
+    assert_eq!(
+        vm.ret(FWFT, FWFT_SET, a(&[MISALIGNED, 0, 0])),
+        err(SbiError::Denied)
+    );
+    vm.fwft_set_error = Some(FwftSetError::Failed);
+    assert_eq!(
+        vm.ret(FWFT, FWFT_SET, a(&[MISALIGNED, 0, 1])),
+        err(SbiError::Failed)
+    );
+    assert!(vm.fwft_locks.is_empty());
+    assert_eq!(vm.ret(FWFT, FWFT_GET, a(&[MISALIGNED])), ok(1));
+}
+
+#[test]
+fn fwft_unknown_function() {
+    let mut vm = MockVm::new(1);
+    for fid in [2, 3, u64::MAX] {
+        assert_eq!(
+            vm.ret(FWFT, fid, a(&[PTE_AD, 1, 0])),
+            err(SbiError::NotSupported)
+        );
+    }
+    assert!(vm.events.is_empty());
+}
+
+#[test]
+fn dbtr_is_absent() {
+    let mut vm = MockVm::new(1);
+    assert_eq!(vm.ret(BASE, 3, a(&[DBTR])), ok(0));
+    for fid in 0..8 {
+        assert_eq!(
+            vm.ret(DBTR, fid, a(&[0, 0, 0])),
+            err(SbiError::NotSupported)
+        );
+    }
 }
 
 // ---------------------------------------------------------------- SRST
@@ -895,7 +1152,7 @@ fn unknown_extensions_are_not_supported() {
     for eid in [
         0x11,
         PMU,
-        SUSP,
+        DBTR,
         CPPC,
         NACL,
         STA,

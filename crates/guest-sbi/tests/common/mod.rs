@@ -6,8 +6,8 @@ use std::collections::VecDeque;
 
 use fv_addr::GuestPhysAddr;
 use fv_guest_sbi::{
-    handle, ConsoleError, Fence, HartState, HsmError, SbiCall, SbiEnv, SbiOutcome, SbiRet,
-    DBCN_MAX_CHUNK,
+    handle, ConsoleError, Fence, FwftFeature, FwftSetError, HartState, HsmError, SbiCall, SbiEnv,
+    SbiOutcome, SbiRet, DBCN_MAX_CHUNK,
 };
 
 pub const RAM_BASE: u64 = 0x8000_0000;
@@ -34,6 +34,11 @@ pub enum Event {
         len: u64,
     },
     Putchar(u8),
+    FwftSet {
+        feature: FwftFeature,
+        value: u64,
+        lock: bool,
+    },
 }
 
 #[derive(Debug)]
@@ -54,6 +59,12 @@ pub struct MockVm {
     /// For each `remote_fences_issued` call: how many fences had been
     /// requested by then.
     pub fence_waits: Vec<usize>,
+    /// FWFT: the offered features and their values (absent: not offered).
+    pub fwft: Vec<(FwftFeature, u64)>,
+    /// FWFT: locked features.
+    pub fwft_locks: Vec<FwftFeature>,
+    /// FWFT: what `fwft_set` answers (None: accept).
+    pub fwft_set_error: Option<FwftSetError>,
 }
 
 impl MockVm {
@@ -71,6 +82,12 @@ impl MockVm {
             console_error: None,
             start_error: None,
             fence_waits: Vec::new(),
+            fwft: vec![
+                (FwftFeature::MisalignedExcDeleg, 1),
+                (FwftFeature::PteAdHwUpdating, 0),
+            ],
+            fwft_locks: Vec::new(),
+            fwft_set_error: None,
         }
     }
 
@@ -227,6 +244,48 @@ impl SbiEnv for MockVm {
 
     fn console_getchar(&mut self) -> Option<u8> {
         self.input.pop_front()
+    }
+
+    fn fwft_get(&self, feature: FwftFeature) -> Option<u64> {
+        self.fwft
+            .iter()
+            .find(|(f, _)| *f == feature)
+            .map(|(_, v)| *v)
+    }
+
+    fn fwft_locked(&self, feature: FwftFeature) -> bool {
+        self.fwft_locks.contains(&feature)
+    }
+
+    fn fwft_set(
+        &mut self,
+        feature: FwftFeature,
+        value: u64,
+        lock: bool,
+    ) -> Result<(), FwftSetError> {
+        assert!(
+            self.fwft_get(feature).is_some(),
+            "set of unoffered {feature:?}"
+        );
+        assert!(!self.fwft_locked(feature), "set of locked {feature:?}");
+        assert!(feature.value_is_valid(value), "invalid value {value}");
+        self.events.push(Event::FwftSet {
+            feature,
+            value,
+            lock,
+        });
+        if let Some(e) = self.fwft_set_error {
+            return Err(e);
+        }
+        for (f, v) in &mut self.fwft {
+            if *f == feature {
+                *v = value;
+            }
+        }
+        if lock {
+            self.fwft_locks.push(feature);
+        }
+        Ok(())
     }
 
     fn impl_id(&self) -> u64 {
