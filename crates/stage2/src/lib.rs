@@ -275,7 +275,8 @@ pub fn tables_to_map(mode: Mode, gpa: GuestPhysAddr, size: u64, leaf_size: u64) 
 /// A G-stage page-table tree.
 ///
 /// Call [`GStage::destroy`] to give the table frames back; dropping a `GStage`
-/// leaks them (and the memory object with it).
+/// drops the memory object without returning them to it (a memory object that
+/// owns its frames, like `fv-vm-memory`'s table reserve, frees them itself).
 #[derive(Debug)]
 pub struct GStage<M: TableMemory> {
     mem: M,
