@@ -141,22 +141,15 @@ impl<S: FrameSource> Held<S> {
     fn bytes(&self) -> u64 {
         self.runs.len() as u64 * self.frames as u64 * PAGE_SIZE
     }
-
-    /// Frees everything; returns the bytes freed.
-    fn free_all(&mut self) -> u64 {
-        let mut freed = 0;
-        for hpa in self.runs.drain(..) {
-            if self.source.free(hpa, self.frames).is_ok() {
-                freed += self.frames as u64 * PAGE_SIZE;
-            }
-        }
-        freed
-    }
 }
 
 impl<S: FrameSource> Drop for Held<S> {
     fn drop(&mut self) {
-        self.free_all();
+        for hpa in self.runs.drain(..) {
+            // Frames this holds: freeing them cannot fail but by a bug in
+            // the source, and then there is nothing better to do.
+            let _ = self.source.free(hpa, self.frames);
+        }
     }
 }
 
@@ -202,7 +195,7 @@ impl<S: FrameSource + Clone> TableReserve<S> {
 
     /// Frames held, root included, whether in the table or not.
     pub fn frames(&self) -> usize {
-        (self.root.bytes() + self.frames.bytes()).div_ceil(PAGE_SIZE) as usize
+        self.root.runs.len() * ROOT_FRAMES + self.frames.runs.len()
     }
 
     /// Single frames not in the table now.
