@@ -47,6 +47,14 @@
 //!   the reboot is logged, lands while it reloads. The VM stays stopped (the
 //!   hypervisor logs that the reboot gave way), prints nothing more, and the
 //!   idle keeper VM still runs (the stop was counted once) until it is stopped.
+//! - `full_host_first_touch`: on a machine with just the memory
+//!   `ferrovisor run` accepts for it, one VM of 2050 MiB (cpu-hog `touch`:
+//!   its RAM spans three GiB regions of guest-physical space, the middle one
+//!   untouched until then) touches every page
+//!   of its RAM on a key press and reads its patterns back (`PASS:
+//!   cpu-hog/touched-all-ram`). It keeps running, all of its RAM is resident
+//!   (`vm info`), and the free memory `stats` reports is exactly what it was
+//!   before the touching: every page-table frame was reserved at creation.
 //! - `fairness`: four CPU-bound VMs (cpu-hog), two pinned to hart 0 with
 //!   weights 100 and 200, two pinned to hart 1 with weights 100 and 100. Over
 //!   10 s the run time `stats` reports grows in the ratio 1:2 (1.9..=2.1) on
@@ -862,6 +870,65 @@ fn stop_during_reboot() {
     c.mgmt_expect("vm stop keeper", "VM 'keeper' stopped");
     c.expect_machine_end(true);
     eprintln!("[lifecycle-stop-during-reboot] PASS in {:.1} s", c.secs());
+}
+
+/// A VM that takes almost all of the machine's memory touches all of its RAM,
+/// which spans three GiB regions of guest-physical space: its kernel is in
+/// the first and its DTB (at the end of RAM) in the last, so the G-stage
+/// table first needs an intermediate table for the middle one when the guest
+/// touches it. The VM keeps running and the machine's free memory does not
+/// change, because the frames of every table its RAM can need were reserved
+/// when it was created. (When tables came from the shared pool on first
+/// touch, a fully committed host stopped the VM there: "cannot map guest
+/// RAM".)
+#[test]
+fn full_host_first_touch() {
+    const VM_MIB: u64 = 2050;
+    let mut vm = Vm::bare("toucher", HOG, 1, "touch");
+    vm.memory_mib = VM_MIB;
+    let vms = [vm];
+    // Just what `ferrovisor run` accepts: the VM, its package and 32 MiB for
+    // the hypervisor and OpenSBI.
+    let config =
+        common::write_config_with_memory("lifecycle-full-host-first-touch", 1, VM_MIB + 34, &vms);
+    let mut c = Console::start("full-host-first-touch", &config, &vms);
+    c.expect_vm_line("toucher", "the toucher waiting", BOOT, |l| {
+        l == format!("INFO: cpu-hog: touch: {VM_MIB} MiB of RAM, waiting for a key")
+    });
+    c.enter_shell();
+    let before = c.free_memory();
+    let info = c.mgmt("vm info toucher");
+    let resident_before = field(&info, "memory").unwrap_or_default();
+    c.leave_shell();
+    c.send("t");
+    c.expect_vm_line("toucher", "all RAM touched", BOOT, |l| {
+        l == format!("INFO: cpu-hog: touched {VM_MIB} MiB")
+    });
+    c.enter_shell();
+    assert_eq!(c.vm_state("toucher"), "running");
+    let info = c.mgmt("vm info toucher");
+    let resident_after = field(&info, "memory").unwrap_or_default();
+    let after = c.free_memory();
+    c.note(&format!(
+        "free {} KiB before touching, {} KiB after; memory {resident_before} before, {resident_after} after",
+        before >> 10,
+        after >> 10
+    ));
+    assert_eq!(
+        resident_after,
+        format!("{VM_MIB}M ({VM_MIB}M resident)"),
+        "not all RAM mapped"
+    );
+    assert_eq!(
+        after, before,
+        "touching guest RAM took host memory (page tables from the shared pool)"
+    );
+    c.mgmt_expect("vm stop toucher", "VM 'toucher' stopped");
+    c.expect_machine_end(true);
+    eprintln!(
+        "[lifecycle-full-host-first-touch] PASS in {:.1} s",
+        c.secs()
+    );
 }
 
 /// Weighted shares on one hart: 1:2 on hart 0, 1:1 on hart 1.

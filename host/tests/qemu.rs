@@ -6,7 +6,9 @@
 //! hypervisor trap dump or fatal error, `failed=` ≠ 0), the hypervisor prints
 //! `ferrovisor: all VMs stopped` and QEMU powers off cleanly. Logs are kept under
 //! `target/qemu-logs/<guest>-smp<N>[-nosstc].log`. One more test runs the
-//! scheduler probe of `ferrovisor bench --sched` once and checks its time slices.
+//! scheduler probe of `ferrovisor bench --sched` once and checks its time slices;
+//! another boots a package with a VM too big for the machine (not created, the
+//! reason logged, the other VM runs).
 //!
 //! Needs `scripts/build.sh` first (hypervisor and guests, release,
 //! riscv64gc-unknown-none-elf). Run with
@@ -192,6 +194,82 @@ fn no_h_extension_is_refused_with_nonzero_exit() {
         Some(1),
         "exit status (log: {})",
         log.display()
+    );
+}
+
+/// A VM too big for the memory the host has left is not created: the
+/// hypervisor logs why (what it needs, RAM and page tables, and what is
+/// free) and runs the other VMs; the machine ends cleanly. `ferrovisor run`
+/// refuses such a configuration, so the package is built for a machine of
+/// 1 GiB and QEMU then runs with 256 MiB.
+#[test]
+fn vm_too_big_for_what_is_left_is_not_created() {
+    use ferrovisor::config::{Arch, Config, Machine};
+    use ferrovisor::qemu::{self, Control, QemuConfig, Stream};
+    use ferrovisor::{package, paths};
+
+    let mut big = testing::guest_vm("cpu-hog", 1, 512 * MIB);
+    big.name = "big".into();
+    big.command_line = "idle".into();
+    let mut small = testing::guest_vm("cpu-hog", 1, 64 * MIB);
+    small.name = "small".into();
+    small.command_line = "chunks=4 ms=0".into();
+    let hv = paths::default_hypervisor();
+    for f in [&big.kernel, &hv] {
+        if let Err(e) = testing::require_built(f) {
+            panic!("{e}");
+        }
+    }
+    let mut machine = Machine {
+        arch: Arch::Riscv64,
+        cpus: 1,
+        memory_bytes: 1024 * MIB,
+        cpu: None,
+        options: None,
+    };
+    let config = Config::from_parts(
+        std::path::Path::new("<too-big>"),
+        machine.clone(),
+        vec![big, small],
+    )
+    .unwrap();
+    let built = package::build(&config).unwrap();
+    let pkg = testing::scratch_file("too-big.fvpkg", &built.bytes).unwrap();
+    machine.memory_bytes = 256 * MIB;
+    let qemu_cfg = QemuConfig::new(&machine, &hv, Some(&pkg));
+    let log = paths::qemu_log_dir().join("too-big-vm.log");
+    let mut lines = Vec::new();
+    let outcome = qemu::run(&qemu_cfg, TIMEOUT, &log, |stream, line| {
+        if stream == Stream::Serial {
+            lines.push(line.to_string());
+        }
+        Control::Continue
+    })
+    .unwrap();
+    let log = log.display();
+    for p in testing::standard_failure_patterns() {
+        if let Some(l) = lines.iter().find(|l| p.matches(l)) {
+            panic!("failure line `{l}` (log: {log})");
+        }
+    }
+    // 512 MiB of RAM and 5 table frames (the root and one L1 table).
+    let why = "ferrovisor: VM 'big' not created: not enough free memory: needs 524308 KiB (RAM and page tables), ";
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with(why) && l.ends_with(" KiB free")),
+        "no `{why}… KiB free` line (log: {log})"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("[small] DONE: cpu-hog passed=")),
+        "the other VM did not finish (log: {log})"
+    );
+    assert!(
+        outcome.clean_exit(),
+        "QEMU did not power off cleanly: {:?} (log: {log})",
+        outcome.status
     );
 }
 

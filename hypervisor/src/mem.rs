@@ -7,8 +7,8 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use fv_addr::{HostPhysAddr, HostVirtAddr, PAGE_SIZE};
-use fv_frame_alloc::FrameAllocator;
-use fv_stage2::{Stage2Error, TableMemory};
+use fv_frame_alloc::{FrameAllocator, FrameError};
+use fv_vm_memory::FrameSource;
 use spin::Mutex;
 
 /// Every free frame of the machine.
@@ -81,44 +81,59 @@ pub unsafe fn static_slice(hpa: HostPhysAddr, len: u64) -> &'static [u8] {
     unsafe { core::slice::from_raw_parts(hva(hpa).raw() as *const u8, len as usize) }
 }
 
-/// G-stage page-table memory taken from the global frame allocator.
-#[derive(Debug, Default)]
-pub struct FrameTables {
-    frames: usize,
-}
+/// VM memory (RAM chunks, G-stage table frames) from the global frame
+/// allocator, reached as raw physical memory. `fv_vm_memory::VmMemory` holds
+/// what it takes and gives it back on every error path and on release.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GlobalFrames;
 
-impl TableMemory for FrameTables {
-    fn alloc_table(&mut self, frames: usize, align: u64) -> Result<HostPhysAddr, Stage2Error> {
-        let mut guard = FRAMES.lock();
-        let fa = guard.as_mut().ok_or(Stage2Error::OutOfMemory)?;
-        let hpa = fa
-            .alloc_contiguous(frames, align.max(PAGE_SIZE))
-            .map_err(|_| Stage2Error::OutOfMemory)?;
-        // SAFETY: freshly allocated frames, owned by this table.
-        unsafe { zero(hpa, frames as u64 * PAGE_SIZE) };
-        self.frames += frames;
-        Ok(hpa)
+impl FrameSource for GlobalFrames {
+    fn alloc(&mut self, frames: usize, align: u64) -> Result<HostPhysAddr, FrameError> {
+        FRAMES
+            .lock()
+            .as_mut()
+            .ok_or(FrameError::OutOfFrames)?
+            .alloc_contiguous(frames, align)
     }
 
-    fn free_table(&mut self, addr: HostPhysAddr, frames: usize) {
-        if let Some(fa) = FRAMES.lock().as_mut() {
-            if fa.free(addr, frames).is_ok() {
-                self.frames = self.frames.saturating_sub(frames);
-            }
-        }
+    fn free(&mut self, addr: HostPhysAddr, frames: usize) -> Result<(), FrameError> {
+        FRAMES
+            .lock()
+            .as_mut()
+            .ok_or(FrameError::NotInRegion)?
+            .free(addr, frames)
     }
 
-    fn read_pte(&self, table: HostPhysAddr, index: usize) -> u64 {
-        let p = (hva(table).raw() as *const u64).wrapping_add(index);
-        // SAFETY: `table` is a table frame this object allocated (the stage2 crate
-        // only passes roots and tables it got from alloc_table) and index < 2048
-        // (a root is 4 frames), so `p` is inside memory we own.
-        unsafe { core::ptr::read_volatile(p) }
+    fn needs_clearing(&self, addr: HostPhysAddr, frames: usize) -> bool {
+        !FRESH_RAM_IS_ZERO.load(Ordering::Relaxed)
+            || FRAMES
+                .lock()
+                .as_ref()
+                .is_none_or(|fa| fa.is_dirty(addr, frames))
     }
 
-    fn write_pte(&mut self, table: HostPhysAddr, index: usize, pte: u64) {
-        let p = (hva(table).raw() as *mut u64).wrapping_add(index);
-        // SAFETY: as in read_pte. Volatile: the hardware walker reads these.
-        unsafe { core::ptr::write_volatile(p, pte) };
+    fn free_bytes(&self) -> u64 {
+        FRAMES
+            .lock()
+            .as_ref()
+            .map_or(0, |fa| fa.free_frames() as u64 * PAGE_SIZE)
+    }
+
+    fn zero(&mut self, addr: HostPhysAddr, len: u64) {
+        // SAFETY: `VmMemory` only passes frames it allocated from us and still
+        // holds (a chunk not yet mapped, a table frame not yet linked), which
+        // nothing else uses.
+        unsafe { zero(addr, len) };
+    }
+
+    fn read_u64(&self, addr: HostPhysAddr) -> u64 {
+        // SAFETY: `addr` is an aligned word of a table frame the VM holds (the
+        // G-stage code only reads entries of tables it got from the reserve).
+        unsafe { core::ptr::read_volatile(hva(addr).raw() as *const u64) }
+    }
+
+    fn write_u64(&mut self, addr: HostPhysAddr, value: u64) {
+        // SAFETY: as in read_u64. Volatile: the hardware walker reads these.
+        unsafe { core::ptr::write_volatile(hva(addr).raw() as *mut u64, value) };
     }
 }

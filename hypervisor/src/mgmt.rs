@@ -184,8 +184,7 @@ impl Management for Hypervisor {
             for v in &vm.vcpus {
                 harts.insert(v.cpu.load(Ordering::Relaxed) as u32);
             }
-            let resident =
-                vm.inner.lock().mapped.iter().filter(|m| **m).count() as u64 * crate::vm::CHUNK;
+            let resident = vm.inner.lock().resident_bytes();
             f(&VmSummary {
                 index: i as u32,
                 name: &vm.name,

@@ -864,7 +864,7 @@ pub fn vcpu_state(cpu: usize, vm: usize, vcpu: usize) -> fv_mgmt::VcpuState {
 fn memory_exit(vm: &Vm, slot: &mut Slot, addr: GuestPhysAddr, access: Access) -> Next {
     if vm.ram.contains(addr) {
         let mut inner = vm.inner.lock();
-        match inner.ensure_mapped(vm.ram, addr) {
+        match inner.ensure_mapped(addr) {
             Ok(true) => {}
             // Mapped already: this hart saw a stale invalid entry.
             Ok(false) => csr::hfence_gvma_addr(addr.raw(), u64::from(vm.vmid)),

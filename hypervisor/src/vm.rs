@@ -1,13 +1,13 @@
 //! VMs as the hypervisor holds them: guest RAM, the G-stage table, HSM states,
 //! console, and the state shared between the harts that run a VM's vCPUs.
 
-use crate::mem::{self, FrameTables, FRAMES};
+use crate::mem::{self, GlobalFrames};
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use fv_addr::{GuestPhysAddr, HostPhysAddr, Range, MEGA_PAGE_SIZE, PAGE_SIZE};
+use fv_addr::{GuestPhysAddr, HostPhysAddr, Range, PAGE_SIZE};
 use fv_bootpkg::VmSpec;
 use fv_devices::plic::Plic;
 use fv_devices::uart16550::Uart16550;
@@ -19,12 +19,13 @@ pub const HISTORY_BYTES: usize = 16 * 1024;
 /// Longest console line held back before it is printed anyway.
 pub const LINE_BYTES: usize = 512;
 use fv_guest_sbi::HsmStates;
-use fv_stage2::{GStage, Mode, Perms};
+use fv_stage2::Mode;
 use fv_vm::{GuestMemory, GuestMemoryError, Lifecycle, VcpuBoot, VcpuFences};
+use fv_vm_memory::{MemoryError, VmMemory};
 use spin::Mutex;
 
 /// Guest RAM is handed out and mapped in 2 MiB chunks.
-pub const CHUNK: u64 = MEGA_PAGE_SIZE;
+pub const CHUNK: u64 = fv_vm_memory::CHUNK;
 
 /// Where every VM's virtual PLIC sits (as on QEMU `virt`).
 pub const GUEST_PLIC_BASE: GuestPhysAddr = GuestPhysAddr::new(0x0c00_0000);
@@ -94,15 +95,9 @@ pub const FENCE_VVMA: u32 = 2;
 
 /// The lock-protected part of a VM.
 pub struct VmInner {
-    /// The VM's G-stage table.
-    pub gstage: Option<GStage<FrameTables>>,
-    /// Host frames backing each 2 MiB chunk of guest RAM.
-    pub chunks: Vec<HostPhysAddr>,
-    /// Whether a chunk is mapped (zeroed and in the G-stage table).
-    pub mapped: Vec<bool>,
-    /// Whether a chunk must be cleared before the guest sees it (it may hold a
-    /// previous owner's data).
-    pub needs_zero: Vec<bool>,
+    /// The VM's RAM chunks and G-stage table, with the reserve of table
+    /// frames that mapping all of its RAM can need (`None` once destroyed).
+    pub memory: Option<VmMemory<GlobalFrames>>,
     /// HSM state of every vCPU.
     pub hsm: HsmStates,
     /// The VM's emulated devices and its interrupt controller.
@@ -175,60 +170,30 @@ pub struct Vm {
 /// Why creating a VM failed.
 #[derive(Debug)]
 pub enum CreateError {
-    /// Not enough free frames for its RAM or tables.
+    /// The heap could not hold the VM's descriptors.
     OutOfMemory,
-    /// The G-stage table could not be built.
-    Stage2(fv_stage2::Stage2Error),
+    /// Its RAM and page tables could not be had, or its RAM not mapped.
+    Memory(MemoryError),
     /// A bad boot package entry.
     BadImage(&'static str),
-}
-
-/// Takes `nchunks` 2 MiB chunks of frames for guest RAM, and whether each must
-/// be cleared before the guest sees it.
-fn alloc_ram(nchunks: usize) -> Result<(Vec<HostPhysAddr>, Vec<bool>), CreateError> {
-    let mut chunks = Vec::new();
-    chunks
-        .try_reserve(nchunks)
-        .map_err(|_| CreateError::OutOfMemory)?;
-    let mut needs_zero = Vec::new();
-    needs_zero
-        .try_reserve(nchunks)
-        .map_err(|_| CreateError::OutOfMemory)?;
-    let fresh_is_zero = mem::FRESH_RAM_IS_ZERO.load(Ordering::Relaxed);
-    let mut g = FRAMES.lock();
-    let fa = g.as_mut().ok_or(CreateError::OutOfMemory)?;
-    for _ in 0..nchunks {
-        match fa.alloc_contiguous((CHUNK / PAGE_SIZE) as usize, CHUNK) {
-            Ok(hpa) => {
-                chunks.push(hpa);
-                needs_zero.push(!fresh_is_zero || fa.is_dirty(hpa, (CHUNK / PAGE_SIZE) as usize));
-            }
-            Err(_) => {
-                for c in &chunks {
-                    let _ = fa.free(*c, (CHUNK / PAGE_SIZE) as usize);
-                }
-                return Err(CreateError::OutOfMemory);
-            }
-        }
-    }
-    Ok((chunks, needs_zero))
 }
 
 impl core::fmt::Display for CreateError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            CreateError::OutOfMemory => f.write_str("not enough free memory"),
-            CreateError::Stage2(e) => write!(f, "G-stage table: {e}"),
+            CreateError::OutOfMemory => f.write_str("no heap left for the VM's descriptors"),
+            CreateError::Memory(e) => write!(f, "{e}"),
             CreateError::BadImage(what) => write!(f, "bad boot package entry: {what}"),
         }
     }
 }
 
 impl Vm {
-    /// Builds a VM from its package entry: allocates all of its RAM, builds the
-    /// G-stage root and maps the chunks its images and DTB go to (so a package
-    /// that does not fit fails here, before any VM runs). The images are copied
-    /// when its boot vCPU first runs ([`Vm::load_pending_images`]).
+    /// Builds a VM from its package entry: takes all of its RAM and the frames
+    /// of every G-stage table that mapping all of it can need, and maps the
+    /// chunks its images and DTB go to (so a package that does not fit fails
+    /// here, before any VM runs, and nothing taken is kept). The images are
+    /// copied when its boot vCPU first runs ([`Vm::load_pending_images`]).
     pub fn create(
         id: usize,
         vmid: u16,
@@ -240,12 +205,10 @@ impl Vm {
     ) -> Result<Self, CreateError> {
         let ram = Range::<GuestPhysAddr>::new(fv_bootpkg::GUEST_RAM_BASE, spec.memory_bytes)
             .map_err(|_| CreateError::BadImage("RAM range overflows"))?;
-        if !spec.memory_bytes.is_multiple_of(CHUNK) || spec.memory_bytes == 0 {
-            return Err(CreateError::BadImage("RAM size is not a multiple of 2 MiB"));
-        }
-        let nchunks = (spec.memory_bytes / CHUNK) as usize;
-        let (chunks, needs_zero) = alloc_ram(nchunks)?;
-        let gstage = GStage::new(FrameTables::default(), mode).map_err(CreateError::Stage2)?;
+        let nchunks = spec.memory_bytes / CHUNK;
+        // Dropped (everything given back) if anything below fails.
+        let memory = VmMemory::new(GlobalFrames, mode, ram, image_spans(&spec, &dtb))
+            .map_err(CreateError::Memory)?;
         let vmid = if vmid_bits == 0 { 0 } else { vmid };
         let mut devices = VmDevices::new();
         let plic = Plic::new(GUEST_PLIC_NDEV, spec.vcpus)
@@ -256,7 +219,7 @@ impl Vm {
         let uart = devices
             .add_device(GUEST_UART_BASE, Box::new(Uart16550::new(GUEST_UART_IRQ)))
             .map_err(|_| CreateError::BadImage("UART placement"))?;
-        let hgatp = gstage.hgatp(vmid);
+        let hgatp = memory.hgatp(vmid);
         let hsm = HsmStates::new(spec.vcpus as usize, 0)
             .map_err(|_| CreateError::BadImage("bad vCPU count"))?;
         let vcpus = (0..spec.vcpus)
@@ -289,10 +252,7 @@ impl Vm {
             paused_ticks: AtomicU64::new(0),
             vcpus,
             inner: Mutex::new(VmInner {
-                gstage: Some(gstage),
-                mapped: alloc::vec![false; nchunks],
-                needs_zero,
-                chunks,
+                memory: Some(memory),
                 hsm,
                 devices,
                 uart: Some(uart),
@@ -313,55 +273,24 @@ impl Vm {
             overhead_bytes: AtomicU64::new(0),
             images_pending: AtomicBool::new(true),
         };
-        vm.map_images()?;
         let tables = vm
             .inner
             .lock()
-            .gstage
+            .memory
             .as_ref()
-            .map_or(0, |g| g.table_frames()) as u64
+            .map_or(0, |m| m.table_frames()) as u64
             * PAGE_SIZE;
         let desc = core::mem::size_of::<Vm>() as u64
             + vm.vcpus.len() as u64 * core::mem::size_of::<VcpuShared>() as u64
-            + nchunks as u64 * 9
+            + nchunks * 9
             + vm.dtb.len() as u64;
         vm.overhead_bytes.store(tables + desc, Ordering::Relaxed);
         Ok(vm)
     }
 
-    /// Every image the VM boots from: (where, bytes, size in guest RAM) of
-    /// the kernel segments, the initrd and the DTB.
+    /// Every image the VM boots from (see [`images`]).
     fn images(&self) -> impl Iterator<Item = (GuestPhysAddr, &[u8], u64)> + '_ {
-        let spec = self.spec;
-        spec.segments()
-            .map(|seg| (seg.gpa, seg.data, seg.mem_size))
-            .chain(spec.initrd.map(|i| (i.gpa, i.data, i.mem_size)))
-            .chain(core::iter::once((
-                spec.dtb_gpa,
-                self.dtb.as_slice(),
-                self.dtb.len() as u64,
-            )))
-    }
-
-    /// Checks that every image lies in guest RAM and maps the chunks they go
-    /// to (no copying).
-    fn map_images(&self) -> Result<(), CreateError> {
-        let mut inner = self.inner.lock();
-        for (gpa, data, mem_size) in self.images() {
-            let total = mem_size.max(data.len() as u64);
-            if !self.ram.contains_span(gpa, total) {
-                return Err(CreateError::BadImage("segment outside guest RAM"));
-            }
-            let mut off = 0;
-            while off < total {
-                let at = gpa
-                    .checked_add(off)
-                    .map_err(|_| CreateError::BadImage("overflow"))?;
-                inner.ensure_mapped(self.ram, at)?;
-                off += CHUNK - at.offset_from(self.ram.start).unwrap_or(0) % CHUNK;
-            }
-        }
-        Ok(())
+        images(&self.spec, &self.dtb)
     }
 
     /// Copies the kernel segments, initrd and DTB into guest RAM (boot and reboot).
@@ -384,68 +313,47 @@ impl Vm {
     }
 
     fn copy_images(&self, inner: &mut VmInner) -> Result<(), CreateError> {
+        let memory = inner
+            .memory
+            .as_mut()
+            .ok_or(CreateError::Memory(MemoryError::NotRam))?;
         for (gpa, data, mem_size) in self.images() {
-            inner.fill(self.ram, gpa, data, mem_size)?;
+            fill(memory, gpa, data, mem_size)?;
         }
         self.images_pending.store(false, Ordering::Release);
         Ok(())
     }
 
-    /// Frees the VM's guest RAM and G-stage tables (its frames become dirty:
-    /// cleared before anyone else sees them). Its vCPUs must all be out of the
-    /// guest and the VM stopped. Returns the bytes freed.
+    /// Frees the VM's guest RAM and G-stage tables, the unused part of its
+    /// table reserve included (its frames become dirty: cleared before anyone
+    /// else sees them). Its vCPUs must all be out of the guest and the VM
+    /// stopped. Returns the bytes freed.
     pub fn release(&self) -> u64 {
         // No hart may still hold a translation to these frames when they are
         // handed to someone else: every hart fences before anything is freed.
         crate::sched::fence_gstage_all_harts();
         let mut inner = self.inner.lock();
-        let mut freed = 0;
-        {
-            let mut g = FRAMES.lock();
-            if let Some(fa) = g.as_mut() {
-                for c in inner.chunks.drain(..) {
-                    if fa.free(c, (CHUNK / PAGE_SIZE) as usize).is_ok() {
-                        freed += CHUNK;
-                    }
-                }
-            }
-        }
-        if let Some(g) = inner.gstage.take() {
-            freed += g.table_frames() as u64 * PAGE_SIZE;
-            // No vCPU of this VM runs, and each fences its VMID before it runs
-            // again (see `Vm::recreate`), so the tables can go at once.
-            let _tables: FrameTables = g.destroy();
-        }
-        inner.mapped.iter_mut().for_each(|m| *m = false);
-        inner.needs_zero.clear();
-        freed
+        // No vCPU of this VM runs, and each fences its VMID before it runs
+        // again (see `Vm::recreate`), so the frames can go at once.
+        inner.memory.take().map_or(0, VmMemory::release)
     }
 
     /// Builds the VM again from its package entry after [`Vm::release`]: new
-    /// RAM, a new G-stage table, devices and HSM reset, images reloaded. The
-    /// caller then bumps the generation so vCPU 0 starts.
+    /// RAM and table reserve, a new G-stage table, devices and HSM reset,
+    /// images reloaded. The caller then bumps the generation so vCPU 0 starts.
+    /// On failure nothing is kept.
     pub fn recreate(&self) -> Result<(), CreateError> {
-        let nchunks = (self.ram.size / CHUNK) as usize;
-        let (chunks, needs_zero) = alloc_ram(nchunks)?;
-        let gstage = match GStage::new(FrameTables::default(), self.mode) {
-            Ok(g) => g,
-            Err(e) => {
-                let mut g = FRAMES.lock();
-                if let Some(fa) = g.as_mut() {
-                    for c in &chunks {
-                        let _ = fa.free(*c, (CHUNK / PAGE_SIZE) as usize);
-                    }
-                }
-                return Err(CreateError::Stage2(e));
-            }
-        };
-        self.hgatp.store(gstage.hgatp(self.vmid), Ordering::Release);
+        let memory = VmMemory::new(
+            GlobalFrames,
+            self.mode,
+            self.ram,
+            image_spans(&self.spec, &self.dtb),
+        )
+        .map_err(CreateError::Memory)?;
+        self.hgatp.store(memory.hgatp(self.vmid), Ordering::Release);
         {
             let mut inner = self.inner.lock();
-            inner.gstage = Some(gstage);
-            inner.chunks = chunks;
-            inner.needs_zero = needs_zero;
-            inner.mapped.iter_mut().for_each(|m| *m = false);
+            inner.memory = Some(memory);
             inner.stop_reason = None;
         }
         self.reset_devices();
@@ -504,99 +412,74 @@ impl Vm {
 }
 
 impl VmInner {
-    /// Index of the chunk holding `gpa`, if it is RAM.
-    fn chunk_of(ram: Range<GuestPhysAddr>, gpa: GuestPhysAddr) -> Option<usize> {
-        if !ram.contains(gpa) {
-            return None;
-        }
-        Some((gpa.offset_from(ram.start).ok()? / CHUNK) as usize)
-    }
-
-    /// Makes sure the chunk holding `gpa` is zeroed and mapped. Returns whether
-    /// this call mapped it (false: it already was).
-    pub fn ensure_mapped(
-        &mut self,
-        ram: Range<GuestPhysAddr>,
-        gpa: GuestPhysAddr,
-    ) -> Result<bool, CreateError> {
-        let idx = Self::chunk_of(ram, gpa).ok_or(CreateError::BadImage("not guest RAM"))?;
-        if self.mapped.get(idx).copied().unwrap_or(true) {
-            return Ok(false);
-        }
-        let hpa = *self
-            .chunks
-            .get(idx)
-            .ok_or(CreateError::BadImage("not guest RAM"))?;
-        if self.needs_zero.get(idx).copied().unwrap_or(true) {
-            // SAFETY: the chunk was allocated for this VM at creation and is not yet
-            // mapped, so neither the guest nor anything else uses it.
-            unsafe { mem::zero(hpa, CHUNK) };
-            if let Some(z) = self.needs_zero.get_mut(idx) {
-                *z = false;
-            }
-        }
-        let gpa_chunk = ram
-            .start
-            .checked_add(idx as u64 * CHUNK)
-            .map_err(|_| CreateError::BadImage("RAM range overflows"))?;
-        self.gstage
+    /// Makes sure the chunk holding `gpa` is zeroed and mapped (a guest's
+    /// first touch). Returns whether this call mapped it (false: it already
+    /// was). Takes no memory: the tables come from the VM's reserve.
+    pub fn ensure_mapped(&mut self, gpa: GuestPhysAddr) -> Result<bool, CreateError> {
+        let memory = self
+            .memory
             .as_mut()
-            .ok_or(CreateError::OutOfMemory)?
-            .map(gpa_chunk, hpa, CHUNK, Perms::R | Perms::W | Perms::X)
-            .map_err(CreateError::Stage2)?;
-        if let Some(m) = self.mapped.get_mut(idx) {
-            *m = true;
+            .ok_or(CreateError::Memory(MemoryError::NotRam))?;
+        let mapped = memory.ensure_mapped(gpa).map_err(CreateError::Memory)?;
+        if mapped {
+            self.stats.ram_faults += 1;
         }
-        self.stats.ram_faults += 1;
-        Ok(true)
+        Ok(mapped)
     }
 
-    /// Writes `data` at `gpa` and zeroes up to `mem_size`, mapping chunks as needed.
-    fn fill(
-        &mut self,
-        ram: Range<GuestPhysAddr>,
-        gpa: GuestPhysAddr,
-        data: &[u8],
-        mem_size: u64,
-    ) -> Result<(), CreateError> {
-        if !ram.contains_span(gpa, mem_size.max(data.len() as u64)) {
-            return Err(CreateError::BadImage("segment outside guest RAM"));
-        }
-        let mut off = 0u64;
-        let total = mem_size.max(data.len() as u64);
-        while off < total {
-            let at = gpa
-                .checked_add(off)
-                .map_err(|_| CreateError::BadImage("overflow"))?;
-            self.ensure_mapped(ram, at)?;
-            let idx = Self::chunk_of(ram, at).ok_or(CreateError::BadImage("not guest RAM"))?;
-            let in_chunk = at
-                .offset_from(ram.start)
-                .map_err(|_| CreateError::BadImage("overflow"))?
-                % CHUNK;
-            let n = (CHUNK - in_chunk).min(total - off);
-            let hpa = self.chunks[idx]
-                .checked_add(in_chunk)
-                .map_err(|_| CreateError::BadImage("overflow"))?;
-            let data_end = (data.len() as u64).min(off + n);
-            // SAFETY: [hpa, hpa+n) lies inside one of this VM's chunks.
+    /// Bytes of guest RAM mapped so far.
+    pub fn resident_bytes(&self) -> u64 {
+        self.memory.as_ref().map_or(0, VmMemory::resident_bytes)
+    }
+}
+
+/// Every image a VM boots from: (where, bytes, size in guest RAM) of the
+/// kernel segments, the initrd and the DTB.
+fn images<'a>(
+    spec: &VmSpec<'a>,
+    dtb: &'a [u8],
+) -> impl Iterator<Item = (GuestPhysAddr, &'a [u8], u64)> + 'a {
+    spec.segments()
+        .map(|seg| (seg.gpa, seg.data, seg.mem_size))
+        .chain(spec.initrd.map(|i| (i.gpa, i.data, i.mem_size)))
+        .chain(core::iter::once((spec.dtb_gpa, dtb, dtb.len() as u64)))
+}
+
+/// The guest-RAM spans the images take (mapped when the VM is created).
+fn image_spans<'a>(
+    spec: &VmSpec<'a>,
+    dtb: &'a [u8],
+) -> impl Iterator<Item = (GuestPhysAddr, u64)> + 'a {
+    images(spec, dtb).map(|(gpa, data, mem_size)| (gpa, mem_size.max(data.len() as u64)))
+}
+
+/// Writes `data` at `gpa` and zeroes the rest up to `mem_size`, mapping
+/// chunks as needed.
+fn fill(
+    memory: &mut VmMemory<GlobalFrames>,
+    gpa: GuestPhysAddr,
+    data: &[u8],
+    mem_size: u64,
+) -> Result<(), CreateError> {
+    let total = mem_size.max(data.len() as u64);
+    memory
+        .for_each_piece(gpa, total, |hpa, span| {
+            let n = (span.end - span.start) as usize;
+            let from = data.get(span.start as usize..).unwrap_or(&[]);
+            let part = from.get(..n.min(from.len())).unwrap_or(&[]);
+            // SAFETY: [hpa, hpa + n) lies inside one of this VM's chunks, which
+            // only this VM (whose lock the caller holds) uses.
             unsafe {
-                if off < data_end {
-                    mem::copy_to(hpa, &data[off as usize..data_end as usize]);
-                }
-                let copied = data_end.saturating_sub(off);
-                if copied < n {
+                mem::copy_to(hpa, part);
+                if part.len() < n {
                     mem::zero(
-                        hpa.checked_add(copied)
-                            .map_err(|_| CreateError::BadImage("overflow"))?,
-                        n - copied,
+                        HostPhysAddr::new(hpa.raw() + part.len() as u64),
+                        (n - part.len()) as u64,
                     );
                 }
             }
-            off += n;
-        }
-        Ok(())
-    }
+        })
+        .map_err(CreateError::Memory)
 }
 
 /// Guest memory access through the VM's G-stage mapping (so the guest can only
@@ -609,8 +492,9 @@ pub struct GStageMemory<'a> {
 }
 
 impl GStageMemory<'_> {
-    /// Calls `f` for each host-physical piece (never crossing a page) of
-    /// `[gpa, gpa + len)`, mapping untouched RAM first.
+    /// Calls `f` for each host-physical piece (never crossing a chunk) of
+    /// `[gpa, gpa + len)`, mapping untouched RAM first (zeroed, so reads and
+    /// writes agree).
     fn walk(
         &mut self,
         gpa: GuestPhysAddr,
@@ -620,27 +504,14 @@ impl GStageMemory<'_> {
         if !self.ram.contains_span(gpa, len as u64) {
             return Err(GuestMemoryError::NotRam);
         }
-        let mut done = 0usize;
-        while done < len {
-            let at = gpa
-                .checked_add(done as u64)
-                .map_err(|_| GuestMemoryError::Overflow)?;
-            // Untouched RAM reads as zeros: map it (zeroed) so reads and writes agree.
-            self.inner
-                .ensure_mapped(self.ram, at)
-                .map_err(|_| GuestMemoryError::NotRam)?;
-            let (hpa, _) = self
-                .inner
-                .gstage
-                .as_ref()
-                .ok_or(GuestMemoryError::NotRam)?
-                .translate(at)
-                .ok_or(GuestMemoryError::NotRam)?;
-            let n = ((PAGE_SIZE - at.page_offset()) as usize).min(len - done);
-            f(hpa, done..done + n);
-            done += n;
-        }
-        Ok(())
+        self.inner
+            .memory
+            .as_mut()
+            .ok_or(GuestMemoryError::NotRam)?
+            .for_each_piece(gpa, len as u64, |hpa, span| {
+                f(hpa, span.start as usize..span.end as usize)
+            })
+            .map_err(|_| GuestMemoryError::NotRam)
     }
 }
 

@@ -237,10 +237,46 @@ enum Pass {
     Apply(Pool),
 }
 
+/// How many tables below the root a tree needs to map every page of
+/// `[gpa, gpa + size)` with leaves of `leaf_size` bytes (4 KiB, 2 MiB or
+/// 1 GiB), when nothing else is mapped: at each level from the leaves' up to
+/// (not including) the root, one table per region that a table there covers
+/// (512 leaves' worth) which the range touches. Mapping the range piece by
+/// piece in any order with leaves of that size never needs more, and once all
+/// of it is mapped it has needed exactly this many. The root ([`ROOT_FRAMES`]
+/// frames) comes on top.
+///
+/// `None` if `leaf_size` is none of those sizes, `gpa` or `size` is not a
+/// multiple of it, or the range goes beyond the mode's guest-physical space.
+pub fn tables_to_map(mode: Mode, gpa: GuestPhysAddr, size: u64, leaf_size: u64) -> Option<usize> {
+    let leaf_level = (0..=MAX_LEAF_LEVEL).find(|&l| 1u64 << entry_shift(l) == leaf_size)?;
+    let start = gpa.raw();
+    if !start.is_multiple_of(leaf_size) || !size.is_multiple_of(leaf_size) {
+        return None;
+    }
+    let end = start.checked_add(size)?;
+    if end > mode.gpa_limit() {
+        return None;
+    }
+    if size == 0 {
+        return Some(0);
+    }
+    let last = end - 1;
+    let mut tables = 0usize;
+    for level in leaf_level..mode.root_level() {
+        // A table at `level` covers what one entry of the level above does.
+        let shift = entry_shift(level + 1);
+        let n = (last >> shift) - (start >> shift) + 1;
+        tables = tables.checked_add(usize::try_from(n).ok()?)?;
+    }
+    Some(tables)
+}
+
 /// A G-stage page-table tree.
 ///
 /// Call [`GStage::destroy`] to give the table frames back; dropping a `GStage`
-/// leaks them (and the memory object with it).
+/// drops the memory object without returning them to it (a memory object that
+/// owns its frames, like `fv-vm-memory`'s table reserve, frees them itself).
 #[derive(Debug)]
 pub struct GStage<M: TableMemory> {
     mem: M,

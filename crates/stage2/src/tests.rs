@@ -800,6 +800,101 @@ fn error_display() {
     );
 }
 
+// ---- tables a range needs ----
+
+#[test]
+fn tables_to_map_counts_each_level() {
+    let m = MEGA_PAGE_SIZE;
+    let g = GIGA_PAGE_SIZE;
+    // 1 GiB of RAM at 2 GiB: one L1 table (Sv39x4); plus one L2 (Sv48x4);
+    // plus one L3 (Sv57x4).
+    assert_eq!(tables_to_map(Mode::Sv39x4, gpa(2 * g), g, m), Some(1));
+    assert_eq!(tables_to_map(Mode::Sv48x4, gpa(2 * g), g, m), Some(2));
+    assert_eq!(tables_to_map(Mode::Sv57x4, gpa(2 * g), g, m), Some(3));
+    // 2 MiB more crosses into the next GiB: one more L1.
+    assert_eq!(tables_to_map(Mode::Sv39x4, gpa(2 * g), g + m, m), Some(2));
+    assert_eq!(tables_to_map(Mode::Sv48x4, gpa(2 * g), g + m, m), Some(3));
+    // Across the 512 GiB boundary: two L1 and two L2.
+    assert_eq!(
+        tables_to_map(Mode::Sv48x4, gpa(512 * g - m), 2 * m, m),
+        Some(4)
+    );
+    // 4 KiB leaves: L0 per 2 MiB touched, L1 per GiB.
+    assert_eq!(
+        tables_to_map(
+            Mode::Sv39x4,
+            gpa(2 * g - PAGE_SIZE),
+            2 * PAGE_SIZE,
+            PAGE_SIZE
+        ),
+        Some(4)
+    );
+    // 1 GiB leaves sit in the Sv39x4 root: no table at all.
+    assert_eq!(tables_to_map(Mode::Sv39x4, gpa(2 * g), 3 * g, g), Some(0));
+    assert_eq!(tables_to_map(Mode::Sv48x4, gpa(2 * g), 3 * g, g), Some(1));
+    assert_eq!(tables_to_map(Mode::Sv39x4, gpa(2 * g), 0, m), Some(0));
+    // Misaligned, unknown leaf size, beyond the guest-physical space.
+    assert_eq!(
+        tables_to_map(Mode::Sv39x4, gpa(2 * g + PAGE_SIZE), m, m),
+        None
+    );
+    assert_eq!(
+        tables_to_map(Mode::Sv39x4, gpa(2 * g), m + PAGE_SIZE, m),
+        None
+    );
+    assert_eq!(tables_to_map(Mode::Sv39x4, gpa(2 * g), 8 * m, 4 * m), None);
+    assert_eq!(
+        tables_to_map(Mode::Sv39x4, gpa((1 << 41) - m), 2 * m, m),
+        None
+    );
+    assert_eq!(
+        tables_to_map(Mode::Sv39x4, gpa(u64::MAX - m + 1), m, m),
+        None
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Mapping a range leaf by leaf in any order never needs more tables than
+    /// `tables_to_map` says, and mapping all of it needs exactly that many.
+    #[test]
+    fn tables_to_map_is_exact(
+        mode in prop_oneof![Just(Mode::Sv39x4), Just(Mode::Sv48x4), Just(Mode::Sv57x4)],
+        boundary in prop_oneof![Just(GIGA_PAGE_SIZE), Just(512 * GIGA_PAGE_SIZE), Just(3 * GIGA_PAGE_SIZE)],
+        small in any::<bool>(),
+        before in 0u64..6,
+        count in 1u64..12,
+        seed in any::<u64>(),
+    ) {
+        let leaf = if small { PAGE_SIZE } else { MEGA_PAGE_SIZE };
+        // `count` leaves starting `before` leaves below a GiB or 512 GiB boundary.
+        let start = boundary - before * leaf;
+        let Some(want) = tables_to_map(mode, gpa(start), count * leaf, leaf) else {
+            return Err(TestCaseError::fail("no count"));
+        };
+        let mut gs = new(mode);
+        // A permutation of the leaves (stride coprime to count).
+        let stride = (1..=count).rev().find(|s| gcd(*s, count) == 1 && seed % 2 == 0).unwrap_or(1);
+        for i in 0..count {
+            let k = (i * stride + seed % count) % count;
+            // HPA aligned to the leaf size only, so no larger leaf is used.
+            let h = 0x4_0000_0000 + leaf + k * 2 * leaf;
+            gs.map(gpa(start + k * leaf), hpa(h), leaf, Perms::RWX).unwrap();
+            prop_assert!(gs.table_frames() - ROOT_FRAMES <= want);
+        }
+        prop_assert_eq!(gs.table_frames() - ROOT_FRAMES, want);
+    }
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
 // ---- model-based property test ----
 
 /// Pages of a small GPA window straddling a 1 GiB boundary: 4 megapages below, 4 above.

@@ -23,6 +23,13 @@
 //! - `idle`: no work at all: the boot hart waits for an interrupt with every
 //!   interrupt disabled, forever (a VM that keeps the machine running and
 //!   costs nothing); no other hart is started.
+//! - `touch`: touches all of its RAM once it is told to, for the memory tests:
+//!   prints `INFO: cpu-hog: touch: <n> MiB of RAM, waiting for a key`, waits
+//!   for a byte on its UART, then stores to every 4 KiB page of every
+//!   `/memory` region (a pattern where the page is free, the value already
+//!   there where it is in use: image, stacks, DTB), reads the patterns back
+//!   (`touched-all-ram`) and prints `INFO: cpu-hog: touched <n> MiB`; then it
+//!   idles as with `idle`.
 //! - `probe=<ms>`: the scheduler probe of `ferrovisor bench --sched`, on the
 //!   boot hart only. For `ms` milliseconds it reads `time` in a tight loop with
 //!   interrupts masked and records every *gap*: two consecutive reads more than
@@ -44,9 +51,11 @@
 #![no_std]
 #![no_main]
 
+use core::ptr::{read_volatile, write_volatile};
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use fv_guest_rt::{csr, hart, hart_id, print, println, sbi, Platform, Reporter, MAX_HARTS};
+use fv_guest_rt::platform::for_each_device_range;
+use fv_guest_rt::{csr, hart, hart_id, print, println, sbi, Platform, Region, Reporter, MAX_HARTS};
 
 fv_guest_rt::guest_main!("cpu-hog", main);
 
@@ -76,6 +85,8 @@ struct Config {
     /// Chunks per hart (`None`: forever).
     chunks: Option<u64>,
     idle: bool,
+    /// `touch`: touch all RAM on a key, then idle.
+    touch: bool,
     /// `probe=`: how long to probe, ticks.
     probe: Option<u64>,
     /// `gap_us=`: the shortest gap `probe=` records, ticks.
@@ -91,6 +102,7 @@ fn parse(args: &str, timebase: u64, r: &Reporter) -> Config {
         period: csr::ms_to_ticks(500, timebase),
         chunks: None,
         idle: false,
+        touch: false,
         probe: None,
         gap: csr::ms_to_ticks(1, timebase) / 50,
     };
@@ -115,6 +127,7 @@ fn parse(args: &str, timebase: u64, r: &Reporter) -> Config {
                 _ => r.fail("bootargs", format_args!("`{arg}`: need a number >= 1")),
             },
             None if arg == "idle" => c.idle = true,
+            None if arg == "touch" => c.touch = true,
             _ => {}
         }
     }
@@ -164,6 +177,94 @@ fn work(me: usize, _arg: usize) {
     if let Some(d) = DONE_AT.get(me) {
         d.store(now.max(1), Ordering::SeqCst);
     }
+}
+
+/// Pattern stored in a free page at `addr`.
+fn pattern(addr: usize) -> u64 {
+    (addr as u64) ^ 0x70c4_ed00_5eed_0000
+}
+
+/// The UART the device tree names (its first `serial` node), if any.
+fn uart(p: &Platform) -> Option<usize> {
+    let mut at = None;
+    if let Some(fdt) = p.fdt() {
+        for_each_device_range(&fdt, |node, reg| {
+            if at.is_none() && node.starts_with("serial") && !reg.is_empty() {
+                at = Some(reg.start);
+            }
+        });
+    }
+    at
+}
+
+/// Waits until the UART at `base` (an ns16550a) has received a byte; takes it.
+fn wait_for_key(base: usize, timebase: u64) {
+    const RBR: usize = 0;
+    const LSR: usize = 5;
+    const LSR_DR: u8 = 1;
+    loop {
+        // SAFETY: `base` is the UART the device tree names; its LSR and RBR
+        // are byte registers that may be read at any time.
+        if unsafe { read_volatile((base + LSR) as *const u8) } & LSR_DR != 0 {
+            // SAFETY: as above.
+            let _ = unsafe { read_volatile((base + RBR) as *const u8) };
+            return;
+        }
+        let later = csr::time().saturating_add(csr::ms_to_ticks(1, timebase));
+        csr::spin_until(later, || false);
+    }
+}
+
+/// `touch`: see the module documentation.
+fn touch_all_ram(p: &Platform, r: &Reporter) -> ! {
+    const PAGE: usize = 4096;
+    let total: usize = p.memory().iter().map(Region::len).sum();
+    let Some(base) = uart(p) else {
+        r.fail(
+            "touched-all-ram",
+            format_args!("no UART in the device tree"),
+        );
+        idle_forever();
+    };
+    println!(
+        "INFO: cpu-hog: touch: {} MiB of RAM, waiting for a key",
+        total >> 20
+    );
+    wait_for_key(base, p.timebase_hz);
+    let pages = || {
+        p.memory()
+            .iter()
+            .flat_map(|m| (m.start..m.end).step_by(PAGE))
+            .map(|a| (a, p.in_use(Region::with_size(a, PAGE))))
+    };
+    for (a, in_use) in pages() {
+        let w = a as *mut u64;
+        // SAFETY: `a` is a page of this guest's RAM; a page in use gets the
+        // value it already holds (one hart runs, interrupts are off), a free
+        // page a pattern.
+        unsafe {
+            let v = if in_use { read_volatile(w) } else { pattern(a) };
+            write_volatile(w, v);
+        }
+    }
+    let mut bad = 0usize;
+    let mut first_bad = 0usize;
+    for (a, _) in pages().filter(|(_, in_use)| !in_use) {
+        // SAFETY: a free page of this guest's RAM, written above.
+        if unsafe { read_volatile(a as *const u64) } != pattern(a) {
+            if bad == 0 {
+                first_bad = a;
+            }
+            bad += 1;
+        }
+    }
+    r.check(
+        "touched-all-ram",
+        bad == 0,
+        format_args!("{bad} pages lost what was stored, the first at {first_bad:#x}"),
+    );
+    println!("INFO: cpu-hog: touched {} MiB", total >> 20);
+    idle_forever();
 }
 
 fn idle_forever() -> ! {
@@ -235,6 +336,10 @@ fn main(p: &'static Platform, r: &'static Reporter) {
     let c = parse(p.bootargs(), p.timebase_hz, r);
     if c.idle {
         idle_forever();
+    }
+    if c.touch {
+        csr::interrupts_disable();
+        touch_all_ram(p, r);
     }
     if let Some(duration) = c.probe {
         probe(duration, c.gap, p.timebase_hz);

@@ -129,7 +129,13 @@ impl Vm {
 /// Writes `target/qemu-cases/<name>.yaml`: a machine with `cpus` harts and
 /// 1 GiB running `vms`.
 pub fn write_config(name: &str, cpus: u32, vms: &[Vm]) -> PathBuf {
-    let mut yaml = format!("machine:\n  arch: riscv64\n  cpus: {cpus}\n  memory: 1G\nvms:\n");
+    write_config_with_memory(name, cpus, 1024, vms)
+}
+
+/// [`write_config`] with `memory_mib` MiB of machine memory.
+pub fn write_config_with_memory(name: &str, cpus: u32, memory_mib: u64, vms: &[Vm]) -> PathBuf {
+    let mut yaml =
+        format!("machine:\n  arch: riscv64\n  cpus: {cpus}\n  memory: {memory_mib}M\nvms:\n");
     for vm in vms {
         let _ = write!(
             yaml,
