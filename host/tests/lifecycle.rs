@@ -827,14 +827,8 @@ fn stop_during_reboot() {
     let mut keeper = Vm::bare("keeper", HOG, 1, "idle");
     keeper.pin = Some(0);
     let vms = [racer, keeper];
-    let config = write_config("stop-during-reboot", 2, &vms);
     // The package holds the initrd once and the VM's RAM a copy: 2 GiB.
-    let yaml = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(
-        &config,
-        yaml.replacen("  memory: 1G\n", "  memory: 2G\n", 1),
-    )
-    .unwrap();
+    let config = common::write_config_with_memory("lifecycle-stop-during-reboot", 2, 2048, &vms);
     let mut c = Console::start("stop-during-reboot", &config, &vms);
     c.expect_log("VM 'racer' rebooting", BOOT);
     // At once, in one write: the shell and the stop.
