@@ -17,6 +17,7 @@ mod heap;
 mod mem;
 mod mgmt;
 mod sched;
+mod vconsole;
 mod vm;
 
 use alloc::vec::Vec;
@@ -41,6 +42,7 @@ static FINISHER: AtomicU64 = AtomicU64::new(0);
 /// failure the hypervisor writes FINISHER_FAIL with exit code 1 to the test
 /// finisher itself when the DTB describes one.
 pub fn power_off(reason: ShutdownReason) -> ! {
+    console::drain_all();
     let finisher = FINISHER.load(Ordering::Relaxed);
     if reason == ShutdownReason::Failure && finisher != 0 {
         // SAFETY: the address is the test finisher's register from the DTB

@@ -766,6 +766,65 @@ impl<S: AsRef<[u8]> + AsMut<[u8]>> Transmitter<S> {
         self.pending()
     }
 
+    /// Writes the staged bytes to `tx`, waiting for room (busy-wait).
+    fn write_stage_blocking(&mut self, tx: &mut dyn Tx) {
+        while self.stage_pos < self.stage_len {
+            let chunk = self
+                .stage
+                .get(self.stage_pos..self.stage_len)
+                .unwrap_or(&[]);
+            match tx.write(chunk).min(chunk.len()) {
+                0 => core::hint::spin_loop(),
+                n => self.stage_pos += n,
+            }
+        }
+    }
+
+    /// Queues all of `bytes` as hypervisor output, first writing (and
+    /// waiting for the UART) as much older hypervisor output as it takes to
+    /// make room: the hypervisor's output is never dropped. Only the
+    /// hypervisor's own output waits here, never a VM's.
+    pub fn hypervisor_write_all(&mut self, tx: &mut dyn Tx, bytes: &[u8]) {
+        let cap = self.hv.capacity().max(1);
+        for piece in bytes.chunks(cap) {
+            while self.hv.free() < piece.len() {
+                self.write_stage_blocking(tx);
+                if self.hv.len == 0 {
+                    break;
+                }
+                self.stage_hypervisor();
+            }
+            self.hv.push(piece);
+        }
+    }
+
+    /// Writes everything VM `id` has queued (after what is staged and the
+    /// hypervisor's output), waiting for the UART: so that a line the
+    /// hypervisor writes about the VM comes after its last output.
+    pub fn drain_vm(&mut self, tx: &mut dyn Tx, id: usize) {
+        loop {
+            self.write_stage_blocking(tx);
+            self.stage_len = 0;
+            self.stage_pos = 0;
+            if self.hv.len > 0 {
+                self.stage_hypervisor();
+            } else if !self.stage_vm(id) {
+                return;
+            }
+        }
+    }
+
+    /// Writes everything (staged, hypervisor, every VM's queue), waiting for
+    /// the UART: before the machine powers off.
+    pub fn drain_all(&mut self, tx: &mut dyn Tx) {
+        loop {
+            self.write_stage_blocking(tx);
+            if !self.stage_next() {
+                return;
+            }
+        }
+    }
+
     fn put(&mut self, bytes: &[u8]) {
         for &b in bytes {
             if let Some(slot) = self.stage.get_mut(self.stage_len) {
@@ -789,6 +848,25 @@ impl<S: AsRef<[u8]> + AsMut<[u8]>> Transmitter<S> {
         self.stage_len = 0;
         self.stage_pos = 0;
         if self.hv.len > 0 {
+            self.stage_hypervisor();
+            return true;
+        }
+        let n = self.vms.len();
+        for k in 0..n {
+            let i = (self.next + k) % n;
+            if self.stage_vm(i) {
+                self.next = i + 1;
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Stages hypervisor output: up to a line end, at most half the stage.
+    fn stage_hypervisor(&mut self) {
+        self.stage_len = 0;
+        self.stage_pos = 0;
+        {
             if matches!(self.owner, Owner::Vm(_)) {
                 self.close_line();
             }
@@ -818,17 +896,7 @@ impl<S: AsRef<[u8]> + AsMut<[u8]>> Transmitter<S> {
                     self.owner = Owner::Hypervisor;
                 }
             }
-            return true;
         }
-        let n = self.vms.len();
-        for k in 0..n {
-            let i = (self.next + k) % n;
-            if self.stage_vm(i) {
-                self.next = i + 1;
-                return true;
-            }
-        }
-        false
     }
 
     /// Stages VM `i`'s next record (or its pending gap notice).
@@ -1187,6 +1255,40 @@ mod tests {
             String::from_utf8(s.out).unwrap(),
             "[a] one\r\nlog\r\n[a] two\r\n"
         );
+    }
+
+    #[test]
+    fn hypervisor_output_is_never_dropped() {
+        let mut c = console();
+        let mut s = sink();
+        let text: Vec<u8> = (0..10_000).map(|i| b"abcdefghi\n"[i % 10]).collect();
+        // More than the queue holds: older output is written to make room.
+        c.hypervisor_write_all(&mut s, &text);
+        c.hypervisor_write_all(&mut s, b"last\n");
+        while c.pump(&mut s, 100) {}
+        let out = String::from_utf8(s.out).unwrap();
+        assert_eq!(out.matches("abcdefghi\r\n").count(), 1000);
+        assert!(out.ends_with("abcdefghi\r\nlast\r\n"));
+    }
+
+    #[test]
+    fn draining_one_vm() {
+        let mut c = console();
+        c.vm(0, "a").unwrap().write(b"a1\na2\n", 0);
+        c.vm(1, "b").unwrap().write(b"b1\nb2\nb3", 0);
+        c.vm(1, "b").unwrap().flush();
+        let mut s = sink();
+        c.drain_vm(&mut s, 1);
+        assert_eq!(
+            String::from_utf8(s.out.clone()).unwrap(),
+            "[b] b1\r\n[b] b2\r\n[b] b3"
+        );
+        c.drain_all(&mut s);
+        assert_eq!(
+            String::from_utf8(s.out).unwrap(),
+            "[b] b1\r\n[b] b2\r\n[b] b3\r\n[a] a1\r\n[a] a2\r\n"
+        );
+        assert!(!c.pending());
     }
 
     #[test]
