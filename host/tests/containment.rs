@@ -48,6 +48,7 @@ use std::time::Duration;
 
 use ferrovisor::testing::{self, Case, CaseVms, Pattern};
 use ferrovisor::MIB;
+use fv_mgmt::console_out::render_line;
 
 const HOSTILE: &str = "hostile-test";
 /// vCPUs of the hostile VM.
@@ -509,4 +510,154 @@ fn strict_timer_latency_other_harts_smp4() {
     c.success_patterns.push(progress("wild"));
     let log = run(&c);
     check_good(&log, "timer-test", false);
+}
+
+/// The console-abuse VM's name: 64 characters, the longest a VM may have, so
+/// every prefix it costs is as long as it gets.
+const LONG_NAME: &str = "hostile-console-abuse-with-the-longest-name-a-vm-may-have-012345";
+/// DBCN writes of 4 KiB per hostile vCPU and round of `phase=console`.
+const CONSOLE_WRITES: usize = 40;
+/// How long the good VM may take to its poweroff beside the console abuse
+/// (QEMU's start included): smp-test takes a few seconds.
+const CONSOLE_BOUND: Duration = Duration::from_secs(30);
+
+/// Where `line` has an escape sequence other than SGR (`ESC [ digits;… m`),
+/// the sequence's start.
+fn non_sgr_escape(line: &str) -> Option<&str> {
+    let mut rest = line;
+    while let Some(i) = rest.find('\u{1b}') {
+        let seq = &rest[i..];
+        let body = seq.strip_prefix("\u{1b}[")?;
+        let end = body.find(|c: char| !(c.is_ascii_digit() || c == ';'));
+        match end {
+            Some(e) if body[e..].starts_with('m') => rest = &body[e + 1..],
+            _ => return Some(seq),
+        }
+    }
+    None
+}
+
+/// Control characters a guest must not get to the operator's terminal (what
+/// the console may emit itself, tab, backspace within a guest's own text and
+/// `\r` before a re-printed prefix, is judged by [`render_line`]), C1 controls and
+/// bidi overrides.
+fn forbidden_char(c: char) -> bool {
+    (c.is_control() && !matches!(c, '\t' | '\r' | '\u{8}' | '\u{1b}'))
+        || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// `guests/hostile-test` with `phase=console`, `vcpus` vCPUs and a
+/// 64-character name writes 4 KiB DBCN buffers of `\rA…`, `a\n…`, escape sequences (cursor moves, clear
+/// screen, OSC title, DCS, C1), forged `ferrovisor: VM 'x' powered off` lines
+/// (after newlines, carriage returns, backspaces, cursor moves) and bytes >=
+/// 0x80, while `good` runs to its end on the same `smp` harts. Asserts:
+/// `good` passes and powers off within [`CONSOLE_BOUND`] (the console does not stall the machine); no line of the serial log, as a terminal shows it, starts
+/// with `ferrovisor:` unless the hypervisor wrote it (the forged text only
+/// ever appears after the hostile VM's `[name] ` prefix); no escape sequence
+/// but SGR colours, no C0/C1 control but tab, backspace and `\r`, no bidi
+/// override; and the hostile VM's share of the log is no larger than what it
+/// wrote (no amplification).
+fn console_abuse(good: &str, smp: u32, vcpus: u32) {
+    assert_eq!(LONG_NAME.len(), 64);
+    let mut c = case_with(
+        &format!("console-abuse-{good}-smp{smp}"),
+        good,
+        &format!("phase=console count={CONSOLE_WRITES}"),
+        vcpus,
+        smp,
+    );
+    if let CaseVms::List(vms) = &mut c.vms {
+        vms[1].name = LONG_NAME.to_string();
+        // The hostile VM first: its vCPUs share the harts with the good VM's.
+        vms.reverse();
+    }
+    // Success: the good VM's DONE and poweroff only, so that the run's time
+    // is its (plus the linger, in which the hostile VM goes on).
+    c.timeout = CONSOLE_BOUND + LINGER_PROGRESS;
+    c.stop_after_success = Some(LINGER_PROGRESS);
+    let t0 = std::time::Instant::now();
+    let report = testing::run_and_report(&c);
+    let took = t0.elapsed();
+    let report = report.unwrap_or_else(|e| panic!("{}: {e}", c.name));
+    let bytes = std::fs::read(&report.log_path).unwrap();
+    let log: Vec<String> = String::from_utf8_lossy(&bytes)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    eprintln!(
+        "note: console-abuse: {} s, log {} bytes, {} lines",
+        took.as_secs(),
+        bytes.len(),
+        log.len()
+    );
+    let (done, _) = check_good(&log, good, false);
+    let prefix = format!("[{LONG_NAME}] ");
+    check_overlap_named(&log, &prefix, done);
+    let mut hostile_bytes = 0usize;
+    for (i, raw) in log.iter().enumerate() {
+        if let Some(seq) = non_sgr_escape(raw) {
+            panic!("line {i}: an escape sequence other than SGR: {seq:?} in {raw:?}");
+        }
+        if let Some(ch) = raw.chars().find(|&ch| forbidden_char(ch)) {
+            panic!("line {i}: control character {ch:?} in {raw:?}");
+        }
+        let shown = render_line(raw);
+        if shown.contains("ferrovisor: VM 'x'") {
+            assert!(
+                shown.starts_with(&prefix),
+                "line {i}: a forged hypervisor line shows as {shown:?} (raw {raw:?})"
+            );
+        }
+        if shown.starts_with("ferrovisor:") {
+            assert_eq!(
+                &shown, raw,
+                "line {i}: a `ferrovisor:` line that the terminal shows differently from what was sent"
+            );
+        }
+        if shown.starts_with(&prefix) {
+            hostile_bytes += raw.len() + 1;
+        }
+    }
+    // What the hostile VM reported writing, plus the round in progress when
+    // QEMU was stopped.
+    let written: usize = log
+        .iter()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(&format!("{prefix}INFO: {HOSTILE}: phase console done: "))?;
+            let n = rest.split(", ").nth(2)?.split(' ').next()?;
+            n.parse::<usize>().ok()
+        })
+        .sum::<usize>()
+        + CONSOLE_WRITES * vcpus as usize;
+    assert!(
+        written > CONSOLE_WRITES * vcpus as usize,
+        "the hostile VM finished no round of console writes"
+    );
+    let input = written * 4096;
+    assert!(
+        hostile_bytes <= input,
+        "the hostile VM's lines take {hostile_bytes} bytes of the log, more than the {input} bytes it wrote"
+    );
+    assert!(
+        took <= CONSOLE_BOUND + LINGER_PROGRESS,
+        "{good} took {took:?} beside the console abuse"
+    );
+}
+
+/// Two hostile vCPUs, one per hart, beside smp-test.
+#[test]
+fn console_abuse_vs_smp_test_smp2() {
+    console_abuse("smp-test", 2, 2);
+}
+
+/// [`check_overlap`] for a VM whose lines start with `prefix`.
+fn check_overlap_named(log: &[String], prefix: &str, done: usize) {
+    let banner = log
+        .iter()
+        .position(|l| l.starts_with(&format!("{prefix}INFO: {HOSTILE}: boot hart")))
+        .unwrap_or_else(|| panic!("no banner line of the hostile VM"));
+    assert!(
+        banner < done,
+        "the hostile VM started after the good VM finished"
+    );
 }

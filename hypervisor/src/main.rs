@@ -18,6 +18,7 @@ mod mem;
 mod mgmt;
 mod sbi;
 mod sched;
+mod vconsole;
 mod vm;
 
 use alloc::vec::Vec;
@@ -42,6 +43,7 @@ static FINISHER: AtomicU64 = AtomicU64::new(0);
 /// failure the hypervisor writes FINISHER_FAIL with exit code 1 to the test
 /// finisher itself when the DTB describes one.
 pub fn power_off(reason: ShutdownReason) -> ! {
+    console::drain_all();
     let finisher = FINISHER.load(Ordering::Relaxed);
     if reason == ShutdownReason::Failure && finisher != 0 {
         // SAFETY: the address is the test finisher's register from the DTB

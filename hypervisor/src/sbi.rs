@@ -2,7 +2,7 @@
 //! [`SbiEnv`] `fv_guest_sbi` works through, and [`sbi_call`], which turns an
 //! [`SbiOutcome`] into what happens to the calling vCPU.
 
-use crate::sched::{console_bytes, host, kick, reboot_vm, stop_vm, Next, Slot, SBI_IMPL_ID};
+use crate::sched::{host, kick, reboot_vm, stop_vm, Next, Slot, SBI_IMPL_ID};
 use crate::vm::{StopReason, Vm, FENCE_I, FENCE_VVMA};
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
@@ -269,14 +269,8 @@ impl SbiEnv for Env<'_> {
                 .read(gpa, &mut buf[..n])
                 .map_err(|_| ConsoleError::Denied)?;
         }
-        let mut inner = self.vm.inner.lock();
-        let crate::vm::VmInner {
-            history,
-            line,
-            line_since,
-            ..
-        } = &mut *inner;
-        console_bytes(self.vm, history, line, line_since, &buf[..n]);
+        let history = &mut self.vm.inner.lock().history;
+        crate::vconsole::console_bytes(self.vm, history, &buf[..n]);
         Ok(n as u64)
     }
 
@@ -285,14 +279,8 @@ impl SbiEnv for Env<'_> {
     }
 
     fn console_putchar(&mut self, byte: u8) -> Result<(), ConsoleError> {
-        let mut inner = self.vm.inner.lock();
-        let crate::vm::VmInner {
-            history,
-            line,
-            line_since,
-            ..
-        } = &mut *inner;
-        console_bytes(self.vm, history, line, line_since, &[byte]);
+        let history = &mut self.vm.inner.lock().history;
+        crate::vconsole::console_bytes(self.vm, history, &[byte]);
         Ok(())
     }
 

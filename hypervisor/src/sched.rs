@@ -195,8 +195,8 @@ pub fn run_hart(cpu: usize) -> ! {
             let now = csr::time();
             if now >= next_poll {
                 next_poll = now.saturating_add(poll_period);
-                service_console();
-                flush_stale_lines(now);
+                crate::vconsole::service_console();
+                crate::vconsole::flush_stale_lines(now);
             }
             if now >= next_balance {
                 next_balance = now.saturating_add(balance_period);
@@ -273,8 +273,11 @@ fn earliest_wake(slots: &[Slot], rq: &RunQueue, now: u64) -> Option<u64> {
 
 /// Sleeps until an interrupt, at the latest at `wake` (a blocked vCPU's timer).
 fn idle(cpu: usize, now: u64, wake: Option<u64>) {
-    // The boot hart polls console input: it never sleeps long.
-    let longest = if cpu == 0 {
+    // The boot hart polls console input: it never sleeps long, and while
+    // console output waits for the UART, 1 ms at most.
+    let longest = if cpu == 0 && crate::console::output_pending() {
+        host().timebase / 1000
+    } else if cpu == 0 {
         host().timebase / 50
     } else {
         host().timebase
@@ -712,7 +715,7 @@ fn handle_exit(vm: &Vm, slot: &mut Slot, exit: VcpuExit) -> Next {
                 Next::Continue
             } else {
                 // The guest waits (for input, say): what it printed shows now.
-                flush_line(vm, &mut vm.inner.lock());
+                crate::vconsole::flush_line(vm);
                 Next::Block
             }
         }
@@ -753,17 +756,13 @@ pub fn device_side_effects(vm: &Vm, inner: &mut crate::vm::VmInner) {
             inner.input.pop_front();
         }
         let crate::vm::VmInner {
-            devices,
-            history,
-            line,
-            line_since,
-            ..
+            devices, history, ..
         } = &mut *inner;
         let _ = devices.with_device::<Uart16550, _>(uart, |u, irq| {
             if u.output().is_empty() {
                 return;
             }
-            console_bytes(vm, history, line, line_since, u.output());
+            crate::vconsole::console_bytes(vm, history, u.output());
             u.clear_output(irq);
         });
     }
@@ -774,61 +773,6 @@ pub fn device_side_effects(vm: &Vm, inner: &mut crate::vm::VmInner) {
                 kick(sh.cpu.load(Ordering::Acquire));
             }
         }
-    }
-}
-
-/// A VM's console output: kept in its history, and printed a whole line at a
-/// time (see `VmInner::line`).
-pub(crate) fn console_bytes(
-    vm: &Vm,
-    history: &mut fv_mgmt::Ring,
-    line: &mut Vec<u8>,
-    since: &mut u64,
-    bytes: &[u8],
-) {
-    history.push(bytes);
-    for &b in bytes {
-        if line.is_empty() {
-            *since = csr::time();
-        }
-        if line.len() < crate::vm::LINE_BYTES {
-            line.push(b);
-        }
-        if b == b'\n' || line.len() >= crate::vm::LINE_BYTES {
-            crate::console::guest_output(vm.id, &vm.name, line);
-            line.clear();
-        }
-    }
-}
-
-/// Prints a VM's unfinished console line (a prompt, an echo) now.
-fn flush_line(vm: &Vm, inner: &mut crate::vm::VmInner) {
-    if !inner.line.is_empty() {
-        crate::console::guest_output(vm.id, &vm.name, &inner.line);
-        inner.line.clear();
-    }
-}
-
-/// Prints unfinished console lines that have waited more than 250 ms (called
-/// on the boot hart's loop). Long enough that a VM preempted in the middle of
-/// a line (8 VMs on 2 harts wait 15 ms and more between slices) finishes it
-/// first; a VM that waits for input has its prompt printed at once (WFI).
-pub fn flush_stale_lines(now: u64) {
-    let limit = host().timebase / 4;
-    for vm in vms() {
-        if let Some(mut inner) = vm.inner.try_lock() {
-            if !inner.line.is_empty() && now.saturating_sub(inner.line_since) > limit {
-                flush_line(vm, &mut inner);
-            }
-        }
-    }
-}
-
-/// Reads console input (polled on the boot hart) and hands it to the
-/// management layer (`crate::mgmt::input_byte`): guest input, shell, escapes.
-pub fn service_console() {
-    while let Some(b) = crate::console::poll_input() {
-        crate::mgmt::input_byte(b);
     }
 }
 
@@ -910,11 +854,8 @@ pub fn stop_vm(vm: &Vm, reason: StopReason) {
 /// the reason, log it with the VM's exit counts, and count it out of the
 /// running VMs (the machine powers off when none is left).
 fn stopped(vm: &Vm, reason: StopReason) {
-    {
-        let mut inner = vm.inner.lock();
-        flush_line(vm, &mut inner);
-        inner.stop_reason = Some(reason);
-    }
+    crate::vconsole::finish_output(vm);
+    vm.inner.lock().stop_reason = Some(reason);
     let why = match reason {
         StopReason::PowerOff => "powered off",
         StopReason::GuestFailure => "powered off reporting a failure",

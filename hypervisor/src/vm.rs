@@ -16,8 +16,6 @@ use fv_mgmt::{AtomicExitCounts, AtomicIrqCounts, AtomicSbiCounts, Ring};
 
 /// Console history kept per VM.
 pub const HISTORY_BYTES: usize = 16 * 1024;
-/// Longest console line held back before it is printed anyway.
-pub const LINE_BYTES: usize = 512;
 use fv_guest_sbi::HsmStates;
 use fv_stage2::Mode;
 use fv_vm::{GuestMemory, GuestMemoryError, Lifecycle, VcpuBoot, VcpuFences};
@@ -106,14 +104,9 @@ pub struct VmInner {
     pub uart: Option<DeviceId>,
     /// Console input not yet taken by the UART (its receive FIFO was full).
     pub input: VecDeque<u8>,
-    /// The last console output (for `vm log`).
+    /// The last console output, raw (for `vm log`; what reaches the
+    /// terminal is queued in `console`).
     pub history: Ring,
-    /// Console output: the current line, printed when it ends (so lines of
-    /// different VMs never interleave), when the VM waits (WFI), or after a
-    /// short while (`sched::flush_stale_lines`).
-    pub line: Vec<u8>,
-    /// Host `time` when `line` got its first byte.
-    pub line_since: u64,
     /// Why the VM stopped, once it has.
     pub stop_reason: Option<StopReason>,
     /// Counters.
@@ -257,13 +250,6 @@ impl Vm {
                 devices,
                 uart: Some(uart),
                 input: VecDeque::new(),
-                line: {
-                    let mut v = Vec::new();
-                    v.try_reserve_exact(LINE_BYTES)
-                        .map_err(|_| CreateError::OutOfMemory)?;
-                    v
-                },
-                line_since: 0,
                 history: Ring::with_capacity(HISTORY_BYTES)
                     .map_err(|_| CreateError::OutOfMemory)?,
                 stop_reason: None,

@@ -12,6 +12,8 @@
 //!   [`execute_machine`] writes the same reply in the line protocol described
 //!   in [`machine`], for programs.
 //! * [`Ring`] keeps console history and the hypervisor log in fixed memory.
+//! * [`console_out`] decides what guest console output reaches the terminal:
+//!   sanitising, per-VM bounded queues, a fair non-blocking transmitter.
 //! * [`ConsoleInput`] decodes Ctrl-A escapes on the console into [`Input`]
 //!   events; [`LineEditor`] edits the shell's command line.
 //! * Counters: [`ExitCounts`], [`SbiCounts`], [`IrqCounts`] (plain, for a vCPU's
@@ -43,6 +45,7 @@ extern crate alloc;
 extern crate std;
 
 pub mod command;
+pub mod console_out;
 pub mod counters;
 pub mod editor;
 mod exec;

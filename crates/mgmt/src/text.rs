@@ -155,67 +155,7 @@ impl<const C: usize> Table<C> {
     }
 }
 
-/// Writes bytes from a guest or the log for a terminal: valid UTF-8 as is, CR
-/// dropped, tab kept, other control characters (C0, DEL, C1) as `?`, invalid
-/// UTF-8 as U+FFFD. Nothing a terminal would act on gets through.
-pub(crate) fn write_sanitized(out: &mut dyn Write, bytes: impl Iterator<Item = u8>) -> fmt::Result {
-    let mut pending = [0u8; 4];
-    let mut have = 0usize;
-    let mut need = 0usize;
-    for b in bytes {
-        if need > 0 {
-            if b & 0xc0 == 0x80 {
-                if let Some(slot) = pending.get_mut(have) {
-                    *slot = b;
-                }
-                have += 1;
-                if have == need {
-                    write_char_bytes(out, pending.get(..have).unwrap_or(&[]))?;
-                    need = 0;
-                    have = 0;
-                }
-                continue;
-            }
-            // Sequence cut short.
-            out.write_char(char::REPLACEMENT_CHARACTER)?;
-            need = 0;
-            have = 0;
-        }
-        match b {
-            b'\r' => {}
-            b'\t' => out.write_char('\t')?,
-            0x20..=0x7e => out.write_char(char::from(b))?,
-            0x00..=0x1f | 0x7f => out.write_char('?')?,
-            // Lead bytes of 2-, 3- and 4-byte sequences.
-            0xc2..=0xf4 => {
-                need = match b {
-                    0xc2..=0xdf => 2,
-                    0xe0..=0xef => 3,
-                    _ => 4,
-                };
-                pending[0] = b;
-                have = 1;
-            }
-            _ => out.write_char(char::REPLACEMENT_CHARACTER)?,
-        }
-    }
-    if need > 0 {
-        out.write_char(char::REPLACEMENT_CHARACTER)?;
-    }
-    Ok(())
-}
-
-fn write_char_bytes(out: &mut dyn Write, bytes: &[u8]) -> fmt::Result {
-    match core::str::from_utf8(bytes) {
-        Ok(s) => {
-            for c in s.chars() {
-                out.write_char(if c.is_control() { '?' } else { c })?;
-            }
-            Ok(())
-        }
-        Err(_) => out.write_char(char::REPLACEMENT_CHARACTER),
-    }
-}
+pub(crate) use crate::console_out::write_sanitized;
 
 /// A VM name copied out of a callback (names are at most [`MAX_NAME_LEN`] bytes).
 pub(crate) struct NameBuf {
@@ -321,7 +261,7 @@ mod tests {
     #[test]
     fn sanitizing() {
         assert_eq!(sanitize(b"hello\tworld\r"), "hello\tworld");
-        assert_eq!(sanitize(b"\x1b[31mred\x07\x7f"), "?[31mred??");
+        assert_eq!(sanitize(b"\x1b[31mred\x07\x7f"), "red??");
         assert_eq!(
             sanitize("caf\u{e9} \u{20ac}".as_bytes()),
             "caf\u{e9} \u{20ac}"

@@ -13,7 +13,7 @@
 //!   and `die` never end; without them the list repeats forever, each pass a
 //!   "round" (`reboot` reboots only while the VM has been rebooted fewer than
 //!   `reboots` times);
-//! - `seed=N` (decimal or 0x-hex), `count=N` (operations per vCPU in `wild`,
+//! - `seed=N` (decimal or 0x-hex), `count=N` (operations per vCPU in `wild`, `console`,
 //!   `sbi`, `dbcn` and `mmio`, default 2000), `storm_ms=N` (length of the IPI storm,
 //!   default 1000), `reboots=N` (cold reboots of `reboot`, default 3),
 //!   `die_ms=N` (how long `die` lets the vCPUs spin first, default 500),
@@ -36,6 +36,9 @@
 //!   bad resume addresses, a retentive suspend woken by the timer;
 //! - `dbcn`: console write/read with wild addresses, huge and overflowing
 //!   lengths, non-zero high address halves;
+//! - `console`: `count` DBCN writes of 4 KiB per vCPU meant to amplify the
+//!   console output, drive the operator's terminal and forge hypervisor lines
+//!   (`ferrovisor: VM 'x' powered off`), see `console.rs`;
 //! - `mmio`: random accesses of every width and instruction kind to the
 //!   devices the DTB lists (this VM's own, emulated), except ones that could
 //!   power it off; only digits are written to a UART;
@@ -61,6 +64,7 @@
 #![no_std]
 #![no_main]
 
+mod console;
 mod mmio;
 mod rng;
 mod sbicalls;
@@ -108,10 +112,12 @@ pub enum Phase {
     Reboot = 8,
     /// Random accesses to this VM's own devices.
     Mmio = 9,
+    /// Console abuse through DBCN.
+    Console = 10,
 }
 
 impl Phase {
-    const ALL: [Phase; 9] = [
+    const ALL: [Phase; 10] = [
         Phase::Wild,
         Phase::Sbi,
         Phase::Ipi,
@@ -121,6 +127,7 @@ impl Phase {
         Phase::Die,
         Phase::Reboot,
         Phase::Mmio,
+        Phase::Console,
     ];
 
     /// The name used on the command line and in progress lines.
@@ -135,6 +142,7 @@ impl Phase {
             Phase::Die => "die",
             Phase::Reboot => "reboot",
             Phase::Mmio => "mmio",
+            Phase::Console => "console",
         }
     }
 
@@ -458,6 +466,7 @@ fn worker(_me: usize, phase: usize) {
         Some(Phase::Dbcn) => sbicalls::dbcn_body(),
         Some(Phase::Ipi) => smp::storm(),
         Some(Phase::Mmio) => mmio::body(),
+        Some(Phase::Console) => console::body(),
         Some(Phase::Spin) if SPIN_TICKS.load(Ordering::SeqCst) != 0 => spin_timed(),
         Some(Phase::Spin | Phase::Die | Phase::Reboot) => {
             SPINNING.fetch_add(1, Ordering::SeqCst);
@@ -699,6 +708,15 @@ fn main(p: &'static Platform, r: &'static Reporter) {
                     mmio::reset_stats();
                     let (n, fin) = on_all_vcpus(ph, mmio::body);
                     mmio::report(round, n, fin);
+                }
+                Phase::Console => {
+                    if !strict {
+                        println!("INFO: hostile-test: phase console done: round {round}, skipped (not Ferrovisor)");
+                        continue;
+                    }
+                    console::reset_stats();
+                    let (n, fin) = on_all_vcpus(ph, console::body);
+                    console::report(round, n, fin);
                 }
                 Phase::Ipi => {
                     smp::storm_prepare(cfg.storm_ms);
