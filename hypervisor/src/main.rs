@@ -105,6 +105,9 @@ fn probe_features(plat: &PlatformInfo) -> (HartFeatures, Mode) {
     let ext = plat.common_extensions();
     let sstc = ext.contains(IsaExtensions::SSTC) && csr::probe::<{ num::STIMECMP }>().is_some();
     let hstateen = csr::probe::<{ num::HSTATEEN0 }>().is_some();
+    // VS-reachable CSRs without a VS copy that vCPUs switch when present.
+    let scontext = csr::probe::<{ num::SCONTEXT }>().is_some();
+    let ssaia = csr::probe::<{ num::VSISELECT }>().is_some();
     let mut want = Henvcfg::FIOM;
     if sstc {
         want |= Henvcfg::STCE;
@@ -144,6 +147,8 @@ fn probe_features(plat: &PlatformInfo) -> (HartFeatures, Mode) {
             hstateen,
             henvcfg,
             vmid_bits,
+            scontext,
+            ssaia,
         },
         mode,
     )
@@ -564,9 +569,11 @@ fn banner(plat: &PlatformInfo, f: &HartFeatures, mode: Mode) {
     }
     log!("  {} virtio-mmio slot(s)", plat.virtio_mmio.len());
     log!(
-        "hart features: Sstc {}, Smstateen {}, VMID bits {}, henvcfg {:#x}, G-stage {:?}",
+        "hart features: Sstc {}, Smstateen {}, scontext {}, Ssaia {}, VMID bits {}, henvcfg {:#x}, G-stage {:?}",
         f.sstc,
         f.hstateen,
+        f.scontext,
+        f.ssaia,
         f.vmid_bits,
         f.henvcfg,
         mode

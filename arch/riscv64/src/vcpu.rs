@@ -4,6 +4,31 @@
 //! CSRs, `hgatp`, `htimedelta`, delegation and FP registers are then live in the
 //! hardware, and every [`Vcpu`] method works on the live CSRs. [`RiscvVcpu::put`]
 //! saves them back so another vCPU can use the hart.
+//!
+//! # State a VS-mode guest reaches that has no VS copy
+//!
+//! With V=1, `sstatus`, `sie`, `stvec`, `sscratch`, `sepc`, `scause`, `stval`,
+//! `sip`, `satp` and `stimecmp` are redirected to their `vs*` copies, which
+//! [`RiscvVcpu::load`]/[`RiscvVcpu::put`] switch. Everything else a guest can
+//! reach is either switched here too or closed to it:
+//!
+//! | state | handled |
+//! | --- | --- |
+//! | `scounteren` | switched (`VsCsrs`), 0 at reset |
+//! | `senvcfg` | switched, 0 at reset (writable bits limited by `henvcfg`) |
+//! | `sstateen0` | switched when Smstateen (`hstateen0.SE0` opens it; its bits read 0 in VS-mode since the matching `hstateen0` bits are 0) |
+//! | `sstateen1..3` | closed: `hstateen1..3` = 0 (virtual instruction) |
+//! | `scontext` (Sdtrig) | switched when the hart has it (probed: Smstateen, which would gate it, is optional) |
+//! | `vsiselect` (Ssaia) | switched when the hart has it; `vsireg` reaches only the IMSIC guest file (none: `hstatus.VGEIN` = 0) |
+//! | other AIA state (`stopei`, `stopi`, ...) | `hstateen0.AIA`/`IMSIC`/`CSRIND` = 0 when Smstateen; otherwise the `vs*` copies above |
+//! | `f0..f31`, `fcsr` | switched (`FpRegs`): restored at every load, saved when `sstatus.FS` is Dirty |
+//! | vector state (`v0..v31`, `vstart`, `vxsat`, `vxrm`, `vcsr`, `vl`, `vtype`) | closed: V is never advertised (`fv_platform` guest ISA) and the guest runs with HS `sstatus.VS` = Off, so every vector instruction and CSR access is illegal whatever `vsstatus.VS` says. Switching 32 × VLEN bits per vCPU switch costs more than guests gain under TCG |
+//! | `cycle`, `instret` | `hcounteren` CY/IR set: read directly, they count the whole hart (every vCPU that ran on it) |
+//! | `hpmcounterN` | `hcounteren` HPM bits clear: virtual instruction, injected as illegal |
+//! | `time` | `hcounteren.TM` set, offset by the per-vCPU `htimedelta` |
+//! | `scountovf` (Sscofpmf) | bits masked by `hcounteren` (all HPM bits clear): reads 0 |
+//! | `seed` (Zkr) | never accessible in VS-mode (virtual instruction or illegal); not advertised |
+//! | `jvt`, `srmcfg`, `ssp`, CTR | not advertised; closed by `hstateen0`/`henvcfg` bits left 0 |
 
 use crate::csr;
 use crate::decode::{decode_htinst, decode_insn, DecodeError, Htinst, MemInsn, MemOp};
@@ -29,6 +54,10 @@ pub struct HartFeatures {
     pub henvcfg: u64,
     /// How many VMID bits `hgatp` implements (0: no VMIDs, flush on every VM switch).
     pub vmid_bits: u32,
+    /// Sdtrig's `scontext` exists (probed): VS-mode reaches the real one.
+    pub scontext: bool,
+    /// Ssaia's `vsiselect` exists (probed).
+    pub ssaia: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -43,6 +72,10 @@ struct VsCsrs {
     vsatp: u64,
     vstimecmp: u64,
     senvcfg: u64,
+    scounteren: u64,
+    sstateen0: u64,
+    scontext: u64,
+    vsiselect: u64,
 }
 
 #[repr(C)]
@@ -132,6 +165,17 @@ impl RiscvVcpu {
                 csr::write::<{ num::HSTATEEN0 }>(
                     (regs::Hstateen0::SE0 | regs::Hstateen0::ENVCFG).bits(),
                 );
+                // sstateen1..3 stay closed to VS-mode (virtual instruction).
+                csr::write::<{ num::HSTATEEN1 }>(0);
+                csr::write::<{ num::HSTATEEN2 }>(0);
+                csr::write::<{ num::HSTATEEN3 }>(0);
+                csr::write::<{ num::SSTATEEN0 }>(self.vs.sstateen0);
+            }
+            if f.scontext {
+                csr::write::<{ num::SCONTEXT }>(self.vs.scontext);
+            }
+            if f.ssaia {
+                csr::write::<{ num::VSISELECT }>(self.vs.vsiselect);
             }
             csr::write::<{ num::VSSTATUS }>(self.vs.vsstatus);
             csr::write::<{ num::VSIE }>(self.vs.vsie);
@@ -142,6 +186,7 @@ impl RiscvVcpu {
             csr::write::<{ num::VSTVAL }>(self.vs.vstval);
             csr::write::<{ num::VSATP }>(self.vs.vsatp);
             csr::write::<{ num::SENVCFG }>(self.vs.senvcfg);
+            csr::write::<{ num::SCOUNTEREN }>(self.vs.scounteren);
             if f.sstc {
                 csr::write::<{ num::VSTIMECMP }>(self.vs.vstimecmp);
             }
@@ -161,6 +206,7 @@ impl RiscvVcpu {
     ///
     /// Context: the hart this vCPU is loaded on.
     pub fn put(&mut self) {
+        let f = self.features;
         self.vs = VsCsrs {
             vsstatus: csr::read::<{ num::VSSTATUS }>(),
             vsie: csr::read::<{ num::VSIE }>(),
@@ -170,12 +216,28 @@ impl RiscvVcpu {
             vscause: csr::read::<{ num::VSCAUSE }>(),
             vstval: csr::read::<{ num::VSTVAL }>(),
             vsatp: csr::read::<{ num::VSATP }>(),
-            vstimecmp: if self.features.sstc {
+            vstimecmp: if f.sstc {
                 csr::read::<{ num::VSTIMECMP }>()
             } else {
                 self.vs.vstimecmp
             },
             senvcfg: csr::read::<{ num::SENVCFG }>(),
+            scounteren: csr::read::<{ num::SCOUNTEREN }>(),
+            sstateen0: if f.hstateen {
+                csr::read::<{ num::SSTATEEN0 }>()
+            } else {
+                0
+            },
+            scontext: if f.scontext {
+                csr::read::<{ num::SCONTEXT }>()
+            } else {
+                0
+            },
+            vsiselect: if f.ssaia {
+                csr::read::<{ num::VSISELECT }>()
+            } else {
+                0
+            },
         };
         self.hvip = csr::read::<{ num::HVIP }>();
         if self.ctx.guest.sstatus & regs::fs::MASK == regs::fs::DIRTY {
