@@ -16,6 +16,7 @@ mod console;
 mod heap;
 mod mem;
 mod mgmt;
+mod pmu;
 mod sched;
 mod vm;
 
@@ -384,6 +385,7 @@ pub extern "C" fn rust_main(hartid: u64, dtb_pa: u64, start_time: u64) -> ! {
                 paused_seen: 0,
                 parked: false,
                 gfence: false,
+                pmu: Default::default(),
             });
         }
         sched::report_vm(v);

@@ -85,6 +85,8 @@ pub struct Slot {
     pub parked: bool,
     /// Fence its VMID's G-stage translations before it next runs.
     pub gfence: bool,
+    /// Its SBI PMU counters (reset with the vCPU).
+    pub pmu: fv_guest_sbi::VcpuPmu,
 }
 
 /// What the run loop does after an exit.
@@ -495,6 +497,7 @@ fn refresh(slot: &mut Slot, now: u64, rq: &mut RunQueue) {
         slot.paused_seen = vm.paused_ticks.load(Ordering::Acquire);
         slot.arch
             .set_htimedelta(0u64.wrapping_sub(slot.paused_seen));
+        slot.pmu.reset();
         if slot.vcpu == 0 {
             slot.arch.reset(vm.boot_state());
             let _ = rq.start(key);
@@ -507,6 +510,7 @@ fn refresh(slot: &mut Slot, now: u64, rq: &mut RunQueue) {
     if rq.state(key) == Ok(State::Stopped) {
         if let Some(boot) = sh.start.lock().take() {
             slot.arch.reset(boot);
+            slot.pmu.reset();
             slot.timer = None;
             let _ = rq.start(key);
             let _ = vm.inner.lock().hsm.start_complete(slot.vcpu);
@@ -692,6 +696,16 @@ fn handle_exit(vm: &Vm, slot: &mut Slot, exit: VcpuExit) -> Next {
                 flush_line(vm, &mut vm.inner.lock());
                 Next::Block
             }
+        }
+        VcpuExit::VirtualInstruction { insn }
+            if crate::pmu::emulate_counter_read(
+                &mut slot.arch,
+                &slot.pmu,
+                &vm.vcpus[slot.vcpu].fw_events,
+                insn,
+            ) =>
+        {
+            Next::Continue
         }
         VcpuExit::VirtualInstruction { insn } => {
             // Not emulated: to the guest it is an instruction it may not execute.
@@ -881,6 +895,7 @@ fn sbi_call(vm: &Vm, slot: &mut Slot, call: SbiCall) -> Next {
             vcpu: slot.vcpu,
             arch: &mut slot.arch,
             timer: &mut slot.timer,
+            pmu: &mut slot.pmu,
         };
         fv_guest_sbi::handle(&mut env, &call)
     };
@@ -1068,6 +1083,7 @@ struct Env<'a> {
     vcpu: usize,
     arch: &'a mut RiscvVcpu,
     timer: &'a mut Option<u64>,
+    pmu: &'a mut fv_guest_sbi::VcpuPmu,
 }
 
 impl SbiEnv for Env<'_> {
@@ -1197,6 +1213,20 @@ impl SbiEnv for Env<'_> {
 
     fn mimpid(&self) -> u64 {
         0
+    }
+
+    fn pmu(&mut self) -> &mut fv_guest_sbi::VcpuPmu {
+        self.pmu
+    }
+
+    fn pmu_raw(&self) -> fv_guest_sbi::PmuRaw {
+        crate::pmu::raw(self.arch, &self.vm.vcpus[self.vcpu].fw_events)
+    }
+
+    fn count_fw_event(&mut self, vcpu: usize, event: fv_guest_sbi::FwEvent) {
+        if let Some(v) = self.vm.vcpus.get(vcpu) {
+            v.fw_events.count(event);
+        }
     }
 }
 

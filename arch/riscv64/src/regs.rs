@@ -90,8 +90,12 @@ pub mod num {
     pub const HTINST: u16 = 0x64A;
     /// Hypervisor guest address translation and protection.
     pub const HGATP: u16 = 0x680;
+    /// Cycle counter (read-only shadow of mcycle).
+    pub const CYCLE: u16 = 0xC00;
     /// Timer (read-only shadow of mtime).
     pub const TIME: u16 = 0xC01;
+    /// Instructions-retired counter (read-only shadow of minstret).
+    pub const INSTRET: u16 = 0xC02;
 }
 
 bitflags! {
@@ -422,6 +426,7 @@ mod tests {
             [0x60C, 0x60D, 0x60E, 0x60F]
         );
         assert_eq!(num::SCONTEXT, 0x5A8);
+        assert_eq!([num::CYCLE, num::TIME, num::INSTRET], [0xC00, 0xC01, 0xC02]);
     }
 
     #[test]

@@ -23,9 +23,10 @@
 //! | other AIA state (`stopei`, `stopi`, ...) | `hstateen0.AIA`/`IMSIC`/`CSRIND` = 0 when Smstateen; otherwise the `vs*` copies above |
 //! | `f0..f31`, `fcsr` | switched (`FpRegs`): restored at every load, saved when `sstatus.FS` is Dirty |
 //! | vector state (`v0..v31`, `vstart`, `vxsat`, `vxrm`, `vcsr`, `vl`, `vtype`) | closed: V is never advertised (`fv_platform` guest ISA) and the guest runs with HS `sstatus.VS` = Off, so every vector instruction and CSR access is illegal whatever `vsstatus.VS` says. Switching 32 × VLEN bits per vCPU switch costs more than guests gain under TCG |
-//! | `cycle`, `instret` | `hcounteren` CY/IR set: read directly, they count the whole hart (every vCPU that ran on it) |
+//! | `cycle`, `instret` | `hcounteren` CY/IR clear: reads trap (virtual instruction) and are emulated from this vCPU's virtual counters (`hypervisor/src/pmu.rs`), which count only while it runs guest code ([`RiscvVcpu::guest_counts`]) |
 //! | `hpmcounterN` | `hcounteren` HPM bits clear: virtual instruction, injected as illegal |
 //! | `time` | `hcounteren.TM` set, offset by the per-vCPU `htimedelta` |
+//! | `stimecmp` | VS-mode reaches `vstimecmp` (switched) with Sstc (`henvcfg.STCE`); without Sstc, virtual instruction, injected as illegal. The hypervisor's own `stimecmp` is never reachable |
 //! | `scountovf` (Sscofpmf) | bits masked by `hcounteren` (all HPM bits clear): reads 0 |
 //! | `seed` (Zkr) | never accessible in VS-mode (virtual instruction or illegal); not advertised |
 //! | `jvt`, `srmcfg`, `ssp`, CTR | not advertised; closed by `hstateen0`/`henvcfg` bits left 0 |
@@ -111,6 +112,9 @@ pub struct RiscvVcpu {
     features: HartFeatures,
     pending: PendingMmio,
     loaded: bool,
+    /// Host cycles / instructions retired while this vCPU ran guest code.
+    guest_cycles: u64,
+    guest_instret: u64,
 }
 
 impl RiscvVcpu {
@@ -130,6 +134,8 @@ impl RiscvVcpu {
             features,
             pending: PendingMmio::None,
             loaded: false,
+            guest_cycles: 0,
+            guest_instret: 0,
         };
         v.reset(VcpuBoot {
             pc: GuestPhysAddr::new(0),
@@ -156,9 +162,9 @@ impl RiscvVcpu {
             csr::write::<{ num::HGATP }>(self.hgatp);
             csr::write::<{ num::HEDELEG }>(regs::HEDELEG_GUEST);
             csr::write::<{ num::HIDELEG }>(regs::HIDELEG_GUEST);
-            csr::write::<{ num::HCOUNTEREN }>(
-                (Counteren::CY | Counteren::TM | Counteren::IR).bits(),
-            );
+            // Only `time` is read directly; cycle/instret reads trap and see
+            // this vCPU's own virtual counters.
+            csr::write::<{ num::HCOUNTEREN }>(Counteren::TM.bits());
             csr::write::<{ num::HTIMEDELTA }>(self.htimedelta);
             csr::write::<{ num::HENVCFG }>(f.henvcfg);
             if f.hstateen {
@@ -286,6 +292,37 @@ impl RiscvVcpu {
         (cmp != u64::MAX).then(|| cmp.wrapping_sub(self.htimedelta))
     }
 
+    /// Host cycles and instructions retired while this vCPU ran guest code,
+    /// since it was created (monotonic; the hypervisor's own work between exit
+    /// and entry is not included).
+    pub fn guest_counts(&self) -> (u64, u64) {
+        (self.guest_cycles, self.guest_instret)
+    }
+
+    /// Whether the last exit came from VU-mode (the guest's user mode).
+    pub fn exited_from_user(&self) -> bool {
+        self.ctx.guest.sstatus & Sstatus::SPP.bits() == 0
+    }
+
+    /// The guest's live `scounteren` (the vCPU must be loaded).
+    pub fn scounteren(&self) -> u64 {
+        if self.loaded {
+            csr::read::<{ num::SCOUNTEREN }>()
+        } else {
+            self.vs.scounteren
+        }
+    }
+
+    /// Completes an emulated CSR read: `rd = value`, past the 4-byte instruction.
+    pub fn complete_csr_read(&mut self, rd: u8, value: u64) {
+        if rd != 0 {
+            if let Some(r) = self.ctx.guest.x.get_mut(usize::from(rd & 31)) {
+                *r = value;
+            }
+        }
+        self.advance(4);
+    }
+
     /// Guest general-purpose register `i` (for logs and tests).
     pub fn gpr(&self, i: usize) -> u64 {
         self.ctx.guest.x.get(i).copied().unwrap_or(0)
@@ -411,6 +448,11 @@ impl RiscvVcpu {
 impl Vcpu for RiscvVcpu {
     fn run(&mut self) -> VcpuExit {
         self.pending = PendingMmio::None;
+        // Count guest execution only (HS-mode reads: OpenSBI opens mcounteren).
+        let (cycle0, instret0) = (
+            csr::read::<{ num::CYCLE }>(),
+            csr::read::<{ num::INSTRET }>(),
+        );
         // SAFETY: the vCPU is loaded (hgatp confines the guest, see `new`), we are
         // in HS-mode with interrupts masked, and guest.hstatus always has SPV set
         // (set in `reset`, and the exit path only saves what the hardware wrote
@@ -419,6 +461,14 @@ impl Vcpu for RiscvVcpu {
             csr::write::<{ num::HVIP }>(self.hvip);
             enter_guest(&mut self.ctx);
         }
+        let (cycle1, instret1) = (
+            csr::read::<{ num::CYCLE }>(),
+            csr::read::<{ num::INSTRET }>(),
+        );
+        self.guest_cycles = self.guest_cycles.wrapping_add(cycle1.wrapping_sub(cycle0));
+        self.guest_instret = self
+            .guest_instret
+            .wrapping_add(instret1.wrapping_sub(instret0));
         self.hvip = csr::read::<{ num::HVIP }>();
         self.decode_exit()
     }

@@ -1,11 +1,11 @@
 //! Decoding and validation of every supported call.
 
 use fv_addr::GuestPhysAddr;
-use sbi_spec::{base, dbcn, hsm, legacy, rfnc, spi, srst, time};
+use sbi_spec::{base, dbcn, hsm, legacy, pmu, rfnc, spi, srst, time};
 
 use crate::{
-    ConsoleError, Fence, HartMask, HartState, HsmError, ResetKind, ResetReason, SbiCall, SbiEnv,
-    SbiError, SbiOutcome, SbiRet, SuspendType,
+    ConsoleError, Fence, FwEvent, HartMask, HartState, HsmError, ResetKind, ResetReason, SbiCall,
+    SbiEnv, SbiError, SbiOutcome, SbiRet, SuspendType,
 };
 
 /// `sbi_get_spec_version` result: v2.0, `major << 24 | minor`.
@@ -35,9 +35,10 @@ const EID_RFENCE: u64 = eid(rfnc::EID_RFNC);
 const EID_HSM: u64 = eid(hsm::EID_HSM);
 const EID_SRST: u64 = eid(srst::EID_SRST);
 const EID_DBCN: u64 = eid(dbcn::EID_DBCN);
+const EID_PMU: u64 = eid(pmu::EID_PMU);
 
 /// Every EID this implementation provides (what `probe_extension` reports as 1).
-pub const EXTENSIONS: [u64; 10] = [
+pub const EXTENSIONS: [u64; 11] = [
     EID_LEGACY_SET_TIMER,
     EID_LEGACY_CONSOLE_PUTCHAR,
     EID_LEGACY_CONSOLE_GETCHAR,
@@ -48,6 +49,7 @@ pub const EXTENSIONS: [u64; 10] = [
     EID_HSM,
     EID_SRST,
     EID_DBCN,
+    EID_PMU,
 ];
 
 /// `sbi_probe_extension(extension_id)`: 1 if provided, 0 otherwise.
@@ -68,6 +70,10 @@ pub fn handle<E: SbiEnv + ?Sized>(env: &mut E, call: &SbiCall) -> SbiOutcome {
         EID_HSM => return hsm_call(env, call),
         EID_SRST => return srst_call(call),
         EID_DBCN => dbcn_call(env, call),
+        EID_PMU => {
+            let raw = env.pmu_raw();
+            env.pmu().call(call.fid, call.args, &raw)
+        }
         _ => Err(SbiError::NotSupported),
     };
     SbiOutcome::Return(ret.into())
@@ -79,7 +85,7 @@ fn legacy_call<E: SbiEnv + ?Sized>(env: &mut E, call: &SbiCall) -> SbiRet {
     let [a0, a1, ..] = call.args;
     let result: i64 = match call.eid {
         EID_LEGACY_SET_TIMER => {
-            env.set_timer(a0);
+            set_timer(env, a0);
             0
         }
         EID_LEGACY_CONSOLE_PUTCHAR => match env.console_putchar(a0 as u8) {
@@ -112,19 +118,28 @@ fn base_call<E: SbiEnv + ?Sized>(env: &mut E, call: &SbiCall) -> Result<u64, Sbi
 fn time_call<E: SbiEnv + ?Sized>(env: &mut E, call: &SbiCall) -> Result<u64, SbiError> {
     match fid(call.fid)? {
         time::SET_TIMER => {
-            env.set_timer(call.args[0]);
+            set_timer(env, call.args[0]);
             Ok(0)
         }
         _ => Err(SbiError::NotSupported),
     }
 }
 
+fn set_timer<E: SbiEnv + ?Sized>(env: &mut E, stime_value: u64) {
+    env.set_timer(stime_value);
+    let me = env.current_vcpu();
+    env.count_fw_event(me, FwEvent::SetTimer);
+}
+
 fn ipi_call<E: SbiEnv + ?Sized>(env: &mut E, call: &SbiCall) -> Result<u64, SbiError> {
     match fid(call.fid)? {
         spi::SEND_IPI => {
             let targets = HartMask::decode(call.args[0], call.args[1], env.vcpu_count())?;
+            let me = env.current_vcpu();
             for vcpu in &targets {
                 env.send_ipi(vcpu);
+                env.count_fw_event(me, FwEvent::IpiSent);
+                env.count_fw_event(vcpu, FwEvent::IpiReceived);
             }
             Ok(0)
         }
@@ -155,8 +170,16 @@ fn rfence_call<E: SbiEnv + ?Sized>(env: &mut E, call: &SbiCall) -> Result<u64, S
             Fence::VmaAsid { start, size, asid }
         }
     };
+    let (sent, received) = match fence {
+        Fence::I => (FwEvent::FenceISent, FwEvent::FenceIReceived),
+        Fence::Vma { .. } => (FwEvent::SfenceVmaSent, FwEvent::SfenceVmaReceived),
+        Fence::VmaAsid { .. } => (FwEvent::SfenceVmaAsidSent, FwEvent::SfenceVmaAsidReceived),
+    };
+    let me = env.current_vcpu();
     for vcpu in &targets {
         env.remote_fence(vcpu, fence);
+        env.count_fw_event(me, sent);
+        env.count_fw_event(vcpu, received);
     }
     Ok(0)
 }
@@ -383,6 +406,7 @@ mod tests {
         assert_eq!(EID_HSM, 0x0048_534D);
         assert_eq!(EID_SRST, 0x5352_5354);
         assert_eq!(EID_DBCN, 0x4442_434E);
+        assert_eq!(EID_PMU, 0x0050_4D55);
         assert_eq!(
             (
                 EID_LEGACY_SET_TIMER,

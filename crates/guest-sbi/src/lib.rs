@@ -19,6 +19,7 @@
 //! | `0x48534D` | HSM | `hart_start`, `hart_stop`, `hart_get_status`, `hart_suspend` (default retentive / non-retentive types only) |
 //! | `0x53525354` | SRST | `system_reset` (shutdown, cold and warm reboot; reasons "none" and "system failure") |
 //! | `0x4442434E` | DBCN | `console_write`, `console_read`, `console_write_byte` |
+//! | `0x504D55` | PMU | every v2.0 function; per-vCPU virtual counters (cycle, instret, firmware events), no snapshots ([`pmu`]) |
 //! | `0x00`, `0x01`, `0x02` | legacy | `set_timer`, `console_putchar`, `console_getchar` |
 //!
 //! Every other EID (legacy `0x03..=0x0F` included), and every unknown FID of a
@@ -57,6 +58,7 @@ mod dispatch;
 mod env;
 mod hart_mask;
 mod hsm;
+pub mod pmu;
 mod ret;
 
 use fv_addr::GuestPhysAddr;
@@ -66,6 +68,7 @@ pub use dispatch::{handle, probe_extension, DBCN_MAX_CHUNK, EXTENSIONS, SPEC_VER
 pub use env::{ConsoleError, Fence, SbiEnv};
 pub use hart_mask::{HartMask, HartMaskIter, HART_MASK_BASE_ALL};
 pub use hsm::{HartState, HsmError, HsmStates, MAX_VCPUS};
+pub use pmu::{FwEvent, PmuRaw, VcpuPmu};
 pub use ret::{SbiError, SbiRet};
 
 /// One trapped `ecall` from VS-mode: `a7` = EID, `a6` = FID, `a0..a5` = arguments.

@@ -10,6 +10,8 @@
 #![no_std]
 #![no_main]
 
+mod pmu;
+
 use fv_guest_rt::sbi::{self, Ret};
 use fv_guest_rt::{csr, hart, println, Platform, Reporter};
 
@@ -40,6 +42,7 @@ fn main(p: &'static Platform, r: &'static Reporter) {
     ipi_rfence(p, r);
     srst(r);
     console(r);
+    pmu::pmu_checks(r);
     hart_suspend(p, r);
     // Last: an SBI implementation that does not validate the buffer may fault
     // or hang here, and everything above is already reported.

@@ -6,8 +6,8 @@ use std::collections::VecDeque;
 
 use fv_addr::GuestPhysAddr;
 use fv_guest_sbi::{
-    handle, ConsoleError, Fence, HartState, HsmError, SbiCall, SbiEnv, SbiOutcome, SbiRet,
-    DBCN_MAX_CHUNK,
+    handle, ConsoleError, Fence, FwEvent, HartState, HsmError, PmuRaw, SbiCall, SbiEnv, SbiOutcome,
+    SbiRet, VcpuPmu, DBCN_MAX_CHUNK,
 };
 
 pub const RAM_BASE: u64 = 0x8000_0000;
@@ -51,6 +51,12 @@ pub struct MockVm {
     pub console_error: Option<ConsoleError>,
     /// Error start_vcpu fails with (a lost race).
     pub start_error: Option<HsmError>,
+    /// The calling vCPU's PMU.
+    pub pmu: VcpuPmu,
+    /// The calling vCPU's hardware totals; `fw` holds its firmware counts.
+    pub raw: PmuRaw,
+    /// Firmware events counted on each vCPU.
+    pub fw_events: Vec<[u64; fv_guest_sbi::pmu::NUM_FW_COUNTERS]>,
 }
 
 impl MockVm {
@@ -67,6 +73,9 @@ impl MockVm {
             console_count_override: None,
             console_error: None,
             start_error: None,
+            pmu: VcpuPmu::new(),
+            raw: PmuRaw::default(),
+            fw_events: vec![[0; fv_guest_sbi::pmu::NUM_FW_COUNTERS]; count],
         }
     }
 
@@ -104,6 +113,22 @@ impl MockVm {
 }
 
 impl SbiEnv for MockVm {
+    fn pmu(&mut self) -> &mut VcpuPmu {
+        &mut self.pmu
+    }
+
+    fn pmu_raw(&self) -> PmuRaw {
+        PmuRaw {
+            fw: self.fw_events[self.current],
+            ..self.raw
+        }
+    }
+
+    fn count_fw_event(&mut self, vcpu: usize, event: FwEvent) {
+        self.check_vcpu(vcpu);
+        self.fw_events[vcpu][event.index()] += 1;
+    }
+
     fn vcpu_count(&self) -> usize {
         self.states.len()
     }
