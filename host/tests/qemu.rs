@@ -187,7 +187,8 @@ fn two_vms_share_one_hart_in_time_slices() {
 
 /// Supervisor CSRs without a VS copy are per vCPU: two isolation-test VMs
 /// share one hart (`csr-switch=5` and `=6`), each starts with `scounteren` and
-/// `senvcfg` at 0 and keeps its own values across many time slices.
+/// `senvcfg` at 0 and keeps its own values across many time slices; and each
+/// one's SBI PMU `cycle` counter counts its own slices only, not the other's.
 #[test]
 fn scounteren_and_senvcfg_are_per_vcpu() {
     let vms: Vec<_> = [("csr-a", 5), ("csr-b", 6)]
@@ -206,7 +207,7 @@ fn scounteren_and_senvcfg_are_per_vcpu() {
     case.timeout = TIMEOUT;
     for vm in ["csr-a", "csr-b"] {
         case.success_patterns.push(Pattern::Contains(format!(
-            "[{vm}] DONE: isolation-test passed=7 failed=0"
+            "[{vm}] DONE: isolation-test passed=9 failed=0"
         )));
     }
     if let Err(e) = testing::run_and_report(&case) {
