@@ -106,6 +106,12 @@ fn probe_features(plat: &PlatformInfo) -> (HartFeatures, Mode) {
     let ext = plat.common_extensions();
     let sstc = ext.contains(IsaExtensions::SSTC) && csr::probe::<{ num::STIMECMP }>().is_some();
     let hstateen = csr::probe::<{ num::HSTATEEN0 }>().is_some();
+    // SAFETY: hstateen1..3 only gate VS-mode access to sstateen1..3; 0 closes them.
+    let hstateen_123 = unsafe {
+        u8::from(csr::probe_write::<{ num::HSTATEEN1 }>(0).is_some())
+            | u8::from(csr::probe_write::<{ num::HSTATEEN2 }>(0).is_some()) << 1
+            | u8::from(csr::probe_write::<{ num::HSTATEEN3 }>(0).is_some()) << 2
+    };
     // VS-reachable CSRs without a VS copy that vCPUs switch when present.
     let scontext = csr::probe::<{ num::SCONTEXT }>().is_some();
     let ssaia = csr::probe::<{ num::VSISELECT }>().is_some();
@@ -146,6 +152,7 @@ fn probe_features(plat: &PlatformInfo) -> (HartFeatures, Mode) {
         HartFeatures {
             sstc,
             hstateen,
+            hstateen_123,
             henvcfg,
             vmid_bits,
             scontext,
@@ -571,9 +578,10 @@ fn banner(plat: &PlatformInfo, f: &HartFeatures, mode: Mode) {
     }
     log!("  {} virtio-mmio slot(s)", plat.virtio_mmio.len());
     log!(
-        "hart features: Sstc {}, Smstateen {}, scontext {}, Ssaia {}, VMID bits {}, henvcfg {:#x}, G-stage {:?}",
+        "hart features: Sstc {}, Smstateen {} (hstateen1..3 writable {:#b}), scontext {}, Ssaia {}, VMID bits {}, henvcfg {:#x}, G-stage {:?}",
         f.sstc,
         f.hstateen,
+        f.hstateen_123,
         f.scontext,
         f.ssaia,
         f.vmid_bits,

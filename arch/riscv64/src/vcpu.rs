@@ -17,7 +17,7 @@
 //! | `scounteren` | switched (`VsCsrs`), 0 at reset |
 //! | `senvcfg` | switched, 0 at reset (writable bits limited by `henvcfg`) |
 //! | `sstateen0` | switched when Smstateen (`hstateen0.SE0` opens it; its bits read 0 in VS-mode since the matching `hstateen0` bits are 0) |
-//! | `sstateen1..3` | closed: `hstateen1..3` = 0 (virtual instruction) |
+//! | `sstateen1..3` | closed: `hstateen1..3` = 0 where HS-mode can write them (virtual instruction), else already illegal (`mstateen1..3.SE` = 0) |
 //! | `scontext` (Sdtrig) | switched when the hart has it (probed: Smstateen, which would gate it, is optional) |
 //! | `vsiselect` (Ssaia) | switched when the hart has it; `vsireg` reaches only the IMSIC guest file (none: `hstatus.VGEIN` = 0) |
 //! | other AIA state (`stopei`, `stopi`, ...) | `hstateen0.AIA`/`IMSIC`/`CSRIND` = 0 when Smstateen; otherwise the `vs*` copies above |
@@ -51,6 +51,10 @@ pub struct HartFeatures {
     pub sstc: bool,
     /// Smstateen: `hstateen0` exists.
     pub hstateen: bool,
+    /// Which of `hstateen1..3` HS-mode may write (bit i-1 for `hstateen<i>`:
+    /// each needs its `mstateen<i>.SE` from the firmware; without it VS-mode
+    /// cannot reach `sstateen<i>` either).
+    pub hstateen_123: u8,
     /// The `henvcfg` value guests run with (what the hart accepted).
     pub henvcfg: u64,
     /// How many VMID bits `hgatp` implements (0: no VMIDs, flush on every VM switch).
@@ -172,9 +176,15 @@ impl RiscvVcpu {
                     (regs::Hstateen0::SE0 | regs::Hstateen0::ENVCFG).bits(),
                 );
                 // sstateen1..3 stay closed to VS-mode (virtual instruction).
-                csr::write::<{ num::HSTATEEN1 }>(0);
-                csr::write::<{ num::HSTATEEN2 }>(0);
-                csr::write::<{ num::HSTATEEN3 }>(0);
+                if f.hstateen_123 & 1 != 0 {
+                    csr::write::<{ num::HSTATEEN1 }>(0);
+                }
+                if f.hstateen_123 & 2 != 0 {
+                    csr::write::<{ num::HSTATEEN2 }>(0);
+                }
+                if f.hstateen_123 & 4 != 0 {
+                    csr::write::<{ num::HSTATEEN3 }>(0);
+                }
                 csr::write::<{ num::SSTATEEN0 }>(self.vs.sstateen0);
             }
             if f.scontext {
