@@ -15,11 +15,18 @@
 # keyed by package version; the private package lists are refreshed at most
 # once a day, and a run with everything cached downloads nothing.
 #
-# Usage: scripts/fetch-linux.sh [--offline] [--refresh] [--env] [--quiet]
+# With --perf it also builds a second initramfs, initramfs-perf.cpio.gz: the
+# same plus Debian's `perf` (linux-perf) at /bin/perf with the dynamic loader
+# and the shared libraries it needs (read from the ELF files; the packages are
+# linux-perf's library dependencies, fetched the same way). The default
+# initramfs stays small.
+#
+# Usage: scripts/fetch-linux.sh [--offline] [--refresh] [--env] [--quiet] [--perf]
 #   --offline   never touch the network; use the cached lists/.debs/builds
 #   --refresh   refresh the private package lists even if less than a day old
 #   --env       print only shell assignments (FV_LINUX_IMAGE=..., ...) on stdout
 #   --quiet     no progress messages (errors still go to stderr)
+#   --perf      also build initramfs-perf.cpio.gz (current/initramfs-perf.cpio.gz)
 # Environment:
 #   FV_DEBIAN_MIRROR     mirror URL (default: the machine's Debian mirror)
 #   FV_DEBIAN_SUITE      suite (default: trixie)
@@ -40,13 +47,14 @@ LISTS_MAX_AGE_MIN=1440
 # Bump when what extract_kernel writes changes, so cached kernel dirs are redone.
 KERNEL_LAYOUT=2
 
-OFFLINE=0 REFRESH=0 ENV_ONLY=0 QUIET=0
+OFFLINE=0 REFRESH=0 ENV_ONLY=0 QUIET=0 PERF=0
 for arg in "$@"; do
     case "$arg" in
         --offline) OFFLINE=1 ;;
         --refresh) REFRESH=1 ;;
         --env) ENV_ONLY=1 ;;
         --quiet|-q) QUIET=1 ;;
+        --perf) PERF=1 ;;
         -h|--help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; exit 0 ;;
         *) echo "[fetch-linux] ERROR: unknown argument: $arg (see --help)" >&2; exit 2 ;;
     esac
@@ -243,7 +251,8 @@ download_deb() {
     done
     case "$pkg" in
         busybox-static) prune "$CACHE/busybox" "$(vdir "$ver")" ;;
-        *) prune "$CACHE/kernel" "$(vdir "$ver")" ;;
+        linux-image-*) prune "$CACHE/kernel" "$(vdir "$ver")" ;;
+        linux-perf) prune "$CACHE/perf" "$(vdir "$ver")" ;;
     esac
 }
 
@@ -459,8 +468,61 @@ else
     prune "$CACHE/initramfs" "linux-$(vdir "$KERNEL_VER")_busybox-$(vdir "$BUSYBOX_VER")_"
 fi
 
+# ---------------------------------------------------------------- perf (--perf)
+# linux-perf and the packages of its Depends closure that can hold shared
+# libraries (lib*; not their -stdlib/-common/-minimal/-modules data packages):
+# mkinitramfs.py takes from them only the libraries perf really needs.
+perf_packages() {
+    apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts \
+        --no-breaks --no-replaces --no-enhances "linux-perf:$ARCH" 2>/dev/null |
+        grep -E '^[a-z0-9]' | sed 's/:.*//' | sort -u |
+        grep -E '^(linux-perf$|lib|zlib)' | grep -vE -- '-(stdlib|common|minimal|modules.*|perl|data|bin|utils)$'
+}
+
+INITRD_PERF=""
+if [ "$PERF" = 1 ]; then
+    PERF_VER=$(pkg_field linux-perf Version)
+    [ -n "$PERF_VER" ] || die "package linux-perf not found in $SUITE"
+    PERF_DIR="$CACHE/perf/$(vdir "$PERF_VER")"
+    perf_pkgs=$(perf_packages | tr '\n' ' ')
+    if [ "$(cat "$PERF_DIR/pool.done" 2>/dev/null)" = "$perf_pkgs" ]; then
+        say "cached: linux-perf $PERF_VER and its libraries"
+    else
+        rm -rf "$PERF_DIR"; mkdir -p "$PERF_DIR/pool"
+        for pkg in $perf_pkgs; do
+            ver=$(pkg_field "$pkg" Version)
+            [ -n "$ver" ] || die "package $pkg (needed by linux-perf) not found"
+            download_deb "$pkg" "$ver"
+            dpkg-deb -x "$(deb_path "$pkg" "$ver")" "$PERF_DIR/pool"
+        done
+        echo "$perf_pkgs" > "$PERF_DIR/pool.done"
+    fi
+    INITRD_PERF="$INITRD_DIR/initramfs-perf.cpio.gz"
+    if [ -s "$INITRD_PERF" ] && [ "$(cat "$INITRD_DIR/perf.version" 2>/dev/null)" = "$PERF_VER" ]; then
+        say "cached: initramfs with perf $INITRD_PERF"
+    else
+        say "building initramfs with perf ($PERF_VER)"
+        modstage="$INITRD_DIR/modules.stage"
+        rm -rf "$modstage"; mkdir -p "$modstage"
+        cp "$KERNEL_DIR"/modules/*.ko "$KERNEL_DIR/modules/load-order" "$KERNEL_DIR/modules/modules.dep" "$modstage/"
+        if ! python3 "$GUEST_DIR/mkinitramfs.py" --busybox "$BUSYBOX_DIR/busybox" \
+            --rootfs "$GUEST_DIR/rootfs" --modules "$modstage" --kernel-release "$KREL" \
+            --elf-pool "$PERF_DIR/pool" --elf usr/bin/perf \
+            --out "$INITRD_PERF" 2> "$INITRD_DIR/build-perf.log"; then
+            cat "$INITRD_DIR/build-perf.log" >&2
+            die "initramfs (perf) build failed"
+        fi
+        [ "$QUIET" = 1 ] || cat "$INITRD_DIR/build-perf.log" >&2
+        rm -rf "$modstage"
+        echo "$PERF_VER" > "$INITRD_DIR/perf.version"
+    fi
+fi
+
 # Stable names for consumers.
 mkdir -p "$CACHE/current"
+if [ -n "$INITRD_PERF" ]; then
+    ln -sfn "$INITRD_PERF" "$CACHE/current/initramfs-perf.cpio.gz"
+fi
 ln -sfn "$KERNEL_DIR/Image" "$CACHE/current/Image"
 ln -sfn "$INITRD" "$CACHE/current/initramfs.cpio.gz"
 ENV_TEXT="FV_LINUX_IMAGE=$KERNEL_DIR/Image
@@ -477,4 +539,7 @@ else
     say "done in $(elapsed) s: Linux $KREL ($KERNEL_PKG $KERNEL_VER), busybox-static $BUSYBOX_VER"
     echo "kernel:    $KERNEL_DIR/Image ($(( $(stat -c %s "$KERNEL_DIR/Image") / 1024 )) KiB)"
     echo "initramfs: $INITRD ($(( $(stat -c %s "$INITRD") / 1024 )) KiB)"
+    if [ -n "$INITRD_PERF" ]; then
+        echo "with perf: $INITRD_PERF ($(( $(stat -c %s "$INITRD_PERF") / 1024 )) KiB)"
+    fi
 fi

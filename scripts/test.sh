@@ -67,7 +67,7 @@ done
 
 # The Linux guest (Debian kernel + busybox initramfs) for the Linux tests; cached
 # under ~/.cache/ferrovisor/linux/, so this is quick after the first time.
-step fetch-linux scripts/fetch-linux.sh
+step fetch-linux scripts/fetch-linux.sh --perf
 step fmt cargo fmt --all --check
 # --all-targets skips test targets marked `test = false` (the QEMU tests): lint them too.
 clippy_host() {

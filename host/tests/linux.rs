@@ -14,6 +14,12 @@
 //! - `two_vms`: two Linux VMs at once; console input goes to the first, moves to
 //!   the second with the hypervisor's Ctrl-A n, and both power off cleanly.
 //! - `timeout_is_nonzero`: `ferrovisor run --timeout` kills QEMU and exits 124.
+//! - `perf_stat_counts`: with the initramfs that has `perf`
+//!   (`scripts/fetch-linux.sh --perf`), the kernel's PMU driver is the SBI one
+//!   (`riscv-pmu-sbi: SBI PMU extension is available`, not its legacy
+//!   fallback, which reads the hart's raw `cycle`/`instret`), and
+//!   `perf stat -e cycles,instructions` on a command reports a non-zero count
+//!   for both.
 //!
 //! Any of `Kernel panic`, `Oops`, `Unable to handle kernel`, `FAIL:`,
 //! `panicked`, `ferrovisor: FATAL`, `ferrovisor: TRAP` or a VM stopped by the
@@ -347,4 +353,52 @@ fn example_configs_point_at_the_fetched_linux() {
     assert_eq!(linux.vms[0].name, "linux");
     assert_eq!(linux.vms[0].vcpus, 2);
     assert_eq!(linux.vms[0].memory_bytes, 512 * MIB);
+}
+
+/// `perf stat -e cycles,instructions` counts both through the guest's SBI PMU
+/// (Linux's `riscv_pmu_sbi`; its legacy fallback would read the hart's raw
+/// counters, other VMs' work included): each line of `perf stat -x,` must
+/// carry a number greater than zero, not `<not supported>` or `<not counted>`.
+#[test]
+fn perf_stat_counts() {
+    let initrd = paths::cache_dir()
+        .join("linux")
+        .join("current")
+        .join("initramfs-perf.cpio.gz");
+    assert!(
+        initrd.is_file(),
+        "{} does not exist: fetch it with `{FETCH} --perf`",
+        initrd.display()
+    );
+    let mut vm = linux_vm(VM, 1, 512);
+    vm.initrd = Some(initrd);
+    let config = write_config("perf", 1, &[vm]);
+    let mut c = Console::start("perf", &config, HARD_LIMIT_S);
+    c.boot_to_prompt(VM, None);
+    let dmesg = c.sh(VM, "dmesg | grep -i pmu");
+    assert!(
+        dmesg
+            .iter()
+            .any(|l| l.contains("riscv-pmu-sbi: SBI PMU extension is available")),
+        "the guest kernel does not use the SBI PMU: {dmesg:?}"
+    );
+    let out = c.sh(
+        VM,
+        "perf stat -x, -e cycles,instructions -- ls -R /lib > /dev/null 2> /tmp/perf.txt; cat /tmp/perf.txt",
+    );
+    for event in ["cycles", "instructions"] {
+        // CSV: value,unit,event,run time,percentage,...
+        let line = out
+            .iter()
+            .find(|l| l.split(',').nth(2).is_some_and(|e| e.starts_with(event)))
+            .unwrap_or_else(|| panic!("no `{event}` line in perf's output {out:?}"));
+        let value = line.split(',').next().unwrap_or("");
+        c.note(&format!("perf stat: {line}"));
+        assert!(
+            value.parse::<u64>().is_ok_and(|v| v > 0),
+            "`{event}` was not counted: {line:?} (all output: {out:?})"
+        );
+    }
+    c.poweroff(VM);
+    c.expect_machine_end(true);
 }

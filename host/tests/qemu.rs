@@ -341,3 +341,33 @@ fn two_vms_share_one_hart_in_time_slices() {
         "a vCPU switch takes {switch:.1} µs, more than a tenth of a {expected:.0} µs slice"
     );
 }
+
+/// Supervisor CSRs without a VS copy are per vCPU: two isolation-test VMs
+/// share one hart (`csr-switch=5` and `=6`), each starts with `scounteren` and
+/// `senvcfg` at 0 and keeps its own values across many time slices; and each
+/// one's SBI PMU `cycle` counter counts its own slices only, not the other's.
+#[test]
+fn scounteren_and_senvcfg_are_per_vcpu() {
+    let vms: Vec<_> = [("csr-a", 5), ("csr-b", 6)]
+        .into_iter()
+        .map(|(name, n)| ferrovisor::config::VmConfig {
+            name: name.into(),
+            command_line: format!("csr-switch={n}"),
+            ..testing::guest_vm("isolation-test", 1, 32 * MIB)
+        })
+        .collect();
+    if let Err(e) = testing::require_built(&vms[0].kernel) {
+        panic!("{e}");
+    }
+    let mut case = Case::new("csr-switch-smp1", CaseVms::List(vms));
+    case.machine.cpus = Some(1);
+    case.timeout = TIMEOUT;
+    for vm in ["csr-a", "csr-b"] {
+        case.success_patterns.push(Pattern::Contains(format!(
+            "[{vm}] DONE: isolation-test passed=9 failed=0"
+        )));
+    }
+    if let Err(e) = testing::run_and_report(&case) {
+        panic!("csr-switch-smp1: {e}");
+    }
+}

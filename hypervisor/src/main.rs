@@ -16,6 +16,7 @@ mod console;
 mod heap;
 mod mem;
 mod mgmt;
+mod pmu;
 mod sbi;
 mod sched;
 mod vconsole;
@@ -108,6 +109,15 @@ fn probe_features(plat: &PlatformInfo) -> (HartFeatures, Mode) {
     let ext = plat.common_extensions();
     let sstc = ext.contains(IsaExtensions::SSTC) && csr::probe::<{ num::STIMECMP }>().is_some();
     let hstateen = csr::probe::<{ num::HSTATEEN0 }>().is_some();
+    // SAFETY: hstateen1..3 only gate VS-mode access to sstateen1..3; 0 closes them.
+    let hstateen_123 = unsafe {
+        u8::from(csr::probe_write::<{ num::HSTATEEN1 }>(0).is_some())
+            | u8::from(csr::probe_write::<{ num::HSTATEEN2 }>(0).is_some()) << 1
+            | u8::from(csr::probe_write::<{ num::HSTATEEN3 }>(0).is_some()) << 2
+    };
+    // VS-reachable CSRs without a VS copy that vCPUs switch when present.
+    let scontext = csr::probe::<{ num::SCONTEXT }>().is_some();
+    let ssaia = csr::probe::<{ num::VSISELECT }>().is_some();
     let mut want = Henvcfg::FIOM;
     if sstc {
         want |= Henvcfg::STCE;
@@ -151,9 +161,12 @@ fn probe_features(plat: &PlatformInfo) -> (HartFeatures, Mode) {
         HartFeatures {
             sstc,
             hstateen,
+            hstateen_123,
             henvcfg,
             fwft_henvcfg,
             vmid_bits,
+            scontext,
+            ssaia,
         },
         mode,
     )
@@ -390,6 +403,7 @@ pub extern "C" fn rust_main(hartid: u64, dtb_pa: u64, start_time: u64) -> ! {
                 parked: false,
                 gfence: false,
                 suspend: None,
+                pmu: Default::default(),
             });
         }
         sched::report_vm(v);
@@ -575,9 +589,12 @@ fn banner(plat: &PlatformInfo, f: &HartFeatures, mode: Mode) {
     }
     log!("  {} virtio-mmio slot(s)", plat.virtio_mmio.len());
     log!(
-        "hart features: Sstc {}, Smstateen {}, VMID bits {}, henvcfg {:#x}, G-stage {:?}",
+        "hart features: Sstc {}, Smstateen {} (hstateen1..3 writable {:#b}), scontext {}, Ssaia {}, VMID bits {}, henvcfg {:#x}, G-stage {:?}",
         f.sstc,
         f.hstateen,
+        f.hstateen_123,
+        f.scontext,
+        f.ssaia,
         f.vmid_bits,
         f.henvcfg,
         mode

@@ -28,6 +28,7 @@ pub(crate) fn sbi_call(vm: &Vm, slot: &mut Slot, call: SbiCall) -> Next {
             vcpu: slot.vcpu,
             arch: &mut slot.arch,
             timer: &mut slot.timer,
+            pmu: &mut slot.pmu,
         };
         fv_guest_sbi::handle(&mut env, &call)
     };
@@ -176,6 +177,7 @@ struct Env<'a> {
     vcpu: usize,
     arch: &'a mut RiscvVcpu,
     timer: &'a mut Option<u64>,
+    pmu: &'a mut fv_guest_sbi::VcpuPmu,
 }
 
 impl SbiEnv for Env<'_> {
@@ -345,5 +347,19 @@ impl SbiEnv for Env<'_> {
 
     fn mimpid(&self) -> u64 {
         0
+    }
+
+    fn pmu(&mut self) -> &mut fv_guest_sbi::VcpuPmu {
+        self.pmu
+    }
+
+    fn pmu_raw(&self) -> fv_guest_sbi::PmuRaw {
+        crate::pmu::raw(self.arch, &self.vm.vcpus[self.vcpu].fw_events)
+    }
+
+    fn count_fw_event(&mut self, vcpu: usize, event: fv_guest_sbi::FwEvent) {
+        if let Some(v) = self.vm.vcpus.get(vcpu) {
+            v.fw_events.count(event);
+        }
     }
 }

@@ -91,6 +91,8 @@ pub struct Slot {
     /// Suspended through SBI (HSM `hart_suspend`, SUSP `system_suspend`):
     /// how it resumes once an interrupt it enabled is pending.
     pub suspend: Option<crate::sbi::Suspended>,
+    /// Its SBI PMU counters (reset with the vCPU).
+    pub pmu: fv_guest_sbi::VcpuPmu,
 }
 
 /// What the run loop does after an exit.
@@ -506,6 +508,7 @@ fn refresh(slot: &mut Slot, now: u64, rq: &mut RunQueue) {
         slot.paused_seen = vm.paused_ticks.load(Ordering::Acquire);
         slot.arch
             .set_htimedelta(0u64.wrapping_sub(slot.paused_seen));
+        slot.pmu.reset();
         if slot.vcpu == 0 {
             slot.arch.reset(vm.boot_state());
             let _ = rq.start(key);
@@ -518,6 +521,7 @@ fn refresh(slot: &mut Slot, now: u64, rq: &mut RunQueue) {
     if rq.state(key) == Ok(State::Stopped) {
         if let Some(boot) = sh.start.lock().take() {
             slot.arch.reset(boot);
+            slot.pmu.reset();
             slot.timer = None;
             let _ = rq.start(key);
             let _ = vm.inner.lock().hsm.start_complete(slot.vcpu);
@@ -718,6 +722,16 @@ fn handle_exit(vm: &Vm, slot: &mut Slot, exit: VcpuExit) -> Next {
                 crate::vconsole::flush_line(vm);
                 Next::Block
             }
+        }
+        VcpuExit::VirtualInstruction { insn }
+            if crate::pmu::emulate_counter_read(
+                &mut slot.arch,
+                &slot.pmu,
+                &vm.vcpus[slot.vcpu].fw_events,
+                insn,
+            ) =>
+        {
+            Next::Continue
         }
         VcpuExit::VirtualInstruction { insn } => {
             // Not emulated: to the guest it is an instruction it may not execute.

@@ -84,6 +84,8 @@ pub struct VcpuShared {
     pub run_ticks: AtomicU64,
     /// Times it moved to another hart.
     pub migrations: AtomicU64,
+    /// Firmware events for its SBI PMU.
+    pub fw_events: crate::pmu::FwCounts,
 }
 
 /// Fence request: `fence.i` before the next entry.
@@ -228,6 +230,7 @@ impl Vm {
                 injected: AtomicU64::new(0),
                 run_ticks: AtomicU64::new(0),
                 migrations: AtomicU64::new(0),
+                fw_events: Default::default(),
                 running: AtomicBool::new(false),
             })
             .collect();

@@ -10,13 +10,19 @@ Contents:
   * kernel modules (--modules: a directory of <name>.ko plus load-order and
     modules.dep, written by fetch-linux.sh) under /lib/modules/<release>/;
   * device nodes /dev/console and /dev/null (no mknod needed: they are cpio
-    entries).
+    entries);
+  * optionally (--elf-pool DIR --elf PATH ...) dynamically linked programs
+    from an extracted package tree: each PATH goes to /bin, the riscv64
+    dynamic loader to /lib/ld-linux-riscv64-lp64d.so.1, and every shared
+    library they need (DT_NEEDED, transitively, read from the ELF files
+    themselves) to /lib/riscv64-linux-gnu; a library missing from the pool
+    fails the build.
 Every entry is owned by root and carries the same mtime, and gzip's header
 mtime is fixed, so the same inputs give a byte-identical archive.
 
 stdlib only. Usage:
   mkinitramfs.py --busybox BIN --rootfs DIR [--modules DIR --kernel-release R]
-                 --out FILE.cpio.gz [--list-applets]
+                 [--elf-pool DIR --elf PATH ...] --out FILE.cpio.gz [--list-applets]
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import gzip
 import os
 import re
 import stat
+import struct
 import sys
 
 # Applets /init and the tests rely on; the build fails if the binary lacks one.
@@ -34,6 +41,80 @@ REQUIRED_APPLETS = (
     "setsid", "hostname", "nproc", "free", "cat", "grep", "uname", "sync",
 )
 APPLET_NAME = re.compile(rb"^[a-z0-9][a-z0-9._-]*$")
+
+# The riscv64 lp64d dynamic loader (PT_INTERP of Debian's riscv64 programs).
+LOADER = "lib/ld-linux-riscv64-lp64d.so.1"
+# Where the pool's shared libraries are looked for, and where they go.
+LIB_DIRS = ("usr/lib/riscv64-linux-gnu", "lib/riscv64-linux-gnu", "usr/lib", "lib")
+LIB_OUT = "lib/riscv64-linux-gnu"
+
+
+def elf_needed(data: bytes) -> list[str]:
+    """DT_NEEDED names of a little-endian ELF64 file (empty if it is not one)."""
+    if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
+        return []
+    phoff, = struct.unpack_from("<Q", data, 0x20)
+    phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
+    loads, dynamic = [], None
+    for i in range(phnum):
+        p_type, _, p_offset, p_vaddr, _, p_filesz, _, _ = struct.unpack_from(
+            "<IIQQQQQQ", data, phoff + i * phentsize)
+        if p_type == 1:
+            loads.append((p_vaddr, p_offset, p_filesz))
+        elif p_type == 2:
+            dynamic = (p_offset, p_filesz)
+    if dynamic is None:
+        return []
+
+    def file_offset(vaddr: int) -> int:
+        for v, o, n in loads:
+            if v <= vaddr < v + n:
+                return o + vaddr - v
+        raise ValueError(f"address {vaddr:#x} is in no PT_LOAD segment")
+
+    entries = [struct.unpack_from("<qQ", data, dynamic[0] + i)
+               for i in range(0, dynamic[1], 16)]
+    strtab = next((v for t, v in entries if t == 5), None)  # DT_STRTAB
+    if strtab is None:
+        return []
+    base = file_offset(strtab)
+    names = []
+    for tag, val in entries:
+        if tag == 0:  # DT_NULL
+            break
+        if tag == 1:  # DT_NEEDED
+            end = data.index(b"\0", base + val)
+            names.append(data[base + val:end].decode())
+    return names
+
+
+def elf_closure(pool: str, programs: list[str]) -> list[tuple[str, bytes, int]]:
+    """(archive path, contents, mode) of `programs` (paths in `pool`), the
+    loader and every library they need."""
+    def read(rel: str) -> bytes:
+        with open(os.path.join(pool, rel), "rb") as f:  # follows symlinks
+            return f.read()
+
+    def find_lib(name: str) -> bytes:
+        for d in LIB_DIRS:
+            path = os.path.join(pool, d, name)
+            if os.path.exists(path):
+                with open(path, "rb") as f:
+                    return f.read()
+        raise ValueError(f"shared library {name} is in no package of the pool")
+
+    out = [(f"bin/{os.path.basename(p)}", read(p), 0o755) for p in programs]
+    out.append((LOADER, find_lib(os.path.basename(LOADER)), 0o755))
+    todo = [data for _, data, _ in out]
+    seen = {os.path.basename(LOADER)}
+    while todo:
+        for name in elf_needed(todo.pop()):
+            if name not in seen:
+                seen.add(name)
+                data = find_lib(name)
+                out.append((f"{LIB_OUT}/{name}", data, 0o644))
+                todo.append(data)
+    return out
 
 
 def busybox_applets(binary: bytes) -> list[str]:
@@ -129,6 +210,12 @@ def build(args: argparse.Namespace) -> bytes:
         moddir = f"lib/modules/{args.kernel_release}"
         dirs.update({"lib/modules", moddir})
         modules = sorted(os.listdir(args.modules))
+    elf_files: list[tuple[str, bytes, int]] = []
+    if args.elf:
+        if not args.elf_pool:
+            raise ValueError("--elf needs --elf-pool")
+        elf_files = elf_closure(args.elf_pool, args.elf)
+        dirs.add(LIB_OUT)
 
     def add_dir_with_parents(path: str, done: set[str]) -> None:
         parent = os.path.dirname(path)
@@ -160,10 +247,14 @@ def build(args: argparse.Namespace) -> bytes:
     for name in modules:
         with open(os.path.join(args.modules, name), "rb") as f:
             cpio.file(f"{moddir}/{name}", f.read(), 0o644)
+    for rel, data, mode in elf_files:
+        cpio.file(rel, data, mode)
     if args.list_applets:
         print(" ".join(applets))
     print(f"[mkinitramfs] {len(applets)} busybox applets, {len(overlay)} overlay files, "
-          f"{sum(1 for m in modules if m.endswith('.ko'))} modules", file=sys.stderr)
+          f"{sum(1 for m in modules if m.endswith('.ko'))} modules, "
+          f"{len(elf_files)} ELF files ({', '.join(r for r, _, _ in elf_files)})",
+          file=sys.stderr)
     return cpio.finish()
 
 
@@ -173,6 +264,9 @@ def main() -> int:
     p.add_argument("--rootfs", required=True, help="overlay tree (/init, /etc, ...)")
     p.add_argument("--modules", help="directory of .ko files + load-order/modules.dep")
     p.add_argument("--kernel-release", help="`uname -r` of the kernel (module dir name)")
+    p.add_argument("--elf-pool", help="extracted package tree --elf paths are relative to")
+    p.add_argument("--elf", action="append", default=[],
+                   help="program in --elf-pool to add to /bin with its libraries (repeatable)")
     p.add_argument("--out", required=True, help="output .cpio.gz")
     p.add_argument("--list-applets", action="store_true", help="print the applet list")
     args = p.parse_args()

@@ -216,5 +216,59 @@ class MkInitramfsTest(unittest.TestCase):
             self.assertEqual(e["tmp"][0] & 0o7777, 0o1777)
 
 
+def fake_elf(needed: list[str]) -> bytes:
+    """A minimal little-endian ELF64 with one PT_LOAD covering the file and a
+    PT_DYNAMIC whose DT_NEEDED entries name `needed`."""
+    import struct
+    strtab = b"\0" + b"".join(n.encode() + b"\0" for n in needed)
+    offsets, pos = [], 1
+    for n in needed:
+        offsets.append(pos)
+        pos += len(n) + 1
+    ph_off, ph_num = 64, 2
+    dyn_off = ph_off + 56 * ph_num
+    dyn = b"".join(struct.pack("<qQ", 1, o) for o in offsets)
+    str_off = dyn_off + len(dyn) + 2 * 16
+    dyn += struct.pack("<qQ", 5, 0x1000 + str_off) + struct.pack("<qQ", 0, 0)
+    size = str_off + len(strtab)
+    header = b"\x7fELF" + bytes([2, 1, 1]) + b"\0" * 9
+    header += struct.pack("<HHIQQQIHHHHHH", 3, 243, 1, 0, ph_off, 0, 0, 64, 56, ph_num, 0, 0, 0)
+    phdrs = struct.pack("<IIQQQQQQ", 1, 5, 0, 0x1000, 0x1000, size, size, 0x1000)
+    phdrs += struct.pack("<IIQQQQQQ", 2, 6, dyn_off, 0x1000 + dyn_off, 0, len(dyn), len(dyn), 8)
+    return header + phdrs + dyn + strtab
+
+
+class ElfClosureTest(unittest.TestCase):
+    def test_needed_and_closure(self) -> None:
+        self.assertEqual(mkinitramfs.elf_needed(fake_elf(["liba.so.1", "libc.so.6"])),
+                         ["liba.so.1", "libc.so.6"])
+        self.assertEqual(mkinitramfs.elf_needed(b"#!/bin/sh\n"), [])
+        with tempfile.TemporaryDirectory() as pool:
+            lib = os.path.join(pool, "usr/lib/riscv64-linux-gnu")
+            os.makedirs(lib)
+            os.makedirs(os.path.join(pool, "usr/bin"))
+            files = {
+                "usr/bin/prog": fake_elf(["liba.so.1"]),
+                "usr/lib/riscv64-linux-gnu/liba.so.1.2": fake_elf(["libc.so.6"]),
+                "usr/lib/riscv64-linux-gnu/libc.so.6": fake_elf([]),
+                "usr/lib/riscv64-linux-gnu/ld-linux-riscv64-lp64d.so.1": fake_elf([]),
+                "usr/lib/riscv64-linux-gnu/unused.so.1": fake_elf([]),
+            }
+            for rel, data in files.items():
+                with open(os.path.join(pool, rel), "wb") as f:
+                    f.write(data)
+            # The soname is a symlink, as in the packages.
+            os.symlink("liba.so.1.2", os.path.join(lib, "liba.so.1"))
+            got = {p: d for p, d, _ in mkinitramfs.elf_closure(pool, ["usr/bin/prog"])}
+            self.assertEqual(sorted(got), [
+                "bin/prog", "lib/ld-linux-riscv64-lp64d.so.1",
+                "lib/riscv64-linux-gnu/liba.so.1", "lib/riscv64-linux-gnu/libc.so.6"])
+            self.assertEqual(got["lib/riscv64-linux-gnu/liba.so.1"],
+                             files["usr/lib/riscv64-linux-gnu/liba.so.1.2"])
+            os.remove(os.path.join(lib, "libc.so.6"))
+            with self.assertRaises(ValueError):
+                mkinitramfs.elf_closure(pool, ["usr/bin/prog"])
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -250,6 +250,26 @@ pub fn decode_htinst(htinst: u64) -> Result<Htinst, DecodeError> {
     }
 }
 
+/// A CSR read that writes nothing: `csrrs rd, csr, x0` / `csrrc rd, csr, x0`
+/// or their immediate forms with `uimm = 0` (`csrr`, `rdcycle`, ...), as
+/// `(rd, csr)`. Anything else (a write, another opcode, a 64-bit value that
+/// is not a 32-bit instruction) is `None`.
+pub fn decode_csr_read(insn: u64) -> Option<(u8, u16)> {
+    const SYSTEM: u32 = 0x73;
+    let insn = u32::try_from(insn).ok()?;
+    if insn & 0x7f != SYSTEM {
+        return None;
+    }
+    let rd = ((insn >> 7) & 31) as u8;
+    let funct3 = (insn >> 12) & 7;
+    let rs1 = (insn >> 15) & 31;
+    // 2 CSRRS, 3 CSRRC, 6 CSRRSI, 7 CSRRCI: with rs1/uimm = 0 they only read.
+    if !matches!(funct3, 2 | 3 | 6 | 7) || rs1 != 0 {
+        return None;
+    }
+    Some((rd, (insn >> 20) as u16))
+}
+
 #[cfg(test)]
 mod reference_tests;
 
@@ -490,5 +510,21 @@ mod tests {
                 prop_assert_eq!(d.len == 4, insn & 3 == 3);
             }
         }
+    }
+
+    #[test]
+    fn csr_reads_decode() {
+        // rdcycle a0 = csrrs a0, cycle, x0
+        assert_eq!(decode_csr_read(0xC000_2573), Some((10, 0xC00)));
+        // rdinstret t0 = csrrs t0, instret, x0
+        assert_eq!(decode_csr_read(0xC020_22F3), Some((5, 0xC02)));
+        // csrrc a0, cycle, x0 and csrrsi a0, cycle, 0
+        assert_eq!(decode_csr_read(0xC000_3573), Some((10, 0xC00)));
+        assert_eq!(decode_csr_read(0xC000_6573), Some((10, 0xC00)));
+        // csrrs a0, cycle, a1 (a write), csrrw, not SYSTEM, not 32 bits.
+        assert_eq!(decode_csr_read(0xC005_A573), None);
+        assert_eq!(decode_csr_read(0xC000_1573), None);
+        assert_eq!(decode_csr_read(0xC000_2533), None);
+        assert_eq!(decode_csr_read(1 << 40), None);
     }
 }

@@ -16,6 +16,8 @@ pub mod num {
     pub const SCOUNTEREN: u16 = 0x106;
     /// Supervisor environment configuration.
     pub const SENVCFG: u16 = 0x10A;
+    /// Supervisor state enable 0 (Smstateen).
+    pub const SSTATEEN0: u16 = 0x10C;
     /// Supervisor scratch.
     pub const SSCRATCH: u16 = 0x140;
     /// Supervisor exception pc.
@@ -46,6 +48,8 @@ pub mod num {
     pub const VSTVAL: u16 = 0x243;
     /// Virtual supervisor interrupt pending.
     pub const VSIP: u16 = 0x244;
+    /// Virtual supervisor indirect register select (Ssaia).
+    pub const VSISELECT: u16 = 0x250;
     /// Virtual supervisor timer compare (Sstc).
     pub const VSTIMECMP: u16 = 0x24D;
     /// Virtual supervisor address translation and protection.
@@ -68,6 +72,14 @@ pub mod num {
     pub const HENVCFG: u16 = 0x60A;
     /// Hypervisor state enable 0 (Smstateen).
     pub const HSTATEEN0: u16 = 0x60C;
+    /// Hypervisor state enable 1 (Smstateen).
+    pub const HSTATEEN1: u16 = 0x60D;
+    /// Hypervisor state enable 2 (Smstateen).
+    pub const HSTATEEN2: u16 = 0x60E;
+    /// Hypervisor state enable 3 (Smstateen).
+    pub const HSTATEEN3: u16 = 0x60F;
+    /// Supervisor-mode context (Sdtrig).
+    pub const SCONTEXT: u16 = 0x5A8;
     /// Hypervisor trap value (guest physical address >> 2).
     pub const HTVAL: u16 = 0x643;
     /// Hypervisor interrupt pending.
@@ -78,8 +90,12 @@ pub mod num {
     pub const HTINST: u16 = 0x64A;
     /// Hypervisor guest address translation and protection.
     pub const HGATP: u16 = 0x680;
+    /// Cycle counter (read-only shadow of mcycle).
+    pub const CYCLE: u16 = 0xC00;
     /// Timer (read-only shadow of mtime).
     pub const TIME: u16 = 0xC01;
+    /// Instructions-retired counter (read-only shadow of minstret).
+    pub const INSTRET: u16 = 0xC02;
 }
 
 bitflags! {
@@ -390,6 +406,27 @@ mod tests {
         assert_eq!(Hstateen0::AIA.bits(), 1 << 59);
         assert_eq!(Hstateen0::IMSIC.bits(), 1 << 58);
         assert_eq!(Counteren::TM.bits(), 2);
+    }
+
+    #[test]
+    fn csr_numbers() {
+        // Privileged spec "CSR Listing"; Smstateen; Ssaia; Sdtrig.
+        assert_eq!(num::SCOUNTEREN, 0x106);
+        assert_eq!(num::SENVCFG, 0x10A);
+        assert_eq!(num::SSTATEEN0, 0x10C);
+        assert_eq!(num::VSISELECT, 0x250);
+        assert_eq!(num::HCOUNTEREN, 0x606);
+        assert_eq!(
+            [
+                num::HSTATEEN0,
+                num::HSTATEEN1,
+                num::HSTATEEN2,
+                num::HSTATEEN3
+            ],
+            [0x60C, 0x60D, 0x60E, 0x60F]
+        );
+        assert_eq!(num::SCONTEXT, 0x5A8);
+        assert_eq!([num::CYCLE, num::TIME, num::INSTRET], [0xC00, 0xC01, 0xC02]);
     }
 
     #[test]

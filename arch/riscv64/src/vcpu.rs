@@ -4,6 +4,32 @@
 //! CSRs, `hgatp`, `htimedelta`, delegation and FP registers are then live in the
 //! hardware, and every [`Vcpu`] method works on the live CSRs. [`RiscvVcpu::put`]
 //! saves them back so another vCPU can use the hart.
+//!
+//! # State a VS-mode guest reaches that has no VS copy
+//!
+//! With V=1, `sstatus`, `sie`, `stvec`, `sscratch`, `sepc`, `scause`, `stval`,
+//! `sip`, `satp` and `stimecmp` are redirected to their `vs*` copies, which
+//! [`RiscvVcpu::load`]/[`RiscvVcpu::put`] switch. Everything else a guest can
+//! reach is either switched here too or closed to it:
+//!
+//! | state | handled |
+//! | --- | --- |
+//! | `scounteren` | switched (`VsCsrs`), 0 at reset |
+//! | `senvcfg` | switched, 0 at reset (writable bits limited by `henvcfg`) |
+//! | `sstateen0` | switched when Smstateen (`hstateen0.SE0` opens it; its bits read 0 in VS-mode since the matching `hstateen0` bits are 0) |
+//! | `sstateen1..3` | closed: `hstateen1..3` = 0 where HS-mode can write them (virtual instruction), else already illegal (`mstateen1..3.SE` = 0) |
+//! | `scontext` (Sdtrig) | switched when the hart has it (probed: Smstateen, which would gate it, is optional) |
+//! | `vsiselect` (Ssaia) | switched when the hart has it; `vsireg` reaches only the IMSIC guest file (none: `hstatus.VGEIN` = 0) |
+//! | other AIA state (`stopei`, `stopi`, ...) | `hstateen0.AIA`/`IMSIC`/`CSRIND` = 0 when Smstateen; otherwise the `vs*` copies above |
+//! | `f0..f31`, `fcsr` | switched (`FpRegs`): restored at every load, saved when `sstatus.FS` is Dirty |
+//! | vector state (`v0..v31`, `vstart`, `vxsat`, `vxrm`, `vcsr`, `vl`, `vtype`) | closed: V is never advertised (`fv_platform` guest ISA) and the guest runs with HS `sstatus.VS` = Off, so every vector instruction and CSR access is illegal whatever `vsstatus.VS` says. Switching 32 × VLEN bits per vCPU switch costs more than guests gain under TCG |
+//! | `cycle`, `instret` | `hcounteren` CY/IR clear: reads trap (virtual instruction) and are emulated from this vCPU's virtual counters (`hypervisor/src/pmu.rs`), which count only while it runs guest code ([`RiscvVcpu::guest_counts`]) |
+//! | `hpmcounterN` | `hcounteren` HPM bits clear: virtual instruction, injected as illegal |
+//! | `time` | `hcounteren.TM` set, offset by the per-vCPU `htimedelta` |
+//! | `stimecmp` | VS-mode reaches `vstimecmp` (switched) with Sstc (`henvcfg.STCE`); without Sstc, virtual instruction, injected as illegal. The hypervisor's own `stimecmp` is never reachable |
+//! | `scountovf` (Sscofpmf) | bits masked by `hcounteren` (all HPM bits clear): reads 0 |
+//! | `seed` (Zkr) | never accessible in VS-mode (virtual instruction or illegal); not advertised |
+//! | `jvt`, `srmcfg`, `ssp`, CTR | not advertised; closed by `hstateen0`/`henvcfg` bits left 0 |
 
 use crate::csr;
 use crate::decode::{decode_htinst, decode_insn, DecodeError, Htinst, MemInsn, MemOp};
@@ -25,6 +51,10 @@ pub struct HartFeatures {
     pub sstc: bool,
     /// Smstateen: `hstateen0` exists.
     pub hstateen: bool,
+    /// Which of `hstateen1..3` HS-mode may write (bit i-1 for `hstateen<i>`:
+    /// each needs its `mstateen<i>.SE` from the firmware; without it VS-mode
+    /// cannot reach `sstateen<i>` either).
+    pub hstateen_123: u8,
     /// The `henvcfg` value guests run with (what the hart accepted).
     pub henvcfg: u64,
     /// `henvcfg` bits the hart accepts that each vCPU switches on for itself
@@ -32,6 +62,10 @@ pub struct HartFeatures {
     pub fwft_henvcfg: u64,
     /// How many VMID bits `hgatp` implements (0: no VMIDs, flush on every VM switch).
     pub vmid_bits: u32,
+    /// Sdtrig's `scontext` exists (probed): VS-mode reaches the real one.
+    pub scontext: bool,
+    /// Ssaia's `vsiselect` exists (probed).
+    pub ssaia: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -46,6 +80,10 @@ struct VsCsrs {
     vsatp: u64,
     vstimecmp: u64,
     senvcfg: u64,
+    scounteren: u64,
+    sstateen0: u64,
+    scontext: u64,
+    vsiselect: u64,
 }
 
 #[repr(C)]
@@ -85,6 +123,9 @@ pub struct RiscvVcpu {
     fwft_henvcfg: u64,
     /// SBI FWFT features this vCPU has locked (bit n = feature id n).
     fwft_locked: u32,
+    /// Host cycles / instructions retired while this vCPU ran guest code.
+    guest_cycles: u64,
+    guest_instret: u64,
 }
 
 impl RiscvVcpu {
@@ -106,6 +147,8 @@ impl RiscvVcpu {
             loaded: false,
             fwft_henvcfg: 0,
             fwft_locked: 0,
+            guest_cycles: 0,
+            guest_instret: 0,
         };
         v.reset(VcpuBoot {
             pc: GuestPhysAddr::new(0),
@@ -132,15 +175,32 @@ impl RiscvVcpu {
             csr::write::<{ num::HGATP }>(self.hgatp);
             csr::write::<{ num::HEDELEG }>(regs::HEDELEG_GUEST);
             csr::write::<{ num::HIDELEG }>(regs::HIDELEG_GUEST);
-            csr::write::<{ num::HCOUNTEREN }>(
-                (Counteren::CY | Counteren::TM | Counteren::IR).bits(),
-            );
+            // Only `time` is read directly; cycle/instret reads trap and see
+            // this vCPU's own virtual counters.
+            csr::write::<{ num::HCOUNTEREN }>(Counteren::TM.bits());
             csr::write::<{ num::HTIMEDELTA }>(self.htimedelta);
             csr::write::<{ num::HENVCFG }>(f.henvcfg | self.fwft_henvcfg);
             if f.hstateen {
                 csr::write::<{ num::HSTATEEN0 }>(
                     (regs::Hstateen0::SE0 | regs::Hstateen0::ENVCFG).bits(),
                 );
+                // sstateen1..3 stay closed to VS-mode (virtual instruction).
+                if f.hstateen_123 & 1 != 0 {
+                    csr::write::<{ num::HSTATEEN1 }>(0);
+                }
+                if f.hstateen_123 & 2 != 0 {
+                    csr::write::<{ num::HSTATEEN2 }>(0);
+                }
+                if f.hstateen_123 & 4 != 0 {
+                    csr::write::<{ num::HSTATEEN3 }>(0);
+                }
+                csr::write::<{ num::SSTATEEN0 }>(self.vs.sstateen0);
+            }
+            if f.scontext {
+                csr::write::<{ num::SCONTEXT }>(self.vs.scontext);
+            }
+            if f.ssaia {
+                csr::write::<{ num::VSISELECT }>(self.vs.vsiselect);
             }
             csr::write::<{ num::VSSTATUS }>(self.vs.vsstatus);
             csr::write::<{ num::VSIE }>(self.vs.vsie);
@@ -151,6 +211,7 @@ impl RiscvVcpu {
             csr::write::<{ num::VSTVAL }>(self.vs.vstval);
             csr::write::<{ num::VSATP }>(self.vs.vsatp);
             csr::write::<{ num::SENVCFG }>(self.vs.senvcfg);
+            csr::write::<{ num::SCOUNTEREN }>(self.vs.scounteren);
             if f.sstc {
                 csr::write::<{ num::VSTIMECMP }>(self.vs.vstimecmp);
             }
@@ -170,6 +231,7 @@ impl RiscvVcpu {
     ///
     /// Context: the hart this vCPU is loaded on.
     pub fn put(&mut self) {
+        let f = self.features;
         self.vs = VsCsrs {
             vsstatus: csr::read::<{ num::VSSTATUS }>(),
             vsie: csr::read::<{ num::VSIE }>(),
@@ -179,12 +241,28 @@ impl RiscvVcpu {
             vscause: csr::read::<{ num::VSCAUSE }>(),
             vstval: csr::read::<{ num::VSTVAL }>(),
             vsatp: csr::read::<{ num::VSATP }>(),
-            vstimecmp: if self.features.sstc {
+            vstimecmp: if f.sstc {
                 csr::read::<{ num::VSTIMECMP }>()
             } else {
                 self.vs.vstimecmp
             },
             senvcfg: csr::read::<{ num::SENVCFG }>(),
+            scounteren: csr::read::<{ num::SCOUNTEREN }>(),
+            sstateen0: if f.hstateen {
+                csr::read::<{ num::SSTATEEN0 }>()
+            } else {
+                0
+            },
+            scontext: if f.scontext {
+                csr::read::<{ num::SCONTEXT }>()
+            } else {
+                0
+            },
+            vsiselect: if f.ssaia {
+                csr::read::<{ num::VSISELECT }>()
+            } else {
+                0
+            },
         };
         self.hvip = csr::read::<{ num::HVIP }>();
         if self.ctx.guest.sstatus & regs::fs::MASK == regs::fs::DIRTY {
@@ -231,6 +309,37 @@ impl RiscvVcpu {
             self.vs.vstimecmp
         };
         (cmp != u64::MAX).then(|| cmp.wrapping_sub(self.htimedelta))
+    }
+
+    /// Host cycles and instructions retired while this vCPU ran guest code,
+    /// since it was created (monotonic; the hypervisor's own work between exit
+    /// and entry is not included).
+    pub fn guest_counts(&self) -> (u64, u64) {
+        (self.guest_cycles, self.guest_instret)
+    }
+
+    /// Whether the last exit came from VU-mode (the guest's user mode).
+    pub fn exited_from_user(&self) -> bool {
+        self.ctx.guest.sstatus & Sstatus::SPP.bits() == 0
+    }
+
+    /// The guest's live `scounteren` (the vCPU must be loaded).
+    pub fn scounteren(&self) -> u64 {
+        if self.loaded {
+            csr::read::<{ num::SCOUNTEREN }>()
+        } else {
+            self.vs.scounteren
+        }
+    }
+
+    /// Completes an emulated CSR read: `rd = value`, past the 4-byte instruction.
+    pub fn complete_csr_read(&mut self, rd: u8, value: u64) {
+        if rd != 0 {
+            if let Some(r) = self.ctx.guest.x.get_mut(usize::from(rd & 31)) {
+                *r = value;
+            }
+        }
+        self.advance(4);
     }
 
     /// Guest general-purpose register `i` (for logs and tests).
@@ -416,6 +525,11 @@ impl RiscvVcpu {
 impl Vcpu for RiscvVcpu {
     fn run(&mut self) -> VcpuExit {
         self.pending = PendingMmio::None;
+        // Count guest execution only (HS-mode reads: OpenSBI opens mcounteren).
+        let (cycle0, instret0) = (
+            csr::read::<{ num::CYCLE }>(),
+            csr::read::<{ num::INSTRET }>(),
+        );
         // SAFETY: the vCPU is loaded (hgatp confines the guest, see `new`), we are
         // in HS-mode with interrupts masked, and guest.hstatus always has SPV set
         // (set in `reset`, and the exit path only saves what the hardware wrote
@@ -424,6 +538,14 @@ impl Vcpu for RiscvVcpu {
             csr::write::<{ num::HVIP }>(self.hvip);
             enter_guest(&mut self.ctx);
         }
+        let (cycle1, instret1) = (
+            csr::read::<{ num::CYCLE }>(),
+            csr::read::<{ num::INSTRET }>(),
+        );
+        self.guest_cycles = self.guest_cycles.wrapping_add(cycle1.wrapping_sub(cycle0));
+        self.guest_instret = self
+            .guest_instret
+            .wrapping_add(instret1.wrapping_sub(instret0));
         self.hvip = csr::read::<{ num::HVIP }>();
         self.decode_exit()
     }

@@ -1,11 +1,11 @@
 //! Decoding and validation of every supported call.
 
 use fv_addr::GuestPhysAddr;
-use sbi_spec::{base, dbcn, fwft, hsm, legacy, rfnc, spi, srst, susp, time};
+use sbi_spec::{base, dbcn, fwft, hsm, legacy, pmu, rfnc, spi, srst, susp, time};
 
 use crate::{
-    ConsoleError, Fence, HartMask, HartState, HsmError, ResetKind, ResetReason, SbiCall, SbiEnv,
-    SbiError, SbiOutcome, SbiRet, SuspendType,
+    ConsoleError, Fence, FwEvent, HartMask, HartState, HsmError, ResetKind, ResetReason, SbiCall,
+    SbiEnv, SbiError, SbiOutcome, SbiRet, SuspendType,
 };
 
 /// `sbi_get_spec_version` result: v2.0, `major << 24 | minor`.
@@ -37,9 +37,10 @@ const EID_SRST: u64 = eid(srst::EID_SRST);
 const EID_DBCN: u64 = eid(dbcn::EID_DBCN);
 const EID_SUSP: u64 = eid(susp::EID_SUSP);
 const EID_FWFT: u64 = eid(fwft::EID_FWFT);
+const EID_PMU: u64 = eid(pmu::EID_PMU);
 
 /// Every EID this implementation provides (what `probe_extension` reports as 1).
-pub const EXTENSIONS: [u64; 12] = [
+pub const EXTENSIONS: [u64; 13] = [
     EID_LEGACY_SET_TIMER,
     EID_LEGACY_CONSOLE_PUTCHAR,
     EID_LEGACY_CONSOLE_GETCHAR,
@@ -52,6 +53,7 @@ pub const EXTENSIONS: [u64; 12] = [
     EID_DBCN,
     EID_SUSP,
     EID_FWFT,
+    EID_PMU,
 ];
 
 /// `sbi_probe_extension(extension_id)`: 1 if provided, 0 otherwise.
@@ -74,7 +76,10 @@ pub fn handle<E: SbiEnv + ?Sized>(env: &mut E, call: &SbiCall) -> SbiOutcome {
         EID_DBCN => dbcn_call(env, call),
         EID_SUSP => return susp_call(env, call),
         EID_FWFT => fwft_call(env, call),
-        // PMU (0x504D55): see the crate docs' "Knowingly absent" table.
+        EID_PMU => {
+            let raw = env.pmu_raw();
+            env.pmu().call(call.fid, call.args, &raw)
+        }
         _ => Err(SbiError::NotSupported),
     };
     SbiOutcome::Return(ret.into())
@@ -86,7 +91,7 @@ fn legacy_call<E: SbiEnv + ?Sized>(env: &mut E, call: &SbiCall) -> SbiRet {
     let [a0, a1, ..] = call.args;
     let result: i64 = match call.eid {
         EID_LEGACY_SET_TIMER => {
-            env.set_timer(a0);
+            set_timer(env, a0);
             0
         }
         EID_LEGACY_CONSOLE_PUTCHAR => match env.console_putchar(a0 as u8) {
@@ -119,19 +124,28 @@ fn base_call<E: SbiEnv + ?Sized>(env: &mut E, call: &SbiCall) -> Result<u64, Sbi
 fn time_call<E: SbiEnv + ?Sized>(env: &mut E, call: &SbiCall) -> Result<u64, SbiError> {
     match fid(call.fid)? {
         time::SET_TIMER => {
-            env.set_timer(call.args[0]);
+            set_timer(env, call.args[0]);
             Ok(0)
         }
         _ => Err(SbiError::NotSupported),
     }
 }
 
+fn set_timer<E: SbiEnv + ?Sized>(env: &mut E, stime_value: u64) {
+    env.set_timer(stime_value);
+    let me = env.current_vcpu();
+    env.count_fw_event(me, FwEvent::SetTimer);
+}
+
 fn ipi_call<E: SbiEnv + ?Sized>(env: &mut E, call: &SbiCall) -> Result<u64, SbiError> {
     match fid(call.fid)? {
         spi::SEND_IPI => {
             let targets = HartMask::decode(call.args[0], call.args[1], env.vcpu_count())?;
+            let me = env.current_vcpu();
             for vcpu in &targets {
                 env.send_ipi(vcpu);
+                env.count_fw_event(me, FwEvent::IpiSent);
+                env.count_fw_event(vcpu, FwEvent::IpiReceived);
             }
             Ok(0)
         }
@@ -162,8 +176,16 @@ fn rfence_call<E: SbiEnv + ?Sized>(env: &mut E, call: &SbiCall) -> Result<u64, S
             Fence::VmaAsid { start, size, asid }
         }
     };
+    let (sent, received) = match fence {
+        Fence::I => (FwEvent::FenceISent, FwEvent::FenceIReceived),
+        Fence::Vma { .. } => (FwEvent::SfenceVmaSent, FwEvent::SfenceVmaReceived),
+        Fence::VmaAsid { .. } => (FwEvent::SfenceVmaAsidSent, FwEvent::SfenceVmaAsidReceived),
+    };
+    let me = env.current_vcpu();
     for vcpu in &targets {
         env.remote_fence(vcpu, fence);
+        env.count_fw_event(me, sent);
+        env.count_fw_event(vcpu, received);
     }
     env.remote_fences_issued();
     Ok(0)
@@ -454,6 +476,7 @@ mod tests {
         assert_eq!(EID_DBCN, 0x4442_434E);
         assert_eq!(EID_SUSP, 0x5355_5350);
         assert_eq!(EID_FWFT, 0x4657_4654);
+        assert_eq!(EID_PMU, 0x0050_4D55);
         assert_eq!(
             (
                 EID_LEGACY_SET_TIMER,

@@ -2,7 +2,7 @@
 
 use fv_addr::GuestPhysAddr;
 
-use crate::{FwftFeature, FwftSetError, HartState, HsmError};
+use crate::{FwEvent, FwftFeature, FwftSetError, HartState, HsmError, PmuRaw, VcpuPmu};
 
 /// A remote fence one target vCPU must perform, already validated.
 ///
@@ -156,4 +156,14 @@ pub trait SbiEnv {
 
     /// `sbi_get_mimpid` result (0 is always legal).
     fn mimpid(&self) -> u64;
+
+    /// The calling vCPU's PMU counters.
+    fn pmu(&mut self) -> &mut VcpuPmu;
+
+    /// The calling vCPU's event totals now (monotonic; hardware counts only
+    /// while this vCPU ran guest code).
+    fn pmu_raw(&self) -> PmuRaw;
+
+    /// Counts one firmware `event` on `vcpu` (may be the caller).
+    fn count_fw_event(&mut self, vcpu: usize, event: FwEvent);
 }

@@ -21,6 +21,7 @@
 //! | `0x53555350` | SUSP | `system_suspend` (`SUSPEND_TO_RAM` only, when every other vCPU is STOPPED; resumes like a non-retentive `hart_suspend`) |
 //! | `0x4442434E` | DBCN | `console_write`, `console_read`, `console_write_byte` |
 //! | `0x46574654` | FWFT | `set`, `get` (SBI v3.0): `MISALIGNED_EXC_DELEG` reads 1 and may not be cleared (misaligned exceptions reaching the hypervisor always go to the guest); `PTE_AD_HW_UPDATING` per vCPU when the hart has Svadu (`henvcfg.ADUE`); the other four return `SBI_ERR_NOT_SUPPORTED` (see below) |
+//! | `0x504D55` | PMU | every v2.0 function; per-vCPU virtual counters (cycle, instret, firmware events), no snapshots ([`pmu`]) |
 //! | `0x00`, `0x01`, `0x02` | legacy | `set_timer`, `console_putchar`, `console_getchar` |
 //!
 //! Every other EID (legacy `0x03..=0x0F` included), and every unknown FID of a
@@ -34,7 +35,6 @@
 //!
 //! | EID | name | why not |
 //! | --- | --- | --- |
-//! | `0x504D55` | PMU | being added in `pmu.rs` (separate work); until then absent |
 //! | `0x44425452` | DBTR | needs Sdtrig virtualisation: the trigger CSRs (`tselect`, `tdata1..3`) are M-mode state the firmware owns, shared by every vCPU of the hart. Offering DBTR means multiplexing the host's triggers across vCPUs (reinstalling them through the host's DBTR on every vCPU switch, restricted to VS/VU with `mcontrol6.vs/vu`) and a per-vCPU shared-memory area; QEMU's `rv64` has only a few triggers. Not done. |
 //!
 //! FWFT features that are `SBI_ERR_NOT_SUPPORTED` ("missing dependencies"):
@@ -81,6 +81,7 @@ mod env;
 mod fwft;
 mod hart_mask;
 mod hsm;
+pub mod pmu;
 mod ret;
 
 use fv_addr::GuestPhysAddr;
@@ -91,6 +92,7 @@ pub use env::{ConsoleError, Fence, SbiEnv};
 pub use fwft::{FwftFeature, FwftSetError, FWFT_FLAG_LOCK};
 pub use hart_mask::{HartMask, HartMaskIter, HART_MASK_BASE_ALL};
 pub use hsm::{HartState, HsmError, HsmStates, MAX_VCPUS};
+pub use pmu::{FwEvent, PmuRaw, VcpuPmu};
 pub use ret::{SbiError, SbiRet};
 
 /// One trapped `ecall` from VS-mode: `a7` = EID, `a6` = FID, `a0..a5` = arguments.

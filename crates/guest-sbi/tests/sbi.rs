@@ -66,12 +66,12 @@ fn base_ids_come_from_the_vm() {
 fn probe_reports_exactly_the_supported_extensions() {
     let mut vm = MockVm::new(1);
     for eid in [
-        0x00, 0x01, 0x02, BASE, TIME, IPI, RFENCE, HSM, SRST, DBCN, SUSP, FWFT,
+        0x00, 0x01, 0x02, BASE, TIME, IPI, RFENCE, HSM, SRST, DBCN, SUSP, FWFT, PMU,
     ] {
         assert_eq!(vm.ret(BASE, 3, a(&[eid])), ok(1), "eid {eid:#x}");
         assert!(EXTENSIONS.contains(&eid));
     }
-    assert_eq!(EXTENSIONS.len(), 12);
+    assert_eq!(EXTENSIONS.len(), 13);
     let unsupported = [
         0x03,
         0x04,
@@ -81,7 +81,6 @@ fn probe_reports_exactly_the_supported_extensions() {
         0x08,
         0x09,
         0x0F,
-        PMU,
         DBTR,
         CPPC,
         NACL,
@@ -1151,7 +1150,6 @@ fn unknown_extensions_are_not_supported() {
     let mut vm = MockVm::new(2);
     for eid in [
         0x11,
-        PMU,
         DBTR,
         CPPC,
         NACL,

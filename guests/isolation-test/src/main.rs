@@ -27,6 +27,9 @@
 //!   either execute correctly (bare QEMU) or raise an access fault (under
 //!   Ferrovisor, which does not emulate them on devices), nothing else.
 //!
+//! - `scounteren` and `senvcfg` start at 0 and keep this VM's values while it
+//!   is descheduled (`csrs.rs`; with `csr-switch=<n>` only that check runs).
+//!
 //! These hold on bare QEMU (unbacked physical addresses raise access faults)
 //! and under a hypervisor that injects access faults for unbacked GPAs.
 #![no_std]
@@ -35,6 +38,8 @@
 mod mmio;
 
 use core::arch::asm;
+
+mod csrs;
 
 use fv_guest_rt::platform::{for_each_device_range, Region};
 use fv_guest_rt::report::name;
@@ -94,6 +99,9 @@ fn claimed(p: &Platform, a: usize) -> Option<Region> {
 }
 
 fn main(p: &'static Platform, r: &'static Reporter) {
+    if csrs::check(p, r) {
+        return;
+    }
     let ram_end = p.memory().iter().map(|m| m.end).max().unwrap_or(p.ram.end);
     println!(
         "INFO: isolation-test: RAM {} (all memory regions end at {ram_end:#x}), image {}, dtb {}",

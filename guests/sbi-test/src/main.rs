@@ -28,6 +28,7 @@ mod fwft;
 mod hsm;
 mod ipi;
 mod legacy;
+mod pmu;
 mod rfence;
 mod srst;
 mod susp;
@@ -58,7 +59,7 @@ fn main(p: &'static Platform, r: &'static Reporter) {
     dbtr::run(r);
     legacy::run(p, r);
     srst::run(r);
-    // PMU: pmu::run(p, r) (guests/sbi-test/src/pmu.rs, separate work).
+    pmu::pmu_checks(r);
     dbcn::outside_ram(p, r);
     // The VM then powers off with this hart still SUSPENDED.
     hsm::leave_one_suspended(p, r);

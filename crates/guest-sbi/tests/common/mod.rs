@@ -6,8 +6,8 @@ use std::collections::VecDeque;
 
 use fv_addr::GuestPhysAddr;
 use fv_guest_sbi::{
-    handle, ConsoleError, Fence, FwftFeature, FwftSetError, HartState, HsmError, SbiCall, SbiEnv,
-    SbiOutcome, SbiRet, DBCN_MAX_CHUNK,
+    handle, ConsoleError, Fence, FwEvent, FwftFeature, FwftSetError, HartState, HsmError, PmuRaw,
+    SbiCall, SbiEnv, SbiOutcome, SbiRet, VcpuPmu, DBCN_MAX_CHUNK,
 };
 
 pub const RAM_BASE: u64 = 0x8000_0000;
@@ -65,6 +65,12 @@ pub struct MockVm {
     pub fwft_locks: Vec<FwftFeature>,
     /// FWFT: what `fwft_set` answers (None: accept).
     pub fwft_set_error: Option<FwftSetError>,
+    /// The calling vCPU's PMU.
+    pub pmu: VcpuPmu,
+    /// The calling vCPU's hardware totals; `fw` holds its firmware counts.
+    pub raw: PmuRaw,
+    /// Firmware events counted on each vCPU.
+    pub fw_events: Vec<[u64; fv_guest_sbi::pmu::NUM_FW_COUNTERS]>,
 }
 
 impl MockVm {
@@ -88,6 +94,9 @@ impl MockVm {
             ],
             fwft_locks: Vec::new(),
             fwft_set_error: None,
+            pmu: VcpuPmu::new(),
+            raw: PmuRaw::default(),
+            fw_events: vec![[0; fv_guest_sbi::pmu::NUM_FW_COUNTERS]; count],
         }
     }
 
@@ -125,6 +134,22 @@ impl MockVm {
 }
 
 impl SbiEnv for MockVm {
+    fn pmu(&mut self) -> &mut VcpuPmu {
+        &mut self.pmu
+    }
+
+    fn pmu_raw(&self) -> PmuRaw {
+        PmuRaw {
+            fw: self.fw_events[self.current],
+            ..self.raw
+        }
+    }
+
+    fn count_fw_event(&mut self, vcpu: usize, event: FwEvent) {
+        self.check_vcpu(vcpu);
+        self.fw_events[vcpu][event.index()] += 1;
+    }
+
     fn vcpu_count(&self) -> usize {
         self.states.len()
     }
