@@ -158,7 +158,16 @@ fn tame(eid: usize, fid: usize, mut args: [usize; 6]) -> Option<[usize; 6]> {
         (EID_LEGACY_SHUTDOWN, _) => None,
         (EID_SUSP, 0) if a0 as u32 == 0 => None,
         (sbi::EID_HSM, sbi::HSM_HART_STOP) => None,
-        (sbi::EID_HSM, sbi::HSM_HART_SUSPEND) if a0 as u32 == 0 || a0 as u32 == 0x8000_0000 => None,
+        // Every suspend type that is not reserved (the defaults and the
+        // platform-specific ranges, which behave as the defaults).
+        (sbi::EID_HSM, sbi::HSM_HART_SUSPEND)
+            if matches!(
+                a0 as u32,
+                0 | 0x1000_0000..=0x7fff_ffff | 0x8000_0000 | 0x9000_0000..=0xffff_ffff
+            ) =>
+        {
+            None
+        }
         (sbi::EID_HSM, sbi::HSM_HART_START) if is_hart(a0) && in_ram(a1, 2) => None,
         (sbi::EID_DBCN, sbi::DBCN_CONSOLE_WRITE | DBCN_CONSOLE_READ)
             if a2 == 0 && in_ram(a1, a0) =>

@@ -370,15 +370,14 @@ pub fn hsm_phase(round: usize) {
         );
     }
     if strict() {
-        for ty in [0x1000_0000usize, 0x7fff_ffff, 0x9000_0000, 0xffff_ffff] {
+        // Platform-specific retentive types behave as the default one under
+        // Ferrovisor: the armed timer ends them. (Non-retentive ones would
+        // resume at the entry with the never-start opaque: not tried here.)
+        for ty in [0x1000_0000usize, 0x7fff_ffff] {
             arm_wakeup(20);
             let r = suspend(ty, valid_entry);
             disarm_wakeup();
-            expect(
-                format_args!("hart_suspend({ty:#x})"),
-                r,
-                &[sbi::ERR_INVALID_PARAM, sbi::ERR_NOT_SUPPORTED],
-            );
+            expect(format_args!("hart_suspend({ty:#x})"), r, &[sbi::SUCCESS]);
         }
         // Non-retentive suspend resuming outside RAM.
         for a in [
