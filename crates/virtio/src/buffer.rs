@@ -137,6 +137,8 @@ struct Cursor<'a> {
     done: u32,
     /// Bytes this cursor may still move.
     limit: u64,
+    /// Bytes left in `segs` from `off` on (ignoring `limit`).
+    left: u64,
 }
 
 impl<'a> Cursor<'a> {
@@ -146,12 +148,12 @@ impl<'a> Cursor<'a> {
             off: 0,
             done: 0,
             limit: u64::MAX,
+            left: segs.iter().map(|s| u64::from(s.len)).sum(),
         }
     }
 
     fn remaining(&self) -> u64 {
-        let total: u64 = self.segs.iter().map(|s| u64::from(s.len)).sum();
-        total.saturating_sub(u64::from(self.off)).min(self.limit)
+        self.left.min(self.limit)
     }
 
     /// The next span of at most `max` bytes, advancing past it.
@@ -168,6 +170,7 @@ impl<'a> Cursor<'a> {
         self.off += n;
         self.done = self.done.saturating_add(n);
         self.limit -= u64::from(n);
+        self.left = self.left.saturating_sub(u64::from(n));
         if self.off >= first.len {
             self.segs = rest;
             self.off = 0;

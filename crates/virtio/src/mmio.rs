@@ -161,7 +161,8 @@ pub struct TransportStats {
     /// Accesses with a wrong width or alignment, or at an offset with no register.
     pub bad_access: u64,
     /// Register writes refused in the current state (status bits cleared,
-    /// DRIVER_OK before FEATURES_OK, features or queue set-up at the wrong time).
+    /// DRIVER_OK before FEATURES_OK, features or queue set-up at the wrong
+    /// time, e.g. QueueReady before FEATURES_OK).
     pub bad_write: u64,
     /// FEATURES_OK refused: driver features not a subset of the device's, or no VERSION_1.
     pub features_refused: u64,
@@ -428,7 +429,10 @@ impl<D: VirtioDevice> MmioTransport<D> {
 
     fn write_queue_ready(&mut self, v: u32) {
         let features = self.driver_features;
-        let Some(q) = self.selected_mut() else {
+        // Queues are set up after FEATURES_OK (§3.1.1 step 7), so the ring
+        // features they honour are final.
+        let negotiated = self.status & status::FEATURES_OK != 0;
+        let Some(q) = self.selected_mut().filter(|_| negotiated || v == 0) else {
             self.stats.bad_write += 1;
             return;
         };

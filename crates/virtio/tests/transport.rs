@@ -144,6 +144,11 @@ fn status_bits_cannot_be_cleared_and_driver_ok_needs_features_ok() {
 #[test]
 fn queue_ready_checks_size_and_alignment() {
     let mut t = rng();
+    // Not before FEATURES_OK.
+    wr(&mut t, mmio::STATUS, status::ACKNOWLEDGE | status::DRIVER);
+    setup_queue(&mut t, &DriverQueue::new(0, 16), 0);
+    assert_eq!(rd(&mut t, mmio::QUEUE_READY), 0);
+    assert_eq!(t.stats().bad_write, 1);
     assert!(negotiate(&mut t, 0));
     let mut dq = DriverQueue::new(0, 16);
     for bad in [0u16, 3, 24, 128] {
