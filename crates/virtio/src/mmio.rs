@@ -132,9 +132,10 @@ pub const VIRTIO_MMIO_INT_VRING: u32 = 1;
 /// InterruptStatus bit: Configuration Change Notification.
 pub const VIRTIO_MMIO_INT_CONFIG: u32 = 2;
 
-/// Size of the register block the device tree should declare (`reg`): the
-/// control registers plus up to 0xf00 bytes of configuration space.
-pub const MMIO_SIZE: u64 = 0x1000;
+/// Size of the register block the device tree should declare (`reg`), as
+/// QEMU's `virt` machine does: the control registers plus 0x100 bytes of
+/// configuration space (more than any device here has).
+pub const MMIO_SIZE: u64 = 0x200;
 
 /// Most queues a device may have (one pending bit each).
 pub const MAX_QUEUES: u16 = 64;
