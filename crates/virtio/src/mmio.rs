@@ -109,7 +109,7 @@ pub const SHM_SEL: u64 = 0x0ac;
 pub const SHM_LEN_LOW: u64 = 0x0b0;
 /// SHMLenHigh: selected region length, high 32 bits.
 pub const SHM_LEN_HIGH: u64 = 0x0b4;
-/// SHMBaseLow: selected region address, low 32 bits.
+/// SHMBaseLow: selected region address, low 32 bits (all ones: no such region).
 pub const SHM_BASE_LOW: u64 = 0x0b8;
 /// SHMBaseHigh: selected region address, high 32 bits.
 pub const SHM_BASE_HIGH: u64 = 0x0bc;
@@ -337,9 +337,9 @@ impl<D: VirtioDevice> MmioTransport<D> {
             QUEUE_READY => self.selected().map_or(0, |q| u32::from(q.ready())),
             INTERRUPT_STATUS => self.interrupt_status,
             STATUS => self.status,
-            // No shared memory regions: length -1 (§4.2.2.1), base 0.
-            SHM_LEN_LOW | SHM_LEN_HIGH => u32::MAX,
-            SHM_BASE_LOW | SHM_BASE_HIGH => 0,
+            // No shared memory regions: length -1 and base
+            // 0xffff_ffff_ffff_ffff, as for a non-existent region (§4.2.2).
+            SHM_LEN_LOW | SHM_LEN_HIGH | SHM_BASE_LOW | SHM_BASE_HIGH => u32::MAX,
             CONFIG_GENERATION => self.config_generation,
             // Write-only registers read 0.
             DEVICE_FEATURES_SEL | DRIVER_FEATURES | DRIVER_FEATURES_SEL | QUEUE_SEL | QUEUE_NUM

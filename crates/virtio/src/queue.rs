@@ -183,9 +183,8 @@ pub struct Queue {
     indirect: bool,
     next_avail: u16,
     next_used: u16,
-    /// Used index when the driver was last interrupted (or told not to be);
-    /// `None` until the first decision.
-    signalled_used: Option<u16>,
+    /// Used index at the last interrupt decision (0 when the queue became ready).
+    signalled_used: u16,
 }
 
 impl Queue {
@@ -205,7 +204,7 @@ impl Queue {
             indirect: false,
             next_avail: 0,
             next_used: 0,
-            signalled_used: None,
+            signalled_used: 0,
         }
     }
 
@@ -284,7 +283,7 @@ impl Queue {
         self.ready = true;
         self.next_avail = 0;
         self.next_used = 0;
-        self.signalled_used = None;
+        self.signalled_used = 0;
         Ok(())
     }
 
@@ -413,18 +412,15 @@ impl Queue {
     pub fn needs_interrupt(&mut self, mem: &mut dyn GuestMemory) -> Result<bool, QueueError> {
         self.check_ready()?;
         let new = self.next_used;
-        let old = self.signalled_used.replace(new);
-        if old == Some(new) {
+        let old = core::mem::replace(&mut self.signalled_used, new);
+        if old == new {
             return Ok(false);
         }
         if self.event_idx {
             let off = 4 + 2 * u64::from(self.size);
             let used_event =
                 read_u16(mem, at(self.avail_ring, off)?).map_err(QueueError::Memory)?;
-            Ok(match old {
-                None => true,
-                Some(old) => need_event(used_event, new, old),
-            })
+            Ok(need_event(used_event, new, old))
         } else {
             let flags = read_u16(mem, self.avail_ring).map_err(QueueError::Memory)?;
             Ok(flags & VIRTQ_AVAIL_F_NO_INTERRUPT == 0)

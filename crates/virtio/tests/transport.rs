@@ -46,9 +46,11 @@ fn identification_registers() {
     wr(&mut t, mmio::QUEUE_SEL, 1);
     assert_eq!(rd(&mut t, mmio::QUEUE_NUM_MAX), 0, "no queue 1");
     assert_eq!(rd(&mut t, mmio::QUEUE_READY), 0);
-    // No shared memory regions: length -1.
+    // No shared memory regions: length and base -1.
     assert_eq!(rd(&mut t, mmio::SHM_LEN_LOW), u32::MAX);
     assert_eq!(rd(&mut t, mmio::SHM_LEN_HIGH), u32::MAX);
+    assert_eq!(rd(&mut t, mmio::SHM_BASE_LOW), u32::MAX);
+    assert_eq!(rd(&mut t, mmio::SHM_BASE_HIGH), u32::MAX);
     // QueueReset not offered: reads 0.
     assert_eq!(rd(&mut t, mmio::QUEUE_RESET), 0);
     assert_eq!(rd(&mut t, mmio::CONFIG_GENERATION), 0);
