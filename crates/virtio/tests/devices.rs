@@ -246,3 +246,44 @@ fn blk_read_only_refuses_writes() {
         (513, VIRTIO_BLK_S_OK)
     );
 }
+
+#[test]
+fn blk_get_id_fits_short_buffers() {
+    let mut t: BlkT = MmioTransport::new(Blk::new(MemDisk::new(1, false))).unwrap();
+    let mut mem = new_mem();
+    let mut qs = init(&mut t, 0, 16);
+    assert_eq!(
+        submit(
+            &mut t,
+            &mut mem,
+            &mut qs[0],
+            VIRTIO_BLK_T_GET_ID,
+            0,
+            3,
+            true
+        ),
+        (4, VIRTIO_BLK_S_OK)
+    );
+    assert_eq!(&read(&mut mem, REQ.data, 3), b"mem");
+}
+
+/// An entropy source that has run dry.
+struct Dry;
+
+impl fv_virtio::rng::EntropySource for Dry {
+    fn fill(&mut self, _buf: &mut [u8]) -> usize {
+        0
+    }
+}
+
+#[test]
+fn rng_without_entropy_keeps_the_buffer() {
+    let mut t = MmioTransport::new(Rng::new(Dry)).unwrap();
+    let mut mem = new_mem();
+    let mut qs = init(&mut t, 0, 16);
+    qs[0].send(&mut mem, &[(DATA, 8, true)]);
+    kick(&mut t, &mut mem, 0);
+    assert_eq!(qs[0].used_idx(&mut mem), 0);
+    assert_eq!(t.queues()[0].next_avail(), 0, "chain given back");
+    assert!(!t.interrupt_level());
+}

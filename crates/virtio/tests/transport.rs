@@ -433,3 +433,116 @@ fn process_is_bounded_per_call() {
     t.process(&mut mem);
     assert!(!t.has_pending());
 }
+
+#[test]
+fn notification_storm_is_one_pending_bit() {
+    let mut t = rng();
+    let mut mem = new_mem();
+    let mut qs = init(&mut t, 0, 16);
+    for _ in 0..10_000 {
+        wr(&mut t, mmio::QUEUE_NOTIFY, 0);
+    }
+    t.process(&mut mem);
+    assert_eq!(qs[0].used_idx(&mut mem), 0);
+    assert!(!t.interrupt_level());
+    assert!(!t.has_pending());
+    qs[0].send(&mut mem, &[(DATA, 4, true)]);
+    kick(&mut t, &mut mem, 0);
+    assert_eq!(qs[0].used_idx(&mut mem), 1);
+}
+
+#[test]
+fn direct_descriptors_then_indirect_table() {
+    let mut t = rng();
+    let mut mem = new_mem();
+    let mut qs = init(&mut t, bit(VIRTIO_F_INDIRECT_DESC), 16);
+    let table = DATA + 0x1000;
+    let dq = &mut qs[0];
+    // Indirect table: two writable buffers.
+    for (i, (a, l, next)) in [(DATA + 0x10, 4, 1), (DATA + 0x20, 4, 0)]
+        .into_iter()
+        .enumerate()
+    {
+        let flags = VIRTQ_DESC_F_WRITE | if i == 0 { VIRTQ_DESC_F_NEXT } else { 0 };
+        dq.write_desc(
+            &mut mem,
+            table,
+            i as u16,
+            Descriptor {
+                addr: gpa(a),
+                len: l,
+                flags,
+                next,
+            },
+        );
+    }
+    // Head: one direct writable descriptor, then the indirect one.
+    let direct = Descriptor {
+        addr: gpa(DATA),
+        len: 4,
+        flags: VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT,
+        next: 1,
+    };
+    dq.write_desc(&mut mem, dq.desc, 0, direct);
+    // WRITE on the descriptor naming the table is ignored.
+    let ind = Descriptor {
+        addr: gpa(table),
+        len: 32,
+        flags: VIRTQ_DESC_F_INDIRECT | VIRTQ_DESC_F_WRITE,
+        next: 0,
+    };
+    dq.write_desc(&mut mem, dq.desc, 1, ind);
+    dq.publish(&mut mem, 0);
+    kick(&mut t, &mut mem, 0);
+    assert_eq!(qs[0].pop_used(&mut mem), Some((0, 12)));
+    assert_eq!(t.stats().chain_errors, 0);
+}
+
+#[test]
+fn readable_after_writable_is_refused() {
+    let mut t = rng();
+    let mut mem = new_mem();
+    let mut qs = init(&mut t, 0, 16);
+    let h = qs[0].send(&mut mem, &[(DATA, 4, true), (DATA + 0x10, 4, false)]);
+    kick(&mut t, &mut mem, 0);
+    assert_eq!(qs[0].pop_used(&mut mem), Some((u32::from(h), 0)));
+    assert_eq!(t.stats().chain_errors, 1);
+}
+
+#[test]
+fn reset_in_the_middle_of_requests() {
+    let mut t = rng();
+    let mut mem = new_mem();
+    let mut qs = init(&mut t, 0, 16);
+    qs[0].send(&mut mem, &[(DATA, 4, true)]);
+    wr(&mut t, mmio::QUEUE_NOTIFY, 0);
+    // The driver resets before the hypervisor got to the queue.
+    wr(&mut t, mmio::STATUS, 0);
+    t.process(&mut mem);
+    assert_eq!(qs[0].used_idx(&mut mem), 0, "nothing used after reset");
+    // Renegotiation with new rings starts from index 0 again.
+    let mut mem = new_mem();
+    let mut qs = init(&mut t, bit(VIRTIO_F_EVENT_IDX), 8);
+    let h = qs[0].send(&mut mem, &[(DATA, 4, true)]);
+    kick(&mut t, &mut mem, 0);
+    assert_eq!(qs[0].pop_used(&mut mem), Some((u32::from(h), 4)));
+}
+
+#[test]
+fn queue_can_be_disabled_and_set_up_again() {
+    let mut t = rng();
+    let mut mem = new_mem();
+    assert!(negotiate(&mut t, 0));
+    let dq = DriverQueue::new(0, 16);
+    setup_queue(&mut t, &dq, 0);
+    wr(&mut t, mmio::QUEUE_READY, 0);
+    assert_eq!(rd(&mut t, mmio::QUEUE_READY), 0);
+    let mut dq = DriverQueue::new(1, 8); // other rings, other size
+    setup_queue(&mut t, &dq, 0);
+    assert_eq!(rd(&mut t, mmio::QUEUE_READY), 1);
+    let s = rd(&mut t, mmio::STATUS);
+    wr(&mut t, mmio::STATUS, s | status::DRIVER_OK);
+    let h = dq.send(&mut mem, &[(DATA, 4, true)]);
+    kick(&mut t, &mut mem, 0);
+    assert_eq!(dq.pop_used(&mut mem), Some((u32::from(h), 4)));
+}
