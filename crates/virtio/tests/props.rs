@@ -1,8 +1,9 @@
 //! Property tests: hostile rings, descriptor tables and register sequences.
 //!
 //! Whatever the guest puts in memory or writes to the registers: no panic,
-//! chain walks end, the device writes only into the used ring and the buffer
-//! area (never the descriptor table, available ring or indirect tables), the used index advances exactly by the chains completed, and a reset
+//! chain walks end, the device writes only into the used ring and
+//! device-writable buffers (never a readable buffer, the descriptor table, the
+//! available ring or an indirect table), the used index advances exactly by the chains completed, and a reset
 //! returns the transport to its power-on state.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
@@ -14,7 +15,9 @@ use fv_virtio::blk::{Blk, MemDisk, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_B
 use fv_virtio::buffer::Buffer;
 use fv_virtio::feature::{bit, VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC};
 use fv_virtio::mmio::{self, MmioTransport};
-use fv_virtio::queue::{Descriptor, DescriptorChain, MAX_INDIRECT_ENTRIES, VIRTQ_DESC_F_INDIRECT};
+use fv_virtio::queue::{
+    Descriptor, DescriptorChain, MAX_INDIRECT_ENTRIES, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_WRITE,
+};
 use fv_virtio::rng::Rng;
 use fv_virtio::status;
 use fv_vm::{AccessWidth, GuestMemory, GuestMemoryError, VecMemory};
@@ -24,8 +27,6 @@ use proptest::prelude::*;
 const IND: u64 = RAM + 0x4_0000;
 /// Size of the area random buffers start in, at `DATA`.
 const DATA_SIZE: u64 = 0x1_0000;
-/// Bytes from `DATA` to the end of RAM: where buffers starting at `DATA` may reach.
-const DATA_TO_END: u64 = RAM + RAM_SIZE as u64 - DATA;
 
 /// Guest memory that records every successful write.
 struct Recorder {
@@ -48,7 +49,7 @@ impl GuestMemory for Recorder {
 /// RAM, below it, or anywhere.
 fn addr() -> impl Strategy<Value = u64> {
     prop_oneof![
-        4 => (0..DATA_SIZE).prop_map(|o| DATA + o),
+        12 => (0..DATA_SIZE).prop_map(|o| DATA + o),
         1 => Just(RAM + RAM_SIZE as u64 - 8),
         1 => 0..RAM,
         1 => any::<u64>(),
@@ -62,7 +63,7 @@ fn table_addr() -> impl Strategy<Value = u64> {
 }
 
 fn len() -> impl Strategy<Value = u32> {
-    prop_oneof![4 => 0..256u32, 1 => (1..64u32).prop_map(|n| 16 * n), 1 => any::<u32>()]
+    prop_oneof![8 => 0..256u32, 2 => (1..64u32).prop_map(|n| 16 * n), 1 => any::<u32>()]
 }
 
 fn desc(size: u16) -> impl Strategy<Value = Descriptor> {
@@ -70,8 +71,8 @@ fn desc(size: u16) -> impl Strategy<Value = Descriptor> {
         addr(),
         table_addr(),
         len(),
-        prop_oneof![4 => 0..8u16, 1 => any::<u16>()],
-        prop_oneof![4 => 0..size, 1 => any::<u16>()],
+        prop_oneof![12 => 0..4u16, 4 => 0..8u16, 1 => any::<u16>()],
+        prop_oneof![12 => 0..size, 1 => any::<u16>()],
     )
         .prop_map(|(a, t, len, flags, next)| Descriptor {
             addr: gpa(if flags & VIRTQ_DESC_F_INDIRECT != 0 {
@@ -101,10 +102,10 @@ fn ring() -> impl Strategy<Value = Ring> {
             prop::collection::vec(desc(size), usize::from(size)),
             prop::collection::vec(desc(size), 0x40),
             prop::collection::vec(
-                prop_oneof![4 => 0..size, 1 => any::<u16>()],
+                prop_oneof![24 => 0..size, 1 => any::<u16>()],
                 usize::from(size),
             ),
-            prop_oneof![4 => 0..=size, 1 => any::<u16>()],
+            prop_oneof![12 => 0..=size, 1 => any::<u16>()],
             0..4u64,
         )
             .prop_map(move |(table, indirect, avail, avail_idx, f)| Ring {
@@ -154,11 +155,24 @@ proptest! {
             wr(&mut t, mmio::QUEUE_NOTIFY, 0);
             t.process(&mut rec);
         }
+        // Every write lands in the used ring or inside a device-writable
+        // descriptor of the table or the indirect area: never in a readable
+        // buffer, a ring the driver owns, or anywhere else.
         let used_ring_len = 6 + 8 * u64::from(r.size);
+        let writable: Vec<&Descriptor> = r
+            .table
+            .iter()
+            .chain(&r.indirect)
+            .filter(|d| d.flags & VIRTQ_DESC_F_WRITE != 0 && d.flags & VIRTQ_DESC_F_INDIRECT == 0)
+            .collect();
         for &(a, n) in &rec.writes {
+            let in_desc = writable.iter().any(|d| {
+                let (start, end) = (u128::from(d.addr.raw()), u128::from(d.addr.raw()) + u128::from(d.len));
+                u128::from(a) >= start && u128::from(a) + n as u128 <= end
+            });
             prop_assert!(
-                inside(a, n, dq.used, used_ring_len) || inside(a, n, DATA, DATA_TO_END),
-                "write of {} bytes at {:#x} outside the used ring and buffers", n, a
+                inside(a, n, dq.used, used_ring_len) || in_desc,
+                "write of {} bytes at {:#x} outside the used ring and writable buffers", n, a
             );
         }
         let used = dq.used_idx(&mut rec.mem);
