@@ -19,6 +19,12 @@
 //!
 //! The used length is the number of bytes written into the writable part:
 //! the data read from the disk plus the status byte.
+//!
+//! Requests are carried out synchronously, a sector at a time, through a
+//! 512-byte bounce buffer: the time one request takes grows with its length,
+//! which the checks above bound by the disk's capacity. Splitting long
+//! requests across `process` calls, and handing guest buffers to a physical
+//! device without copying, come with the real backends.
 
 use fv_vm::GuestMemory;
 
@@ -81,10 +87,21 @@ pub const ID_LEN: usize = 20;
 /// Size of the request header.
 pub const HEADER_LEN: usize = 16;
 
-/// Bytes of `struct virtio_blk_config` exposed: `capacity`, `size_max`,
-/// `seg_max`, `geometry`, `blk_size` (all but `capacity` read 0: their
-/// features are not offered).
+/// Bytes of `struct virtio_blk_config` exposed: `capacity` (le64 at 0),
+/// `size_max` (le32 at 8), `seg_max` (le32 at 12), `geometry` (at 16),
+/// `blk_size` (le32 at 20). Only `capacity` and `seg_max` are meaningful
+/// (`VIRTIO_BLK_F_SEG_MAX` is offered); the others read 0.
 pub const CONFIG_LEN: u32 = 24;
+
+/// Offset of `capacity` in the configuration space.
+pub const CONFIG_CAPACITY: usize = 0;
+/// Offset of `seg_max` in the configuration space.
+pub const CONFIG_SEG_MAX: usize = 12;
+
+/// Data segments a request may have (`seg_max`): a chain holds the header,
+/// the data and the status, and is no longer than the queue. Without
+/// `VIRTIO_BLK_F_SEG_MAX` Linux would send one data segment per request.
+pub const SEG_MAX: u32 = QUEUE_SIZE as u32 - 2;
 
 /// Queue size offered.
 pub const QUEUE_SIZE: u16 = 128;
@@ -316,7 +333,7 @@ impl<B: BlockBackend> VirtioDevice for Blk<B> {
         } else {
             0
         };
-        ro | bit(VIRTIO_BLK_F_FLUSH)
+        ro | bit(VIRTIO_BLK_F_FLUSH) | bit(VIRTIO_BLK_F_SEG_MAX)
     }
 
     fn num_queues(&self) -> u16 {
@@ -333,8 +350,14 @@ impl<B: BlockBackend> VirtioDevice for Blk<B> {
 
     fn read_config(&self, offset: u32, data: &mut [u8]) {
         let mut cfg = [0u8; CONFIG_LEN as usize];
-        if let Some(cap) = cfg.get_mut(..8) {
-            cap.copy_from_slice(&self.backend.capacity().to_le_bytes());
+        let fields: [(usize, &[u8]); 2] = [
+            (CONFIG_CAPACITY, &self.backend.capacity().to_le_bytes()),
+            (CONFIG_SEG_MAX, &SEG_MAX.to_le_bytes()),
+        ];
+        for (off, bytes) in fields {
+            if let Some(dst) = cfg.get_mut(off..off + bytes.len()) {
+                dst.copy_from_slice(bytes);
+            }
         }
         let start = offset as usize;
         match cfg.get(start..start.saturating_add(data.len())) {
@@ -404,5 +427,6 @@ mod tests {
         assert_eq!(VIRTIO_BLK_S_IOERR, 1);
         assert_eq!(VIRTIO_BLK_S_UNSUPP, 2);
         assert_eq!((SECTOR_SIZE, ID_LEN, HEADER_LEN), (512, 20, 16));
+        assert_eq!((CONFIG_CAPACITY, CONFIG_SEG_MAX, CONFIG_LEN), (0, 12, 24));
     }
 }

@@ -33,6 +33,31 @@
 //! ([`MmioTransport::has_pending`]) for the next call. Host-side events that
 //! give a device new work (console input) use [`MmioTransport::notify`].
 //!
+//! ```
+//! use fv_addr::GuestPhysAddr;
+//! use fv_virtio::mmio::{self, MmioTransport};
+//! use fv_virtio::rng::{EntropySource, Rng};
+//! use fv_vm::{AccessWidth, VecMemory};
+//!
+//! struct Zeros;
+//! impl EntropySource for Zeros {
+//!     fn fill(&mut self, buf: &mut [u8]) -> usize {
+//!         buf.fill(0);
+//!         buf.len()
+//!     }
+//! }
+//!
+//! let mut dev = MmioTransport::new(Rng::new(Zeros)).unwrap();
+//! let mut ram = VecMemory::new(GuestPhysAddr::new(0x8000_0000), 0x1_0000);
+//! // A VcpuExit::MmioRead / MmioWrite at offset `off` of the device's block:
+//! assert_eq!(dev.read(mmio::MAGIC_VALUE, AccessWidth::Word), 0x7472_6976);
+//! dev.write(mmio::QUEUE_NOTIFY, AccessWidth::Word, 0); // before DRIVER_OK: refused
+//! assert_eq!(dev.stats().bad_notify, 1);
+//! // After the access, with the VM's memory, then drive the interrupt line:
+//! dev.process(&mut ram);
+//! assert!(!dev.interrupt_level());
+//! ```
+//!
 //! # Status (§2.1, §3.1.1)
 //!
 //! * Writing 0 resets the device: status, features, selectors, interrupt

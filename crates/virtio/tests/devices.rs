@@ -129,6 +129,11 @@ fn blk_read_write_flush_get_id() {
         "capacity high"
     );
     assert_eq!(t.read(mmio::CONFIG, AccessWidth::Byte), 16);
+    assert_eq!(
+        t.read(mmio::CONFIG + 12, AccessWidth::Word),
+        u64::from(SEG_MAX),
+        "seg_max"
+    );
     assert_eq!(t.read(mmio::CONFIG + 1, AccessWidth::Half), 0, "misaligned");
     assert_eq!(
         t.read(mmio::CONFIG, AccessWidth::Double),
