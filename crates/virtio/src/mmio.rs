@@ -297,7 +297,9 @@ impl<D: VirtioDevice> MmioTransport<D> {
     }
 
     /// Device reset (Status written 0, or VM reset): everything back to the
-    /// state [`new`](Self::new) left it in, counters excepted.
+    /// state [`new`](Self::new) left it in, except the counters and
+    /// ConfigGeneration (which only ever moves on, so a driver comparing it
+    /// across a reset never mistakes two configurations for one).
     pub fn reset(&mut self) {
         self.status = 0;
         self.device_features_sel = 0;
