@@ -17,8 +17,10 @@
 //! * [`VmDevices`] is one VM's complete set: the bus plus its interrupt
 //!   controller, wired so that device interrupt lines reach the controller.
 //!
-//! Device models: [`uart16550::Uart16550`] (ns16550a console) and
-//! [`plic::Plic`] (RISC-V PLIC v1.0.0).
+//! Device models: [`uart16550::Uart16550`] (ns16550a console),
+//! [`plic::Plic`] (RISC-V PLIC v1.0.0) and [`virtio_mmio::VirtioMmio`]
+//! (virtio-mmio in front of a device model from `fv-virtio`; not wired into
+//! the hypervisor yet).
 //!
 //! # How the core uses it
 //!
@@ -81,6 +83,7 @@ mod bus;
 mod irq;
 pub mod plic;
 pub mod uart16550;
+pub mod virtio_mmio;
 mod vm_devices;
 
 pub use bus::{BusError, DeviceId, MmioBus};

@@ -1,0 +1,432 @@
+//! virtio-blk (§5.2): one request queue, requests parsed and checked here and
+//! carried out by a [`BlockBackend`].
+//!
+//! A request (§5.2.6) is a device-readable header `struct virtio_blk_req {
+//! le32 type; le32 reserved; le64 sector; }`, then data (device-readable for
+//! writes, device-writable for reads and `GET_ID`), then one device-writable
+//! status byte: the last writable byte of the chain.
+//!
+//! * `VIRTIO_BLK_T_IN` / `T_OUT`: data length a multiple of 512, sectors
+//!   `sector .. sector + len / 512` within the capacity (checked arithmetic),
+//!   else `VIRTIO_BLK_S_IOERR`. A write to a read-only disk
+//!   (`VIRTIO_BLK_F_RO`) is `VIRTIO_BLK_S_IOERR` and writes nothing.
+//! * `VIRTIO_BLK_T_FLUSH`: the backend's flush (offered as `VIRTIO_BLK_F_FLUSH`).
+//! * `VIRTIO_BLK_T_GET_ID`: up to 20 bytes of the device ID string.
+//! * Anything else: `VIRTIO_BLK_S_UNSUPP`.
+//! * A header shorter than 16 bytes: `VIRTIO_BLK_S_IOERR`. A chain with no
+//!   writable byte for the status cannot be answered: it is returned with
+//!   used length 0 and counted ([`DeviceError::NoWritable`]).
+//!
+//! The used length is the number of bytes written into the writable part:
+//! the data read from the disk plus the status byte.
+//!
+//! Requests are carried out synchronously, a sector at a time, through a
+//! 512-byte bounce buffer: the time one request takes grows with its length,
+//! which the checks above bound by the disk's capacity. Splitting long
+//! requests across `process` calls, and handing guest buffers to a physical
+//! device without copying, come with the real backends.
+
+use fv_vm::GuestMemory;
+
+use crate::buffer::{Buffer, BufferError, Writer};
+use crate::device::{DeviceError, Handled, VirtioDevice};
+use crate::device_id;
+use crate::feature::bit;
+
+/// Feature bit: maximum size of any single segment is in `size_max`.
+pub const VIRTIO_BLK_F_SIZE_MAX: u32 = 1;
+/// Feature bit: maximum number of segments in a request is in `seg_max`.
+pub const VIRTIO_BLK_F_SEG_MAX: u32 = 2;
+/// Feature bit: disk-style geometry specified in `geometry`.
+pub const VIRTIO_BLK_F_GEOMETRY: u32 = 4;
+/// Feature bit: the device is read-only.
+pub const VIRTIO_BLK_F_RO: u32 = 5;
+/// Feature bit: block size of disk is in `blk_size`.
+pub const VIRTIO_BLK_F_BLK_SIZE: u32 = 6;
+/// Feature bit: cache flush command support.
+pub const VIRTIO_BLK_F_FLUSH: u32 = 9;
+/// Feature bit: device exports information on optimal I/O alignment.
+pub const VIRTIO_BLK_F_TOPOLOGY: u32 = 10;
+/// Feature bit: the device can toggle its cache between writeback and writethrough.
+pub const VIRTIO_BLK_F_CONFIG_WCE: u32 = 11;
+/// Feature bit: the device supports multiqueue.
+pub const VIRTIO_BLK_F_MQ: u32 = 12;
+/// Feature bit: the device can support discard commands.
+pub const VIRTIO_BLK_F_DISCARD: u32 = 13;
+/// Feature bit: the device can support write zeroes commands.
+pub const VIRTIO_BLK_F_WRITE_ZEROES: u32 = 14;
+
+/// Request type: read.
+pub const VIRTIO_BLK_T_IN: u32 = 0;
+/// Request type: write.
+pub const VIRTIO_BLK_T_OUT: u32 = 1;
+/// Request type: flush.
+pub const VIRTIO_BLK_T_FLUSH: u32 = 4;
+/// Request type: get device ID string.
+pub const VIRTIO_BLK_T_GET_ID: u32 = 8;
+/// Request type: get device lifetime.
+pub const VIRTIO_BLK_T_GET_LIFETIME: u32 = 10;
+/// Request type: discard.
+pub const VIRTIO_BLK_T_DISCARD: u32 = 11;
+/// Request type: write zeroes.
+pub const VIRTIO_BLK_T_WRITE_ZEROES: u32 = 13;
+/// Request type: secure erase.
+pub const VIRTIO_BLK_T_SECURE_ERASE: u32 = 14;
+
+/// Status: success.
+pub const VIRTIO_BLK_S_OK: u8 = 0;
+/// Status: device or driver error.
+pub const VIRTIO_BLK_S_IOERR: u8 = 1;
+/// Status: request unsupported by the device.
+pub const VIRTIO_BLK_S_UNSUPP: u8 = 2;
+
+/// Sector size the protocol counts in, whatever the disk's block size.
+pub const SECTOR_SIZE: u64 = 512;
+/// Length of the device ID string returned by `GET_ID`.
+pub const ID_LEN: usize = 20;
+/// Size of the request header.
+pub const HEADER_LEN: usize = 16;
+
+/// Bytes of `struct virtio_blk_config` exposed: `capacity` (le64 at 0),
+/// `size_max` (le32 at 8), `seg_max` (le32 at 12), `geometry` (at 16),
+/// `blk_size` (le32 at 20). Only `capacity` and `seg_max` are meaningful
+/// (`VIRTIO_BLK_F_SEG_MAX` is offered); the others read 0.
+pub const CONFIG_LEN: u32 = 24;
+
+/// Offset of `capacity` in the configuration space.
+pub const CONFIG_CAPACITY: usize = 0;
+/// Offset of `seg_max` in the configuration space.
+pub const CONFIG_SEG_MAX: usize = 12;
+
+/// Data segments a request may have (`seg_max`): a chain holds the header,
+/// the data and the status, and is no longer than the queue. Without
+/// `VIRTIO_BLK_F_SEG_MAX` Linux would send one data segment per request.
+pub const SEG_MAX: u32 = QUEUE_SIZE as u32 - 2;
+
+/// Queue size offered.
+pub const QUEUE_SIZE: u16 = 128;
+
+/// The backend failed an I/O.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockIoError;
+
+/// The disk behind a virtio-blk device. Sector arguments are already checked
+/// against [`capacity`](Self::capacity) by the device model.
+pub trait BlockBackend: Send + 'static {
+    /// Size in 512-byte sectors.
+    fn capacity(&self) -> u64;
+    /// Whether writes are refused (offered as `VIRTIO_BLK_F_RO`).
+    fn read_only(&self) -> bool;
+    /// Reads `buf.len()` bytes (a multiple of 512) from `sector` on.
+    fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), BlockIoError>;
+    /// Writes `data` (a multiple of 512 bytes) from `sector` on.
+    fn write(&mut self, sector: u64, data: &[u8]) -> Result<(), BlockIoError>;
+    /// Makes completed writes durable.
+    fn flush(&mut self) -> Result<(), BlockIoError>;
+    /// The ID string (`GET_ID`), NUL-padded.
+    fn id(&self) -> [u8; ID_LEN] {
+        [0; ID_LEN]
+    }
+}
+
+/// A disk in a `Vec`, for tests and host tools.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemDisk {
+    bytes: alloc::vec::Vec<u8>,
+    read_only: bool,
+}
+
+impl MemDisk {
+    /// A zeroed disk of `sectors` 512-byte sectors.
+    pub fn new(sectors: usize, read_only: bool) -> Self {
+        Self {
+            bytes: alloc::vec![0; sectors.saturating_mul(SECTOR_SIZE as usize)],
+            read_only,
+        }
+    }
+
+    /// The disk contents.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The disk contents, mutably.
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.bytes
+    }
+
+    fn span(&self, sector: u64, len: usize) -> Result<core::ops::Range<usize>, BlockIoError> {
+        let start = usize::try_from(sector.checked_mul(SECTOR_SIZE).ok_or(BlockIoError)?)
+            .map_err(|_| BlockIoError)?;
+        let end = start.checked_add(len).ok_or(BlockIoError)?;
+        if end > self.bytes.len() {
+            return Err(BlockIoError);
+        }
+        Ok(start..end)
+    }
+}
+
+impl BlockBackend for MemDisk {
+    fn capacity(&self) -> u64 {
+        self.bytes.len() as u64 / SECTOR_SIZE
+    }
+
+    fn read_only(&self) -> bool {
+        self.read_only
+    }
+
+    fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), BlockIoError> {
+        let r = self.span(sector, buf.len())?;
+        buf.copy_from_slice(self.bytes.get(r).ok_or(BlockIoError)?);
+        Ok(())
+    }
+
+    fn write(&mut self, sector: u64, data: &[u8]) -> Result<(), BlockIoError> {
+        let r = self.span(sector, data.len())?;
+        self.bytes
+            .get_mut(r)
+            .ok_or(BlockIoError)?
+            .copy_from_slice(data);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), BlockIoError> {
+        Ok(())
+    }
+
+    fn id(&self) -> [u8; ID_LEN] {
+        let mut id = [0u8; ID_LEN];
+        id[..7].copy_from_slice(b"memdisk");
+        id
+    }
+}
+
+/// Counters of refused requests, by status given.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlkStats {
+    /// Requests answered `VIRTIO_BLK_S_IOERR` (bad header, length or range, read-only, backend error).
+    pub ioerr: u64,
+    /// Requests answered `VIRTIO_BLK_S_UNSUPP`.
+    pub unsupp: u64,
+    /// Writes refused because the disk is read-only.
+    pub read_only_writes: u64,
+}
+
+/// The virtio-blk device model.
+#[derive(Debug)]
+pub struct Blk<B> {
+    backend: B,
+    stats: BlkStats,
+}
+
+/// Why a request gets `IOERR`, before any status is written.
+enum Fail {
+    Status(u8),
+    Buffer(BufferError),
+}
+
+impl From<BufferError> for Fail {
+    fn from(e: BufferError) -> Self {
+        Fail::Buffer(e)
+    }
+}
+
+impl<B: BlockBackend> Blk<B> {
+    /// A block device over `backend`.
+    pub fn new(backend: B) -> Self {
+        Self {
+            backend,
+            stats: BlkStats::default(),
+        }
+    }
+
+    /// The disk.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// The disk, mutably.
+    pub fn backend_mut(&mut self) -> &mut B {
+        &mut self.backend
+    }
+
+    /// Refused requests.
+    pub fn stats(&self) -> &BlkStats {
+        &self.stats
+    }
+
+    /// Sectors `sector .. sector + len/512` if `len` is a multiple of 512 and
+    /// they lie on the disk.
+    fn check_range(&self, sector: u64, len: u64) -> Result<(), Fail> {
+        if !len.is_multiple_of(SECTOR_SIZE) {
+            return Err(Fail::Status(VIRTIO_BLK_S_IOERR));
+        }
+        let end = sector
+            .checked_add(len / SECTOR_SIZE)
+            .ok_or(Fail::Status(VIRTIO_BLK_S_IOERR))?;
+        if end > self.backend.capacity() {
+            return Err(Fail::Status(VIRTIO_BLK_S_IOERR));
+        }
+        Ok(())
+    }
+
+    fn request(
+        &mut self,
+        buffer: &Buffer,
+        data: &mut Writer<'_>,
+        mem: &mut dyn GuestMemory,
+    ) -> Result<(), Fail> {
+        let mut r = buffer.reader();
+        let mut hdr = [0u8; HEADER_LEN];
+        match r.read_exact(mem, &mut hdr) {
+            Err(BufferError::ShortRead) => return Err(Fail::Status(VIRTIO_BLK_S_IOERR)),
+            other => other?,
+        }
+        let [t0, t1, t2, t3, _, _, _, _, s0, s1, s2, s3, s4, s5, s6, s7] = hdr;
+        let ty = u32::from_le_bytes([t0, t1, t2, t3]);
+        let sector = u64::from_le_bytes([s0, s1, s2, s3, s4, s5, s6, s7]);
+        let io = |_| Fail::Status(VIRTIO_BLK_S_IOERR);
+        let mut sec = [0u8; SECTOR_SIZE as usize];
+        match ty {
+            VIRTIO_BLK_T_IN => {
+                self.check_range(sector, data.remaining())?;
+                let mut s = sector;
+                while data.remaining() > 0 {
+                    self.backend.read(s, &mut sec).map_err(io)?;
+                    data.write_all(mem, &sec)?;
+                    s += 1;
+                }
+                Ok(())
+            }
+            VIRTIO_BLK_T_OUT => {
+                if self.backend.read_only() {
+                    self.stats.read_only_writes += 1;
+                    return Err(Fail::Status(VIRTIO_BLK_S_IOERR));
+                }
+                self.check_range(sector, r.remaining())?;
+                let mut s = sector;
+                while r.remaining() > 0 {
+                    r.read_exact(mem, &mut sec)?;
+                    self.backend.write(s, &sec).map_err(io)?;
+                    s += 1;
+                }
+                Ok(())
+            }
+            VIRTIO_BLK_T_FLUSH => self.backend.flush().map_err(io),
+            VIRTIO_BLK_T_GET_ID => {
+                data.write(mem, &self.backend.id())?;
+                Ok(())
+            }
+            _ => Err(Fail::Status(VIRTIO_BLK_S_UNSUPP)),
+        }
+    }
+}
+
+impl<B: BlockBackend> VirtioDevice for Blk<B> {
+    fn device_id(&self) -> u32 {
+        device_id::BLOCK
+    }
+
+    fn features(&self) -> u64 {
+        let ro = if self.backend.read_only() {
+            bit(VIRTIO_BLK_F_RO)
+        } else {
+            0
+        };
+        ro | bit(VIRTIO_BLK_F_FLUSH) | bit(VIRTIO_BLK_F_SEG_MAX)
+    }
+
+    fn num_queues(&self) -> u16 {
+        1
+    }
+
+    fn queue_max_size(&self, _queue: u16) -> u16 {
+        QUEUE_SIZE
+    }
+
+    fn config_len(&self) -> u32 {
+        CONFIG_LEN
+    }
+
+    fn read_config(&self, offset: u32, data: &mut [u8]) {
+        let mut cfg = [0u8; CONFIG_LEN as usize];
+        let fields: [(usize, &[u8]); 2] = [
+            (CONFIG_CAPACITY, &self.backend.capacity().to_le_bytes()),
+            (CONFIG_SEG_MAX, &SEG_MAX.to_le_bytes()),
+        ];
+        for (off, bytes) in fields {
+            if let Some(dst) = cfg.get_mut(off..off + bytes.len()) {
+                dst.copy_from_slice(bytes);
+            }
+        }
+        let start = offset as usize;
+        match cfg.get(start..start.saturating_add(data.len())) {
+            Some(src) => data.copy_from_slice(src),
+            None => data.fill(0),
+        }
+    }
+
+    fn handle(
+        &mut self,
+        queue: u16,
+        buffer: &Buffer,
+        mem: &mut dyn GuestMemory,
+    ) -> Result<Handled, DeviceError> {
+        if queue != 0 {
+            return Err(DeviceError::BadQueue);
+        }
+        let w = buffer.writer();
+        let Some(data_len) = w.remaining().checked_sub(1) else {
+            return Err(DeviceError::NoWritable);
+        };
+        let (mut data, mut status) = w.split_at(data_len);
+        let code = match self.request(buffer, &mut data, mem) {
+            Ok(()) => VIRTIO_BLK_S_OK,
+            Err(Fail::Status(s)) => s,
+            Err(Fail::Buffer(BufferError::Memory(e))) => {
+                return Err(DeviceError::Buffer(BufferError::Memory(e)))
+            }
+            Err(Fail::Buffer(_)) => VIRTIO_BLK_S_IOERR,
+        };
+        match code {
+            VIRTIO_BLK_S_IOERR => self.stats.ioerr += 1,
+            VIRTIO_BLK_S_UNSUPP => self.stats.unsupp += 1,
+            _ => {}
+        }
+        status.write_all(mem, &[code])?;
+        Ok(Handled::Used(data.written().saturating_add(1)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constants_match_spec() {
+        assert_eq!(VIRTIO_BLK_F_SIZE_MAX, 1);
+        assert_eq!(VIRTIO_BLK_F_SEG_MAX, 2);
+        assert_eq!(VIRTIO_BLK_F_GEOMETRY, 4);
+        assert_eq!(VIRTIO_BLK_F_RO, 5);
+        assert_eq!(VIRTIO_BLK_F_BLK_SIZE, 6);
+        assert_eq!(VIRTIO_BLK_F_FLUSH, 9);
+        assert_eq!(VIRTIO_BLK_F_TOPOLOGY, 10);
+        assert_eq!(VIRTIO_BLK_F_CONFIG_WCE, 11);
+        assert_eq!(VIRTIO_BLK_F_MQ, 12);
+        assert_eq!(VIRTIO_BLK_F_DISCARD, 13);
+        assert_eq!(VIRTIO_BLK_F_WRITE_ZEROES, 14);
+        assert_eq!(VIRTIO_BLK_T_IN, 0);
+        assert_eq!(VIRTIO_BLK_T_OUT, 1);
+        assert_eq!(VIRTIO_BLK_T_FLUSH, 4);
+        assert_eq!(VIRTIO_BLK_T_GET_ID, 8);
+        assert_eq!(VIRTIO_BLK_T_GET_LIFETIME, 10);
+        assert_eq!(VIRTIO_BLK_T_DISCARD, 11);
+        assert_eq!(VIRTIO_BLK_T_WRITE_ZEROES, 13);
+        assert_eq!(VIRTIO_BLK_T_SECURE_ERASE, 14);
+        assert_eq!(VIRTIO_BLK_S_OK, 0);
+        assert_eq!(VIRTIO_BLK_S_IOERR, 1);
+        assert_eq!(VIRTIO_BLK_S_UNSUPP, 2);
+        assert_eq!((SECTOR_SIZE, ID_LEN, HEADER_LEN), (512, 20, 16));
+        assert_eq!((CONFIG_CAPACITY, CONFIG_SEG_MAX, CONFIG_LEN), (0, 12, 24));
+    }
+}
