@@ -124,6 +124,10 @@ pub struct Case {
     /// patterns still apply), then kill it; the case then passes without a
     /// clean exit. `None`: wait for QEMU to exit by itself.
     pub stop_after_success: Option<Duration>,
+    /// Extra QEMU arguments, appended verbatim (e.g. host devices such as
+    /// `-drive …` `-device virtio-blk-device,…` for tests of the hypervisor's
+    /// own drivers). For tests only; no config field sets these.
+    pub qemu_args: Vec<String>,
 }
 
 impl Case {
@@ -140,6 +144,7 @@ impl Case {
             require_clean_exit: true,
             hypervisor: None,
             stop_after_success: None,
+            qemu_args: Vec::new(),
         }
     }
 }
@@ -288,7 +293,8 @@ pub fn run_case(case: &Case) -> Result<CaseReport, CaseError> {
         .join(format!("{safe}.fvpkg"));
     package::write_atomically(&pkg_path, &built.bytes)
         .map_err(|e| CaseError::Setup(format!("{e:#}")))?;
-    let qemu_cfg = QemuConfig::new(&config.machine, &hypervisor, Some(&pkg_path));
+    let mut qemu_cfg = QemuConfig::new(&config.machine, &hypervisor, Some(&pkg_path));
+    qemu_cfg.extra_args.clone_from(&case.qemu_args);
 
     let mut seen = vec![false; case.success_patterns.len()];
     let mut failure: Option<(String, Pattern)> = None;

@@ -14,6 +14,7 @@ extern crate alloc;
 mod boot;
 mod console;
 mod heap;
+mod hostdev;
 mod mem;
 mod mgmt;
 mod pmu;
@@ -255,6 +256,12 @@ pub extern "C" fn rust_main(hartid: u64, dtb_pa: u64, start_time: u64) -> ! {
         mem::FRESH_RAM_IS_ZERO.store(true, Ordering::Relaxed);
     }
     *mem::FRAMES.lock() = Some(fa);
+    hostdev::probe(
+        &plat.virtio_mmio,
+        &plat.memory,
+        csr::time,
+        plat.timebase_frequency,
+    );
 
     // SAFETY: the package's frames are reserved above and never written.
     let pkg_bytes = unsafe { mem::static_slice(pkg_range.start, pkg_range.size) };
