@@ -49,6 +49,8 @@ enum UartOp {
     Push(u8),
     Clear,
     Take,
+    /// A burst of THR writes (as a driver fills the transmit FIFO).
+    Burst(Vec<u8>),
 }
 
 fn uart_op() -> impl Strategy<Value = UartOp> {
@@ -67,6 +69,7 @@ fn uart_op() -> impl Strategy<Value = UartOp> {
         3 => any::<u8>().prop_map(UartOp::Push),
         1 => Just(UartOp::Clear),
         1 => Just(UartOp::Take),
+        1 => proptest::collection::vec(any::<u8>(), 1..24).prop_map(UartOp::Burst),
     ]
 }
 
@@ -102,9 +105,18 @@ fn check_uart(u: &Uart16550, lines: &Lines) {
     }
     let lsr = peek(u, LSR);
     assert_eq!(lsr & LSR_DR != 0, u.rx_len() > 0);
-    assert_eq!(lsr & LSR_THRE != 0, lsr & LSR_TEMT != 0);
+    // THRE = transmit FIFO (THR) empty; TEMT = FIFO and shift register empty.
+    assert_eq!(lsr & LSR_THRE != 0, u.tx_len() == 0);
+    assert_eq!(lsr & LSR_TEMT != 0, u.tx_pending() == 0);
+    assert!(u.tx_len() <= if fifo { 16 } else { 1 });
+    assert!(u.tx_pending() <= u.tx_len() + 1);
     let loopback = mcr & MCR_LOOP != 0;
-    assert_eq!(lsr & LSR_THRE != 0, loopback || !u.output_full());
+    if u.tx_pending() > 0 {
+        assert!(
+            u.output_full() && !loopback,
+            "bytes wait only for a full buffer"
+        );
+    }
     assert_eq!(lsr & (LSR_PE | LSR_FE | LSR_BI | LSR_FIFOE), 0);
     if loopback {
         assert_eq!(u.rx_space(), 0);
@@ -120,7 +132,11 @@ proptest! {
     fn uart_random_accesses(ops in proptest::collection::vec(uart_op(), 1..200)) {
         let mut u = Uart16550::with_output_capacity(5, UART_CAP);
         let mut lines = Lines::default();
+        // Every byte the transmitter accepted, and every byte the host drained.
+        let mut accepted: Vec<u8> = Vec::new();
+        let mut drained: Vec<u8> = Vec::new();
         for op in ops {
+            let pending_before = u.tx_pending();
             let before_out = u.output().len();
             let dlab = peek(&u, LCR) & LCR_DLAB != 0;
             let loopback = peek(&u, MCR) & MCR_LOOP != 0;
@@ -136,6 +152,7 @@ proptest! {
                 }
                 UartOp::Write(off, w, v) => {
                     let value = v & w.mask();
+                    let fifo_room = u.tx_len() < if u.iir() & 0xc0 != 0 { 16 } else { 1 };
                     u.write(off, w, value, &mut DeviceCtx::new(&mut lines, 0, 0));
                     let is_thr = off == 0 && !dlab;
                     let transmits = is_thr && !loopback && !full;
@@ -143,6 +160,28 @@ proptest! {
                     prop_assert_eq!(u.output().len(), expect);
                     if transmits {
                         prop_assert_eq!(u.output()[before_out], value as u8);
+                    }
+                    if is_thr && !loopback && fifo_room {
+                        accepted.push(value as u8);
+                    }
+                    if off == FCR || off == MCR {
+                        // FCR may clear the FIFO; loopback takes what the
+                        // transmitter held: only waiting bytes can go.
+                        let kept = drained.len() + u.output().len() + u.tx_pending();
+                        prop_assert!(kept + pending_before >= accepted.len());
+                        accepted.truncate(kept);
+                    }
+                }
+                UartOp::Burst(bytes) => {
+                    for b in bytes {
+                        let lb = peek(&u, MCR) & MCR_LOOP != 0;
+                        let dl = peek(&u, LCR) & LCR_DLAB != 0;
+                        let fifo_room = u.tx_len() < if u.iir() & 0xc0 != 0 { 16 } else { 1 };
+                        u.write(THR, AccessWidth::Byte, u64::from(b), &mut DeviceCtx::new(&mut lines, 0, 0));
+                        if !lb && !dl && fifo_room {
+                            accepted.push(b);
+                        }
+                        check_uart(&u, &lines);
                     }
                 }
                 UartOp::Push(b) => {
@@ -152,17 +191,28 @@ proptest! {
                     prop_assert_eq!(u.rx_len(), len + usize::from(ok));
                 }
                 UartOp::Clear => {
+                    let before = u.output().to_vec();
+                    drained.extend_from_slice(&before);
                     u.clear_output(&mut lines);
-                    prop_assert!(u.output().is_empty());
+                    // What the transmitter held moves on into the buffer.
+                    prop_assert_eq!(u.output().len(), pending_before.min(UART_CAP));
                 }
                 UartOp::Take => {
                     let before = u.output().to_vec();
                     let taken = u.take_output(&mut lines);
-                    prop_assert_eq!(taken, before);
-                    prop_assert!(u.output().is_empty());
+                    prop_assert_eq!(&taken, &before);
+                    drained.extend_from_slice(&taken);
+                    prop_assert_eq!(u.output().len(), pending_before.min(UART_CAP));
                 }
             }
             check_uart(&u, &lines);
+            // Transmitted bytes are never lost, reordered or invented: what
+            // the host drained, then the buffer, then what waits in the
+            // transmitter, is exactly what THR accepted.
+            let mut seen = drained.clone();
+            seen.extend_from_slice(u.output());
+            prop_assert!(accepted.starts_with(&seen));
+            prop_assert_eq!(accepted.len(), seen.len() + u.tx_pending());
         }
     }
 }

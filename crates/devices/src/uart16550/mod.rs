@@ -8,14 +8,24 @@
 //! (`reg-shift` 0). The block is [`UART_REG_SIZE`] bytes, as the guest device
 //! tree declares; offsets 8 and up read 0 and ignore writes.
 //!
-//! * **Transmit.** There is no transmit FIFO and no baud-rate timing: a byte
-//!   written to THR is "sent" at once into an output buffer the hypervisor
-//!   drains ([`output`](Uart16550::output), [`clear_output`](Uart16550::clear_output),
-//!   [`take_output`](Uart16550::take_output)), so the hypervisor can batch
-//!   console output. The buffer has a fixed capacity; while it is full the
-//!   transmitter is busy (`LSR.THRE = LSR.TEMT = 0`) and a byte written to THR
-//!   anyway is lost, as on real hardware. Draining it makes THR empty again,
-//!   with the THRE interrupt that goes with it.
+//! * **Transmit.** A byte written to THR goes into the transmit FIFO
+//!   ([`TX_FIFO_SIZE`] bytes with `FCR.0` set, a single holding register
+//!   without), from there into the transmitter shift register (TSR), and from
+//!   the TSR onto "the line": an output buffer the hypervisor drains
+//!   ([`output`](Uart16550::output), [`clear_output`](Uart16550::clear_output),
+//!   [`take_output`](Uart16550::take_output)), so it can batch console output.
+//!   There is no baud-rate timing: bytes move on at once while the output
+//!   buffer has room, so as long as the host keeps draining it the FIFO is
+//!   empty again by the guest's next LSR read, and a driver that writes a
+//!   whole FIFO load per THRE (Linux's 8250 driver writes `tx_loadsz` = 16
+//!   bytes for a 16550A) loses nothing. The buffer has a fixed capacity; while
+//!   it is full the TSR keeps its byte (`LSR.TEMT = 0`), the FIFO fills
+//!   (`LSR.THRE = 0` as soon as it holds a byte) and a byte written to a full
+//!   FIFO is lost, as on real hardware. Draining the buffer lets the FIFO move
+//!   on; when it empties, THRE is set with the THRE interrupt that goes with
+//!   it. `LSR.THRE` = FIFO (or THR) empty, `LSR.TEMT` = FIFO and TSR empty
+//!   (PC16550D, LSR bits 5 and 6). `FCR.2` clears the FIFO (not the TSR),
+//!   and so does switching between FIFO and 16450 mode.
 //! * **Receive.** [`push_input`](Uart16550::push_input) delivers a byte from
 //!   the host console into the receive FIFO (16 bytes with `FCR.0` set, a
 //!   single holding register without). It refuses (returns `false`) rather
@@ -26,12 +36,14 @@
 //!   bytes than the trigger level: there is no timer, so the timeout is
 //!   immediate), THR empty, modem status.
 //! * **THRE interrupt** semantics as the 8250 driver relies on them: it is
-//!   armed when THR becomes empty (at once after every THR write, and when the
-//!   output buffer is drained after being full) and when `IER.ETBEI` goes from
+//!   armed when THR (the FIFO) becomes empty (at once after a THR write while
+//!   the output buffer has room, when draining the buffer lets the FIFO
+//!   empty, and when `FCR.2` or a FIFO mode change clears bytes from it) and when `IER.ETBEI` goes from
 //!   0 to 1 while THR is empty; it is cleared by writing THR, by reading IIR
 //!   while THRE is the interrupt IIR reports, and by clearing `IER.ETBEI`.
-//! * **Loopback** (`MCR.LOOP`): THR feeds the receive FIFO (an overflowing byte
-//!   sets `LSR.OE`), host input is refused, and MSR reflects MCR (CTS = RTS,
+//! * **Loopback** (`MCR.LOOP`): the transmitter feeds the receive FIFO (an
+//!   overflowing byte sets `LSR.OE`; bytes still waiting in the transmitter
+//!   when loopback is turned on go there too), host input is refused, and MSR reflects MCR (CTS = RTS,
 //!   DSR = DTR, RI = OUT1, DCD = OUT2) with delta bits, as the 8250 probe's
 //!   loopback test expects. Outside loopback the modem lines read as a
 //!   connected terminal: CTS, DSR and DCD set, RI clear.
@@ -66,6 +78,14 @@ use regs::*;
 pub const UART_REG_SIZE: u64 = 0x100;
 /// Depth of the receive FIFO.
 pub const RX_FIFO_SIZE: usize = 16;
+/// Depth of the transmit FIFO (with `FCR.0` set; 1 byte, THR, without).
+pub const TX_FIFO_SIZE: usize = 16;
+/// Depth of the ring both FIFOs use.
+const FIFO_SIZE: usize = if RX_FIFO_SIZE > TX_FIFO_SIZE {
+    RX_FIFO_SIZE
+} else {
+    TX_FIFO_SIZE
+};
 /// Output buffer capacity [`Uart16550::new`] chooses.
 pub const DEFAULT_OUTPUT_CAPACITY: usize = 4096;
 /// Number of byte registers (offsets `0..REG_COUNT`).
@@ -73,20 +93,21 @@ const REG_COUNT: u64 = 8;
 /// Divisor latch after reset (9600 baud from a 1.8432 MHz clock; informational).
 const RESET_DIVISOR: u16 = 12;
 
-/// The receive FIFO: a ring of [`RX_FIFO_SIZE`] bytes.
+/// A FIFO: a ring of up to [`FIFO_SIZE`] bytes (the receive and the
+/// transmit FIFO; their callers bound them to their own depth).
 #[derive(Clone, Debug, Default)]
-struct RxFifo {
-    buf: [u8; RX_FIFO_SIZE],
+struct Fifo {
+    buf: [u8; FIFO_SIZE],
     head: usize,
     len: usize,
 }
 
-impl RxFifo {
+impl Fifo {
     fn push(&mut self, byte: u8) -> bool {
-        if self.len >= RX_FIFO_SIZE {
+        if self.len >= FIFO_SIZE {
             return false;
         }
-        let at = (self.head + self.len) % RX_FIFO_SIZE;
+        let at = (self.head + self.len) % FIFO_SIZE;
         match self.buf.get_mut(at) {
             Some(slot) => {
                 *slot = byte;
@@ -102,7 +123,7 @@ impl RxFifo {
             return None;
         }
         let byte = self.buf.get(self.head).copied();
-        self.head = (self.head + 1) % RX_FIFO_SIZE;
+        self.head = (self.head + 1) % FIFO_SIZE;
         self.len -= 1;
         byte
     }
@@ -129,7 +150,12 @@ pub struct Uart16550 {
     lsr_errors: u8,
     /// MSR delta bits 3:0, cleared by reading MSR.
     msr_delta: u8,
-    rx: RxFifo,
+    rx: Fifo,
+    /// The transmit FIFO (THR in 16450 mode).
+    tx: Fifo,
+    /// The transmitter shift register: a byte taken from the FIFO that the
+    /// full output buffer could not take yet.
+    tsr: Option<u8>,
     /// The THRE interrupt is armed (see the module documentation).
     thr_ipending: bool,
     out: Vec<u8>,
@@ -161,7 +187,9 @@ impl Uart16550 {
             dlm,
             lsr_errors: 0,
             msr_delta: 0,
-            rx: RxFifo::default(),
+            rx: Fifo::default(),
+            tx: Fifo::default(),
+            tsr: None,
             thr_ipending: false,
             out: Vec::with_capacity(capacity),
             out_capacity: capacity,
@@ -232,22 +260,35 @@ impl Uart16550 {
         true
     }
 
+    /// Bytes waiting in the transmit FIFO (THR in 16450 mode).
+    pub fn tx_len(&self) -> usize {
+        self.tx.len
+    }
+
+    /// Bytes the transmitter holds that have not reached the output buffer
+    /// yet: the transmit FIFO plus the shift register. Non-zero only while
+    /// the output buffer is full.
+    pub fn tx_pending(&self) -> usize {
+        self.tx.len + usize::from(self.tsr.is_some())
+    }
+
     /// Bytes the guest transmitted and the host has not drained yet.
     pub fn output(&self) -> &[u8] {
         &self.out
     }
 
-    /// Whether the output buffer is full (the guest sees THR busy until the
-    /// host drains it).
+    /// Whether the output buffer is full (further bytes wait in the
+    /// transmitter, then are lost, until the host drains it).
     pub fn output_full(&self) -> bool {
         self.out.len() >= self.out_capacity
     }
 
-    /// Empties the output buffer; if it was full, THR becomes empty again and
-    /// the THRE interrupt is armed.
+    /// Empties the output buffer and lets the transmitter move on; if the
+    /// transmit FIFO empties, THRE is set and the THRE interrupt armed.
     pub fn clear_output(&mut self, irq: &mut dyn IrqSink) {
         let was_busy = !self.thr_empty();
         self.out.clear();
+        self.shift();
         if was_busy && self.thr_empty() {
             self.thr_ipending = true;
         }
@@ -261,7 +302,8 @@ impl Uart16550 {
         let fresh = Vec::with_capacity(self.out_capacity);
         let was_busy = !self.thr_empty();
         let taken = core::mem::replace(&mut self.out, fresh);
-        if was_busy {
+        self.shift();
+        if was_busy && self.thr_empty() {
             self.thr_ipending = true;
         }
         self.update_irq(irq);
@@ -288,6 +330,14 @@ impl Uart16550 {
         }
     }
 
+    fn tx_capacity(&self) -> usize {
+        if self.fifo_enabled() {
+            TX_FIFO_SIZE
+        } else {
+            1
+        }
+    }
+
     fn rx_trigger(&self) -> usize {
         match (self.fcr & FCR_TRIGGER_MASK) >> FCR_TRIGGER_SHIFT {
             0 => 1,
@@ -297,10 +347,14 @@ impl Uart16550 {
         }
     }
 
-    /// THR can take a byte (loopback never leaves the chip; otherwise the
-    /// output buffer must have room).
+    /// `LSR.THRE`: the transmit FIFO (THR in 16450 mode) is empty.
     fn thr_empty(&self) -> bool {
-        self.loopback() || self.out.len() < self.out_capacity
+        self.tx.len == 0
+    }
+
+    /// `LSR.TEMT`: the transmit FIFO and the shift register are both empty.
+    fn transmitter_empty(&self) -> bool {
+        self.thr_empty() && self.tsr.is_none()
     }
 
     fn lsr(&self) -> u8 {
@@ -309,7 +363,10 @@ impl Uart16550 {
             lsr |= LSR_DR;
         }
         if self.thr_empty() {
-            lsr |= LSR_THRE | LSR_TEMT;
+            lsr |= LSR_THRE;
+        }
+        if self.transmitter_empty() {
+            lsr |= LSR_TEMT;
         }
         lsr
     }
@@ -389,8 +446,10 @@ impl Uart16550 {
             }
             FCR => {
                 if (value ^ self.fcr) & FCR_ENABLE_FIFO != 0 {
-                    // Switching between FIFO and 16450 mode empties the FIFOs.
+                    // Switching between FIFO and 16450 mode empties the FIFOs
+                    // (not the shift register).
                     self.rx.clear();
+                    self.tx.clear();
                 }
                 if value & FCR_ENABLE_FIFO == 0 {
                     // The other bits are only programmed with bit 0 set.
@@ -398,6 +457,9 @@ impl Uart16550 {
                 } else {
                     if value & FCR_CLEAR_RCVR != 0 {
                         self.rx.clear();
+                    }
+                    if value & FCR_CLEAR_XMIT != 0 {
+                        self.tx.clear();
                     }
                     self.fcr = value & (FCR_ENABLE_FIFO | FCR_DMA_SELECT | FCR_TRIGGER_MASK);
                 }
@@ -427,17 +489,40 @@ impl Uart16550 {
         }
     }
 
+    /// A THR write: into the transmit FIFO, then on as far as it can go.
     fn transmit(&mut self, byte: u8) {
         self.thr_ipending = false;
-        if self.loopback() {
-            if self.rx.len >= self.rx_capacity() || !self.rx.push(byte) {
-                self.lsr_errors |= LSR_OE;
-            }
-        } else if self.out.len() < self.out_capacity {
-            self.out.push(byte);
+        // A byte written to a full FIFO (THR) is lost, as on hardware.
+        if self.tx.len < self.tx_capacity() {
+            let _ = self.tx.push(byte);
         }
-        // THR empties at once unless the output buffer just filled up.
+        self.shift();
+        // THR empties at once unless the output buffer is full.
         self.thr_ipending = self.thr_empty();
+    }
+
+    /// Moves bytes FIFO → shift register → line as far as they go: in
+    /// loopback into the receive FIFO (an overflowing byte sets `LSR.OE`),
+    /// otherwise into the output buffer while it has room.
+    fn shift(&mut self) {
+        loop {
+            if let Some(byte) = self.tsr {
+                if self.loopback() {
+                    if self.rx.len >= self.rx_capacity() || !self.rx.push(byte) {
+                        self.lsr_errors |= LSR_OE;
+                    }
+                } else if self.out.len() < self.out_capacity {
+                    self.out.push(byte);
+                } else {
+                    return;
+                }
+                self.tsr = None;
+            }
+            match self.tx.pop() {
+                Some(byte) => self.tsr = Some(byte),
+                None => return,
+            }
+        }
     }
 }
 
@@ -459,12 +544,20 @@ impl MmioDevice for Uart16550 {
         if !access_ok(offset, width, REG_COUNT) {
             return;
         }
+        let thr_was_empty = self.thr_empty();
         self.write_reg(offset, value.to_le_bytes()[0]);
+        // Loopback turned on sends what the transmitter held to the receiver.
+        self.shift();
+        if !thr_was_empty && self.thr_empty() {
+            // FCR cleared the FIFO, or loopback emptied it.
+            self.thr_ipending = true;
+        }
         self.update_irq(ctx.irq);
     }
 
-    /// Power-on state (PC16550D "Reset" table). The output buffer keeps any
-    /// bytes the host has not drained: they were already transmitted.
+    /// Power-on state (PC16550D "Reset" table: both FIFOs and the shift
+    /// register empty, `LSR = 0x60`). The output buffer keeps any bytes the
+    /// host has not drained: they were already transmitted.
     fn reset(&mut self, ctx: &mut DeviceCtx<'_>) {
         let [dll, dlm] = RESET_DIVISOR.to_le_bytes();
         self.ier = 0;
@@ -477,6 +570,8 @@ impl MmioDevice for Uart16550 {
         self.lsr_errors = 0;
         self.msr_delta = 0;
         self.rx.clear();
+        self.tx.clear();
+        self.tsr = None;
         self.thr_ipending = false;
         self.update_irq(ctx.irq);
     }

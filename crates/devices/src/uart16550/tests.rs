@@ -546,6 +546,8 @@ fn modem_status_interrupt() {
     assert!(!r.line(), "reading MSR does");
 }
 
+/// 16450 mode (`FCR.0` clear): THR is a one-byte holding register in front
+/// of the shift register.
 #[test]
 fn output_backpressure_and_drain() {
     let mut r = Rig::with_capacity(4);
@@ -556,20 +558,30 @@ fn output_backpressure_and_drain() {
         r.wr(THR, *b);
     }
     assert!(r.uart.output_full());
+    // The output buffer is full: the next byte waits in the shift register.
+    r.wr(THR, b'e');
+    assert_eq!(r.rd(LSR) & (LSR_THRE | LSR_TEMT), LSR_THRE, "TSR busy");
+    assert!(r.line(), "THR itself is empty again");
+    r.rd(IIR);
+    // The one after in THR; THR busy, no THRE interrupt.
+    r.wr(THR, b'f');
     assert_eq!(r.rd(LSR) & (LSR_THRE | LSR_TEMT), 0, "transmitter busy");
     assert!(!r.line(), "no THRE interrupt while busy");
-    r.wr(THR, b'e'); // lost, as on hardware
+    assert_eq!(r.uart.tx_len(), 1);
+    assert_eq!(r.uart.tx_pending(), 2);
+    r.wr(THR, b'x'); // lost, as on hardware
     assert_eq!(r.uart.output(), b"abcd");
-    // Draining empties THR and raises THRE.
+    // Draining lets the transmitter move on, empties THR and raises THRE.
     r.uart.clear_output(&mut r.sink);
     r.check();
     assert!(r.line());
+    assert_eq!(r.uart.output(), b"ef");
+    assert_eq!(r.uart.tx_pending(), 0);
     assert_eq!(r.rd(LSR) & (LSR_THRE | LSR_TEMT), LSR_THRE | LSR_TEMT);
-    r.wr(THR, b'f');
     r.wr(THR, b'g');
     let taken = r.uart.take_output(&mut r.sink);
     r.check();
-    assert_eq!(taken, b"fg");
+    assert_eq!(taken, b"efg");
     assert!(r.uart.output().is_empty());
     // Draining a buffer that was not full does not invent a THRE interrupt.
     r.rd(IIR);
@@ -577,6 +589,140 @@ fn output_backpressure_and_drain() {
     r.uart.clear_output(&mut r.sink);
     assert!(!r.line());
     assert_eq!(Uart16550::with_output_capacity(1, 0).out_capacity, 1);
+}
+
+/// FIFO mode: 16 bytes wait behind the shift register while the output
+/// buffer is full; THRE = FIFO empty, TEMT = FIFO and TSR empty (PC16550D
+/// LSR bits 5 and 6); the THRE interrupt comes when the FIFO drains; the
+/// 18th byte (4 in the buffer + TSR + 16) is lost; nothing is reordered.
+#[test]
+fn transmit_fifo_backpressure_and_order() {
+    let mut r = Rig::with_capacity(4);
+    r.wr(FCR, FCR_ENABLE_FIFO);
+    r.wr(IER, IER_THRI);
+    r.rd(IIR);
+    let msg: Vec<u8> = (0..4 + 1 + TX_FIFO_SIZE as u8).collect();
+    for (i, &b) in msg.iter().enumerate() {
+        r.wr(THR, b);
+        let lsr = r.rd(LSR) & (LSR_THRE | LSR_TEMT);
+        match i {
+            0..=3 => assert_eq!(lsr, LSR_THRE | LSR_TEMT, "byte {i} went out"),
+            4 => assert_eq!(lsr, LSR_THRE, "byte 4 waits in the TSR"),
+            _ => assert_eq!(lsr, 0, "byte {i} waits in the FIFO"),
+        }
+    }
+    assert_eq!(r.uart.tx_len(), TX_FIFO_SIZE);
+    assert!(!r.line(), "no THRE interrupt while the FIFO holds bytes");
+    r.wr(THR, 0xee); // FIFO full: lost
+    assert_eq!(r.uart.tx_pending(), 1 + TX_FIFO_SIZE);
+    let mut got = Vec::new();
+    for _ in 0..6 {
+        got.extend_from_slice(&r.uart.take_output(&mut r.sink));
+        r.check();
+        let tx_len = r.uart.tx_len();
+        assert_eq!(
+            r.line(),
+            tx_len == 0,
+            "THRE interrupt once the FIFO drained"
+        );
+    }
+    assert_eq!(got, msg, "every accepted byte, in order, and nothing else");
+    assert_eq!(r.rd(IIR), IIR_FIFO_ENABLED | IIR_THRI);
+    assert_eq!(r.rd(LSR) & (LSR_THRE | LSR_TEMT), LSR_THRE | LSR_TEMT);
+}
+
+/// `FCR.2` clears the transmit FIFO but not the shift register (PC16550D
+/// FCR bit 2); leaving FIFO mode clears it too; either empties THR, which
+/// arms the THRE interrupt.
+#[test]
+fn fcr_clears_the_transmit_fifo_not_the_shift_register() {
+    let mut r = Rig::with_capacity(1);
+    r.wr(FCR, FCR_ENABLE_FIFO);
+    r.wr(IER, IER_THRI);
+    for b in b"abcde" {
+        r.wr(THR, *b);
+    }
+    assert_eq!(r.uart.output(), b"a");
+    assert_eq!((r.uart.tx_pending(), r.uart.tx_len()), (4, 3));
+    assert!(!r.line());
+    r.wr(FCR, FCR_ENABLE_FIFO | FCR_CLEAR_XMIT);
+    assert_eq!((r.uart.tx_pending(), r.uart.tx_len()), (1, 0));
+    assert_eq!(r.rd(LSR) & (LSR_THRE | LSR_TEMT), LSR_THRE);
+    assert_eq!(r.rd(IIR), IIR_FIFO_ENABLED | IIR_THRI);
+    r.wr(THR, b'f');
+    r.wr(THR, b'g');
+    r.wr(FCR, 0);
+    assert_eq!(r.uart.tx_pending(), 1, "mode change clears only the FIFO");
+    assert!(r.line());
+    assert_eq!(r.uart.take_output(&mut r.sink), b"a");
+    assert_eq!(
+        r.uart.output(),
+        b"b",
+        "the shift register's byte still goes out"
+    );
+    // Clearing an empty FIFO does not invent an interrupt.
+    r.uart.take_output(&mut r.sink);
+    r.rd(IIR);
+    r.wr(FCR, FCR_ENABLE_FIFO | FCR_CLEAR_XMIT);
+    assert!(!r.line());
+}
+
+/// What Linux's 8250 console does once the tty port is open
+/// (`serial8250_console_fifo_write`: one `LSR.THRE` wait per `tx_loadsz`
+/// = 16 bytes) and what the tty path does (`serial8250_tx_chars`: 16 bytes
+/// per THRE interrupt): with the host draining after each access, THRE is
+/// set again at each LSR read and no byte is lost.
+#[test]
+fn linux_fifo_writes_lose_nothing_while_the_host_drains() {
+    let mut r = Rig::with_capacity(64);
+    r.wr(
+        FCR,
+        FCR_ENABLE_FIFO | FCR_CLEAR_RCVR | FCR_CLEAR_XMIT | 0x80,
+    );
+    let msg: Vec<u8> = (0..200u16).map(|i| b'!' + (i % 90) as u8).collect();
+    let mut host = Vec::new();
+    let mut lsr_reads = 0;
+    for load in msg.chunks(TX_FIFO_SIZE) {
+        lsr_reads += 1;
+        assert_ne!(r.rd(LSR) & LSR_THRE, 0, "wait_for_lsr(UART_LSR_THRE)");
+        for &b in load {
+            r.wr(THR, b);
+            // What device_side_effects does after every exit.
+            host.extend_from_slice(r.uart.output());
+            r.uart.clear_output(&mut r.sink);
+        }
+    }
+    assert_eq!(host, msg);
+    assert_eq!(lsr_reads, 13, "ceil(200 / 16) LSR reads for 200 bytes");
+    // Even a host that drains only between FIFO loads loses nothing once
+    // its buffer holds a load.
+    let mut r = Rig::with_capacity(TX_FIFO_SIZE);
+    r.wr(FCR, FCR_ENABLE_FIFO);
+    let mut host = Vec::new();
+    for load in msg.chunks(TX_FIFO_SIZE) {
+        assert_ne!(r.rd(LSR) & LSR_THRE, 0);
+        for &b in load {
+            r.wr(THR, b);
+        }
+        host.extend_from_slice(&r.uart.take_output(&mut r.sink));
+    }
+    assert_eq!(host, msg);
+}
+
+/// Bytes still in the transmitter when loopback is turned on go to the
+/// receiver, not to the host.
+#[test]
+fn loopback_takes_what_the_transmitter_held() {
+    let mut r = Rig::with_capacity(1);
+    r.wr(FCR, FCR_ENABLE_FIFO);
+    for b in b"abc" {
+        r.wr(THR, *b);
+    }
+    assert_eq!(r.uart.tx_pending(), 2);
+    r.wr(MCR, MCR_LOOP);
+    assert_eq!(r.uart.tx_pending(), 0);
+    assert_eq!([r.rd(RBR), r.rd(RBR)], [b'b', b'c']);
+    assert_eq!(r.uart.output(), b"a");
 }
 
 #[test]
@@ -617,6 +763,18 @@ fn reset_restores_power_on_state_and_lowers_the_line() {
     r.wr(LCR, 0x03);
     r.wr(THR, b'q');
     assert!(r.line());
+    r.wr(MCR, 0x0f);
+    let mut full = Rig::with_capacity(1);
+    full.wr(FCR, FCR_ENABLE_FIFO);
+    for b in b"xyz" {
+        full.wr(THR, *b);
+    }
+    let mut ctx = DeviceCtx::new(&mut full.sink, 0, 0);
+    full.uart.reset(&mut ctx);
+    assert_eq!(full.uart.tx_pending(), 0, "reset empties the FIFO and TSR");
+    assert_eq!(full.rd(LSR), 0x60);
+    assert_eq!(full.uart.take_output(&mut full.sink), b"x");
+    assert!(full.uart.output().is_empty());
     let mut ctx = DeviceCtx::new(&mut r.sink, 0, 0);
     r.uart.reset(&mut ctx);
     r.check();
