@@ -25,7 +25,10 @@
 //!   on; when it empties, THRE is set with the THRE interrupt that goes with
 //!   it. `LSR.THRE` = FIFO (or THR) empty, `LSR.TEMT` = FIFO and TSR empty
 //!   (PC16550D, LSR bits 5 and 6). `FCR.2` clears the FIFO (not the TSR),
-//!   and so does switching between FIFO and 16450 mode.
+//!   and so does switching between FIFO and 16450 mode. What the FIFO saves
+//!   in guest exits depends on the driver (Linux's console polls LSR before
+//!   every byte until its tty is open): see docs/ARCHITECTURE.md, "Devices
+//!   and interrupts".
 //! * **Receive.** [`push_input`](Uart16550::push_input) delivers a byte from
 //!   the host console into the receive FIFO (16 bytes with `FCR.0` set, a
 //!   single holding register without). It refuses (returns `false`) rather
