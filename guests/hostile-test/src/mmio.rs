@@ -93,8 +93,24 @@ const SCRATCH_WORDS: usize = 2048;
 /// Where queue rings may lie in RAM: nowhere else (the device writes used
 /// rings). Shared by every vCPU, which scribble on it at once.
 static SCRATCH: [AtomicU64; SCRATCH_WORDS] = [const { AtomicU64::new(0) }; SCRATCH_WORDS];
-/// What valid-looking descriptors point at: the console shows digits.
-static DIGITS: [u8; 64] = *b"0123456789012345678901234567890123456789012345678901234567890123";
+/// Bytes of [`DIGITS`]: more than the device reads of one chain (its 4 KiB
+/// output sink) past any address descriptors are given (within its first 32
+/// bytes), so whatever length a random word lends a descriptor, the console
+/// shows digits and never this guest's other memory (its strings include
+/// `FAIL:`).
+const DIGITS_LEN: usize = 8192;
+/// What valid-looking descriptors point at.
+static DIGITS: [u8; DIGITS_LEN] = digits();
+
+const fn digits() -> [u8; DIGITS_LEN] {
+    let mut d = [0u8; DIGITS_LEN];
+    let mut i = 0;
+    while i < DIGITS_LEN {
+        d[i] = b'0' + (i % 10) as u8;
+        i += 1;
+    }
+    d
+}
 
 /// Sequences run against virtio-mmio transports.
 static SEQUENCES: AtomicUsize = AtomicUsize::new(0);
@@ -109,7 +125,8 @@ fn scratch_base() -> usize {
 fn ring_address(rng: &mut Rng, len: usize, written: bool) -> u64 {
     let ram_end = plat().memory().first().map_or(0, |m| m.end);
     let scratch = scratch_base();
-    match rng.below(8) {
+    // Half of the time a bad address, half of the time the scratch buffer.
+    match rng.below(12) {
         0 => 0,
         1 => rng.next(),
         // At the end of RAM, and straddling it.
@@ -146,6 +163,39 @@ fn scribble(rng: &mut Rng) {
     }
 }
 
+/// The scratch word at guest-physical `addr`, if `addr` is a word of it.
+fn scratch_word(addr: u64) -> Option<&'static AtomicU64> {
+    let off = usize::try_from(addr).ok()?.checked_sub(scratch_base())?;
+    if off % 8 != 0 {
+        return None;
+    }
+    SCRATCH.get(off / 8)
+}
+
+/// When the descriptor table and available ring lie in the scratch buffer:
+/// descriptor 0 a buffer of digits, and a few available entries naming it,
+/// so some chains really reach the device's transmit path (or its receive
+/// path, whichever queue this is).
+fn well_formed(rng: &mut Rng, desc: u64, avail: u64) {
+    let (Some(d0), Some(d1), Some(a0), Some(a1)) = (
+        scratch_word(desc),
+        scratch_word(desc.wrapping_add(8)),
+        scratch_word(avail),
+        scratch_word(avail.wrapping_add(8)),
+    ) else {
+        return;
+    };
+    d0.store(
+        (DIGITS.as_ptr() as u64).wrapping_add(rng.below(32) as u64),
+        Ordering::Relaxed,
+    );
+    // len 1..=64, no flags, next 0.
+    d1.store(1 + rng.below(64) as u64, Ordering::Relaxed);
+    // flags 0, idx 1..=4, ring[0..4] = 0 (descriptor 0).
+    a0.store((1 + rng.below(4) as u64) << 16, Ordering::Relaxed);
+    a1.store(0, Ordering::Relaxed);
+}
+
 /// One driver-style set-up of a virtio-mmio transport at `base` gone wrong.
 /// Returns (accesses, trapped).
 fn virtio_sequence(rng: &mut Rng, base: usize) -> (usize, usize) {
@@ -157,8 +207,8 @@ fn virtio_sequence(rng: &mut Rng, base: usize) -> (usize, usize) {
             trapped += 1;
         }
     };
-    if rng.one_in(3) {
-        w(reg::STATUS, 0); // reset
+    if !rng.one_in(3) {
+        w(reg::STATUS, 0); // reset (also out of DEVICE_NEEDS_RESET)
     }
     w(reg::STATUS, 1);
     w(reg::STATUS, 3);
@@ -174,16 +224,24 @@ fn virtio_sequence(rng: &mut Rng, base: usize) -> (usize, usize) {
     w(reg::QUEUE_SEL, rng.below(3) as u64);
     let num = [1u64, 2, 8, 64, 3, 128, 0, rng.next()];
     w(reg::QUEUE_NUM, rng.pick(&num).unwrap_or(8));
-    for (low, len, written) in [
+    let mut rings = [0u64; 3];
+    for ((low, len, written), ring) in [
         (reg::QUEUE_DESC_LOW, 16 * 64, false),
         (reg::QUEUE_DRIVER_LOW, 6 + 2 * 64, false),
         (reg::QUEUE_DEVICE_LOW, 6 + 8 * 64, true),
-    ] {
+    ]
+    .into_iter()
+    .zip(rings.iter_mut())
+    {
         let a = ring_address(rng, len, written);
+        *ring = a;
         w(low, a & 0xffff_ffff);
         w(low + 4, a >> 32);
     }
     scribble(rng);
+    if rng.one_in(2) {
+        well_formed(rng, rings[0], rings[1]);
+    }
     w(reg::QUEUE_READY, 1);
     w(reg::STATUS, 0xf);
     for _ in 0..=rng.below(4) {
