@@ -368,6 +368,42 @@ fn mmio_vs_smp_test_smp4() {
     repeating("smp-test", "mmio", 4);
 }
 
+/// The hostile VM with `console: virtio`: its `mmio` phase also sets up the
+/// virtio-console's queues with bogus addresses and rings of random contents
+/// and notifies them, on all its vCPUs at once, round after round, next to
+/// smp-test. smp-test must finish, the hostile VM must never be stopped by
+/// the hypervisor and must keep making progress, and its progress lines must
+/// show the set-up sequences really ran.
+#[test]
+fn mmio_virtio_console_vs_smp_test_smp2() {
+    let good = "smp-test";
+    let mut c = case_hostile_first("smp-test-mmio-virtio-smp2", good, "phase=mmio", 2);
+    if let CaseVms::List(vms) = &mut c.vms {
+        for vm in vms.iter_mut().filter(|v| v.name == HOSTILE) {
+            vm.console = ferrovisor::config::ConsoleChoice::Virtio;
+        }
+    }
+    c.success_patterns.push(progress("mmio"));
+    c.stop_after_success = Some(LINGER_PROGRESS);
+    let log = run(&c);
+    assert_overlap_and_progress(&log, good, false);
+    let sequences: Vec<u64> = log
+        .iter()
+        .filter(|l| l.starts_with(&format!("[{HOSTILE}] INFO: {HOSTILE}: phase mmio done")))
+        .filter_map(|l| {
+            l.strip_suffix(" virtio set-up sequences")?
+                .rsplit(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert!(
+        !sequences.is_empty() && sequences.iter().all(|&n| n > 0),
+        "the hostile VM ran no virtio set-up sequences: {sequences:?}"
+    );
+}
+
 /// Every hostile vCPU spins with interrupts masked from the start: the good VM
 /// still gets its time slices, timers and IPIs. The hostile VM comes first,
 /// so one of its vCPUs shares the good VM's boot hart. (A short good VM may
