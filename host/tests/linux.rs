@@ -14,8 +14,9 @@
 //! - `two_vms`: two Linux VMs at once; console input goes to the first, moves to
 //!   the second with the hypervisor's Ctrl-A n, and both power off cleanly.
 //! - `virtio_console`: `console: virtio` and `console=hvc0`: the shell on
-//!   hvc0, output with the VM's prefix, 84 KB of output complete, under a
-//!   fifth as many MMIO-write exits as bytes printed, `poweroff`.
+//!   hvc0, output with the VM's prefix, 84 KB of output complete, hvc0 again
+//!   after `reboot`, under a fifth as many MMIO-write exits as bytes printed,
+//!   `poweroff`.
 //! - `timeout_is_nonzero`: `ferrovisor run --timeout` kills QEMU and exits 124.
 //! - `perf_stat_counts`: with the initramfs that has `perf`
 //!   (`scripts/fetch-linux.sh --perf`), the kernel's PMU driver is the SBI one
@@ -315,7 +316,8 @@ fn two_vms() {
 /// console is hvc0 and the shell's tty /dev/hvc0, the console interrupt is
 /// the virtio one, 84 KB of output (`cat` of 400 long lines) arrive complete
 /// and in order (the batched path holds the guest back rather than dropping
-/// when the terminal is behind); then `poweroff`. Batching: the whole run,
+/// when the terminal is behind); after `reboot` (the device reset) the shell
+/// is on hvc0 again; then `poweroff`. Batching: the whole run,
 /// that output included, costs fewer MMIO-write exits than a fifth of the
 /// bytes printed after the marker (on the UART each byte costs at least one
 /// transmit-register write).
@@ -362,6 +364,13 @@ fn virtio_console() {
         .filter_map(|l| l.strip_prefix(&format!("[{VM}] ")))
         .map(|l| l.len() + 1)
         .sum();
+    // A reboot resets the device; the new kernel finds it and uses it again.
+    c.note("$ reboot");
+    c.send("reboot\n");
+    c.expect_log(&format!("VM '{VM}' rebooting"), POWEROFF);
+    c.boot_to_prompt(VM, Some(Instant::now()));
+    let out = c.sh(VM, "echo second-$((6 * 7)); tty");
+    assert_eq!(out, ["second-42", "/dev/hvc0"], "{out:?}");
     c.poweroff(VM);
     c.expect_machine_end(true);
     assert!(
