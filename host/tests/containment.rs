@@ -440,6 +440,56 @@ fn spin_vs_sbi_test_smp4() {
     spin_from_start("sbi-test", 4);
 }
 
+/// The virtio-console attack again, ending with the hostile VM's own SRST
+/// shutdown, so the hypervisor logs what its virtio-console counted: the
+/// bogus set-ups, notifications and rings were refused or broke queues
+/// (counted, `DEVICE_NEEDS_RESET`), none stopped the VM (it powers off by
+/// itself, reporting the failure it was told to), and smp-test finishes.
+#[test]
+fn virtio_console_abuse_is_counted_smp2() {
+    let good = "smp-test";
+    let mut c = case(
+        "smp-test-virtio-counted-smp2",
+        good,
+        "phase=mmio,mmio,die die_ms=0",
+        2,
+    );
+    if let CaseVms::List(vms) = &mut c.vms {
+        for vm in vms.iter_mut().filter(|v| v.name == HOSTILE) {
+            vm.console = ferrovisor::config::ConsoleChoice::Virtio;
+        }
+    }
+    c.stop_after_success = None;
+    let died = format!("ferrovisor: VM '{HOSTILE}' powered off reporting a failure");
+    c.success_patterns.extend([
+        Pattern::LineStart(died.clone()),
+        Pattern::LineStart("ferrovisor: all VMs stopped (some failed)".into()),
+    ]);
+    let log = run(&c);
+    check_good(&log, good, false);
+    exact(&log, &died);
+    let stats = log
+        .iter()
+        .find_map(|l| l.strip_prefix(&format!("ferrovisor: VM '{HOSTILE}' virtio-console: ")))
+        .unwrap_or_else(|| panic!("no virtio-console counters of the hostile VM"));
+    eprintln!("note: hostile virtio-console: {stats}");
+    // "<n> <what>" pairs: every counter the attack must have moved.
+    let count = |what: &str| -> u64 {
+        let words: Vec<&str> = stats
+            .split([' ', ',', ';', ':'])
+            .filter(|w| !w.is_empty())
+            .collect();
+        words
+            .windows(2)
+            .find(|w| w[1] == what)
+            .and_then(|w| w[0].parse().ok())
+            .unwrap_or_else(|| panic!("no `{what}` count in {stats}"))
+    };
+    for what in ["accesses", "writes", "notifies", "broken"] {
+        assert!(count(what) > 0, "{what}: 0 in {stats}");
+    }
+}
+
 /// The case of [`hostile_dies_next_to_smp_test_smp2`]: the hostile VM starts
 /// its other vCPUs spinning with interrupts masked and shuts itself down with
 /// SRST reporting a failure. Checks that only its VM stopped (all four vCPUs,
