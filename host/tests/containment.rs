@@ -127,6 +127,16 @@ fn tolerate_lateness(c: &mut Case) {
         .push(Pattern::LineStart(format!("FAIL: {HOSTILE}/")));
 }
 
+/// Gives the hostile VM of `c` a virtio-console (`console: virtio`), which its
+/// `mmio` phase then attacks.
+fn hostile_on_virtio_console(c: &mut Case) {
+    if let CaseVms::List(vms) = &mut c.vms {
+        for vm in vms.iter_mut().filter(|v| v.name == HOSTILE) {
+            vm.console = ferrovisor::config::ConsoleChoice::Virtio;
+        }
+    }
+}
+
 /// The hostile VM's progress line for `phase`.
 fn progress(phase: &str) -> Pattern {
     Pattern::LineStart(format!("INFO: {HOSTILE}: phase {phase} done"))
@@ -378,11 +388,7 @@ fn mmio_vs_smp_test_smp4() {
 fn mmio_virtio_console_vs_smp_test_smp2() {
     let good = "smp-test";
     let mut c = case_hostile_first("smp-test-mmio-virtio-smp2", good, "phase=mmio", 2);
-    if let CaseVms::List(vms) = &mut c.vms {
-        for vm in vms.iter_mut().filter(|v| v.name == HOSTILE) {
-            vm.console = ferrovisor::config::ConsoleChoice::Virtio;
-        }
-    }
+    hostile_on_virtio_console(&mut c);
     c.success_patterns.push(progress("mmio"));
     c.stop_after_success = Some(LINGER_PROGRESS);
     let log = run(&c);
@@ -454,11 +460,7 @@ fn virtio_console_abuse_is_counted_smp2() {
         "phase=mmio,mmio,die die_ms=0",
         2,
     );
-    if let CaseVms::List(vms) = &mut c.vms {
-        for vm in vms.iter_mut().filter(|v| v.name == HOSTILE) {
-            vm.console = ferrovisor::config::ConsoleChoice::Virtio;
-        }
-    }
+    hostile_on_virtio_console(&mut c);
     c.stop_after_success = None;
     let died = format!("ferrovisor: VM '{HOSTILE}' powered off reporting a failure");
     c.success_patterns.extend([
