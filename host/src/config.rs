@@ -10,6 +10,7 @@
 //! kernel_format: auto   # optional: auto (default), elf, image or flat
 //! initrd: rootfs.cpio   # optional
 //! command_line: console=ttyS0   # optional
+//! console: uart         # optional: uart (default) or virtio (see ConsoleChoice)
 //! weight: 200           # optional scheduling weight, 1..=10000 (default 100)
 //! pin: 0                # optional: run every vCPU on this host hart only
 //! machine: { ... }      # optional, see below
@@ -134,6 +135,47 @@ pub struct Machine {
     pub options: Option<String>,
 }
 
+/// Which device a VM's console is (`console:`). The ns16550a UART is there
+/// either way (Linux's `earlycon`, firmware-style output); the choice says
+/// whether the VM also gets a virtio-console and which of the two console
+/// input goes to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ConsoleChoice {
+    /// `uart`: the ns16550a at `0x1000_0000` (Linux: `console=ttyS0`).
+    #[default]
+    Uart,
+    /// `virtio`: a virtio-console at the first virtio-mmio slot
+    /// (`0x1000_1000`, interrupt 1; Linux: `console=hvc0`), which gets the
+    /// console input. Its output is batched: a chain of bytes per exit rather
+    /// than one exit per byte.
+    Virtio,
+}
+
+impl ConsoleChoice {
+    /// The accepted values, for messages.
+    pub const NAMES: &'static str = "uart, virtio";
+
+    /// Parses the config value.
+    pub fn parse(text: &str) -> Result<ConsoleChoice, String> {
+        match text {
+            "uart" => Ok(ConsoleChoice::Uart),
+            "virtio" => Ok(ConsoleChoice::Virtio),
+            _ => Err(format!(
+                "unknown console `{text}`; expected one of: {}",
+                Self::NAMES
+            )),
+        }
+    }
+
+    /// The config value.
+    pub fn name(self) -> &'static str {
+        match self {
+            ConsoleChoice::Uart => "uart",
+            ConsoleChoice::Virtio => "virtio",
+        }
+    }
+}
+
 /// One VM.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VmConfig {
@@ -152,6 +194,8 @@ pub struct VmConfig {
     pub initrd: Option<PathBuf>,
     /// Kernel command line.
     pub command_line: String,
+    /// The console device (`console:`, default `uart`).
+    pub console: ConsoleChoice,
     /// Scheduling weight (share of a hart against other vCPUs on it), 1..=10000.
     pub weight: u32,
     /// The host hart every vCPU is pinned to, if any (`< machine.cpus`).
@@ -464,6 +508,7 @@ struct RawFile {
     kernel_format: Option<Spanned<String>>,
     initrd: Option<Spanned<String>>,
     command_line: Option<Spanned<String>>,
+    console: Option<Spanned<String>>,
     weight: Option<Spanned<u32>>,
     pin: Option<Spanned<u32>>,
     machine: Option<Spanned<RawMachine>>,
@@ -480,6 +525,7 @@ struct RawVm {
     kernel_format: Option<Spanned<String>>,
     initrd: Option<Spanned<String>>,
     command_line: Option<Spanned<String>>,
+    console: Option<Spanned<String>>,
     weight: Option<Spanned<u32>>,
     pin: Option<Spanned<u32>>,
 }
@@ -548,6 +594,7 @@ impl Ctx<'_> {
                     ),
                     ("initrd", raw.initrd.as_ref().and_then(line_of)),
                     ("command_line", raw.command_line.as_ref().and_then(line_of)),
+                    ("console", raw.console.as_ref().and_then(line_of)),
                     ("weight", raw.weight.as_ref().and_then(line_of)),
                     ("pin", raw.pin.as_ref().and_then(line_of)),
                 ];
@@ -559,6 +606,7 @@ impl Ctx<'_> {
                     raw.kernel_format.is_some(),
                     raw.initrd.is_some(),
                     raw.command_line.is_some(),
+                    raw.console.is_some(),
                     raw.weight.is_some(),
                     raw.pin.is_some(),
                 ];
@@ -597,6 +645,7 @@ impl Ctx<'_> {
                     kernel_format: raw.kernel_format,
                     initrd: raw.initrd,
                     command_line: raw.command_line,
+                    console: raw.console,
                     weight: raw.weight,
                     pin: raw.pin,
                 };
@@ -689,6 +738,11 @@ impl Ctx<'_> {
             }
             None => String::new(),
         };
+        let console = match &raw.console {
+            Some(c) => ConsoleChoice::parse(&c.value)
+                .map_err(|p| self.err(line_of(c), &field("console"), p))?,
+            None => ConsoleChoice::Uart,
+        };
         let weight = match &raw.weight {
             Some(w) if w.value == 0 || w.value > fv_bootpkg::MAX_WEIGHT => {
                 return Err(self.err(
@@ -716,6 +770,7 @@ impl Ctx<'_> {
                 kernel_format,
                 initrd,
                 command_line,
+                console,
                 weight,
                 pin,
             },
@@ -1206,6 +1261,52 @@ mod tests {
         );
     }
 
+    /// `console:` is `uart` (the default) or `virtio`, per VM; anything else,
+    /// or the key at the top level next to `vms:`, is refused naming file,
+    /// line and field.
+    #[test]
+    fn console_choice() {
+        let d = Dir::new("console");
+        let c = d
+            .parse("machine:\n  memory: 1G\nvms:\n  - name: a\n    memory: 64M\n    kernel: k.elf\n    console: virtio\n  - name: b\n    memory: 64M\n    kernel: k.elf\n    console: uart\n  - name: c\n    memory: 64M\n    kernel: k.elf\n")
+            .unwrap();
+        let got: Vec<ConsoleChoice> = c.vms.iter().map(|v| v.console).collect();
+        assert_eq!(
+            got,
+            [
+                ConsoleChoice::Virtio,
+                ConsoleChoice::Uart,
+                ConsoleChoice::Uart
+            ]
+        );
+        let c = d
+            .parse("name: a\nmemory: 64M\nkernel: k.elf\nconsole: virtio\n")
+            .unwrap();
+        assert_eq!(c.vms[0].console, ConsoleChoice::Virtio);
+        d.expect_error(
+            "name: a\nmemory: 64M\nkernel: k.elf\nconsole: hvc0\n",
+            4,
+            "console",
+            "unknown console `hvc0`; expected one of: uart, virtio",
+        );
+        d.expect_error(
+            "vms:\n  - name: a\n    memory: 64M\n    kernel: k.elf\n  - name: b\n    memory: 64M\n    kernel: k.elf\n    console: VIRTIO\n",
+            8,
+            "vms[1].console",
+            "unknown console `VIRTIO`",
+        );
+        d.expect_error(
+            "console: virtio\nvms:\n  - name: a\n    memory: 64M\n    kernel: k.elf\n",
+            1,
+            "console",
+            "single-VM key at the top level",
+        );
+        assert_eq!(ConsoleChoice::default(), ConsoleChoice::Uart);
+        for c in [ConsoleChoice::Uart, ConsoleChoice::Virtio] {
+            assert_eq!(ConsoleChoice::parse(c.name()), Ok(c));
+        }
+    }
+
     #[test]
     fn sizes() {
         assert_eq!(parse_size("1G"), Ok(1 << 30));
@@ -1431,6 +1532,7 @@ mod tests {
             memory_bytes: 64 << 20,
             kernel: d.0.join("k.elf"),
             kernel_format: FormatChoice::Auto,
+            console: ConsoleChoice::Uart,
             initrd: None,
             command_line: String::new(),
             weight: fv_bootpkg::DEFAULT_WEIGHT,
@@ -1804,6 +1906,7 @@ mod tests {
         assert!(e.problem.contains("kernel_format: flat"), "{e}");
         let flat = VmConfig {
             kernel_format: FormatChoice::Flat,
+            console: ConsoleChoice::Uart,
             ..vm
         };
         assert!(Config::from_parts(&d.cfg(), machine_of(256), vec![flat]).is_ok());
@@ -1835,6 +1938,7 @@ mod tests {
         let vm = VmConfig {
             kernel: d.0.join("big.bin"),
             kernel_format: FormatChoice::Flat,
+            console: ConsoleChoice::Uart,
             ..vm_in(&d)
         };
         let e = Config::from_parts(&d.cfg(), machine_of(98), vec![vm.clone()]).unwrap_err();
@@ -1917,6 +2021,7 @@ mod tests {
             memory_bytes: 64 << 20,
             kernel: d.0.join("k.elf"),
             kernel_format: FormatChoice::Auto,
+            console: ConsoleChoice::Uart,
             initrd: None,
             command_line: String::new(),
             weight: fv_bootpkg::DEFAULT_WEIGHT,

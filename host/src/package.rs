@@ -124,7 +124,7 @@ fn add_vm(builder: &mut PackageBuilder, vm: &VmConfig) -> Result<VmSummary> {
             dtb_gpa: GuestPhysAddr::new(layout.dtb_gpa),
             initrd,
             cmdline: &vm.command_line,
-            flags: VmFlags::CONSOLE_UART | VmFlags::AUTOSTART,
+            flags: vm_flags(vm),
             segments: &segments,
         })
         .map_err(|e| anyhow!("boot package: {e}"))?;
@@ -135,6 +135,16 @@ fn add_vm(builder: &mut PackageBuilder, vm: &VmConfig) -> Result<VmSummary> {
         dtb_gpa: layout.dtb_gpa,
         initrd_gpa: layout.initrd_gpa,
     })
+}
+
+/// The boot package flags of `vm`: the UART is always there and the VM
+/// starts at boot; `console: virtio` adds the virtio-console.
+pub fn vm_flags(vm: &VmConfig) -> VmFlags {
+    let mut flags = VmFlags::CONSOLE_UART | VmFlags::AUTOSTART;
+    if vm.console == crate::config::ConsoleChoice::Virtio {
+        flags |= VmFlags::CONSOLE_VIRTIO;
+    }
+    flags
 }
 
 /// Writes `bytes` to `path` atomically (temporary file, then rename).
@@ -206,6 +216,21 @@ mod tests {
         let _ = fs::remove_dir_all(&d);
     }
 
+    /// `console: virtio` sets CONSOLE_VIRTIO (bit 2) next to the UART and
+    /// autostart bits; the default leaves it clear.
+    #[test]
+    fn console_virtio_sets_its_flag() {
+        let d = tmp("hvc");
+        fs::write(d.join("a.bin"), [0x6f, 0, 0, 0]).unwrap();
+        let yaml = "machine:\n  memory: 512M\nvms:\n  - name: a\n    memory: 64M\n    kernel: a.bin\n    kernel_format: flat\n    console: virtio\n  - name: b\n    memory: 64M\n    kernel: a.bin\n    kernel_format: flat\n";
+        let cfg = config::parse(yaml, &d.join("hvc.yaml")).unwrap();
+        let built = build(&cfg).unwrap();
+        let pkg = Package::parse(&built.bytes).unwrap();
+        let flags: Vec<u32> = pkg.vms().map(|v| v.flags.bits()).collect();
+        assert_eq!(flags, [0b111, 0b011]);
+        let _ = fs::remove_dir_all(&d);
+    }
+
     /// The config's check counts the images only (a lower bound); the package's
     /// header and page padding can still tip it over, which `build` catches
     /// before anything is written.
@@ -221,6 +246,7 @@ mod tests {
             memory_bytes: 64 * MIB,
             kernel: d.join("big.bin"),
             kernel_format: loader::FormatChoice::Flat,
+            console: crate::config::ConsoleChoice::Uart,
             initrd: None,
             command_line: String::new(),
             weight: fv_bootpkg::DEFAULT_WEIGHT,

@@ -418,6 +418,7 @@ pub fn guest_vm(guest: &str, vcpus: u32, memory_bytes: u64) -> VmConfig {
         memory_bytes,
         kernel: paths::bare_metal_binary(guest),
         kernel_format: crate::loader::FormatChoice::Auto,
+        console: crate::config::ConsoleChoice::Uart,
         initrd: None,
         command_line: String::new(),
         weight: fv_bootpkg::DEFAULT_WEIGHT,
@@ -504,6 +505,7 @@ mod tests {
         let vm = VmConfig {
             kernel: k,
             kernel_format: crate::loader::FormatChoice::Flat,
+            console: crate::config::ConsoleChoice::Uart,
             ..guest_vm("g", 2, 64 << 20)
         };
         let mut case = Case::new("c", CaseVms::List(vec![vm]));
@@ -533,6 +535,7 @@ mod tests {
             CaseVms::List(vec![VmConfig {
                 kernel: k,
                 kernel_format: crate::loader::FormatChoice::Flat,
+                console: crate::config::ConsoleChoice::Uart,
                 ..guest_vm("g", 1, 64 << 20)
             }]),
         );

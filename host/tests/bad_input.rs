@@ -1,6 +1,6 @@
 //! `ferrovisor run` and `ferrovisor package` with bad host input: a kernel path
 //! that is a directory, a text file as kernel, an empty kernel, an ELF file for
-//! another machine, a machine too small for its VMs and one larger than this host
+//! another machine, an unknown `console:`, a machine too small for its VMs and one larger than this host
 //! can give QEMU. Each must fail at once with a message naming the config file,
 //! the line, the field and the problem, having written no boot package and
 //! started no QEMU. Needs neither QEMU nor any bare-metal build.
@@ -193,6 +193,20 @@ fn run_refuses_bad_input_before_starting_anything() {
         &[
             "format.yaml:4: `kernel_format`",
             "unknown kernel format `bzimage`",
+        ],
+    );
+
+    let r = s.run(
+        "console",
+        "vms:\n  - name: a\n    memory: 64M\n    kernel: guest.elf\n    console: hvc0\n",
+    );
+    assert_refused(
+        &s,
+        "console",
+        &r,
+        &[
+            "console.yaml:5: `vms[0].console`",
+            "unknown console `hvc0`; expected one of: uart, virtio",
         ],
     );
 

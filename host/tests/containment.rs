@@ -127,6 +127,16 @@ fn tolerate_lateness(c: &mut Case) {
         .push(Pattern::LineStart(format!("FAIL: {HOSTILE}/")));
 }
 
+/// Gives the hostile VM of `c` a virtio-console (`console: virtio`), which its
+/// `mmio` phase then attacks.
+fn hostile_on_virtio_console(c: &mut Case) {
+    if let CaseVms::List(vms) = &mut c.vms {
+        for vm in vms.iter_mut().filter(|v| v.name == HOSTILE) {
+            vm.console = ferrovisor::config::ConsoleChoice::Virtio;
+        }
+    }
+}
+
 /// The hostile VM's progress line for `phase`.
 fn progress(phase: &str) -> Pattern {
     Pattern::LineStart(format!("INFO: {HOSTILE}: phase {phase} done"))
@@ -368,6 +378,38 @@ fn mmio_vs_smp_test_smp4() {
     repeating("smp-test", "mmio", 4);
 }
 
+/// The hostile VM with `console: virtio`: its `mmio` phase also sets up the
+/// virtio-console's queues with bogus addresses and rings of random contents
+/// and notifies them, on all its vCPUs at once, round after round, next to
+/// smp-test. smp-test must finish, the hostile VM must never be stopped by
+/// the hypervisor and must keep making progress, and its progress lines must
+/// show the set-up sequences really ran.
+#[test]
+fn mmio_virtio_console_vs_smp_test_smp2() {
+    let good = "smp-test";
+    let mut c = case_hostile_first("smp-test-mmio-virtio-smp2", good, "phase=mmio", 2);
+    hostile_on_virtio_console(&mut c);
+    c.success_patterns.push(progress("mmio"));
+    c.stop_after_success = Some(LINGER_PROGRESS);
+    let log = run(&c);
+    assert_overlap_and_progress(&log, good, false);
+    let sequences: Vec<u64> = log
+        .iter()
+        .filter(|l| l.starts_with(&format!("[{HOSTILE}] INFO: {HOSTILE}: phase mmio done")))
+        .filter_map(|l| {
+            l.strip_suffix(" virtio set-up sequences")?
+                .rsplit(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert!(
+        !sequences.is_empty() && sequences.iter().all(|&n| n > 0),
+        "the hostile VM ran no virtio set-up sequences: {sequences:?}"
+    );
+}
+
 /// Every hostile vCPU spins with interrupts masked from the start: the good VM
 /// still gets its time slices, timers and IPIs. The hostile VM comes first,
 /// so one of its vCPUs shares the good VM's boot hart. (A short good VM may
@@ -402,6 +444,52 @@ fn spin_vs_smp_test_smp2() {
 #[test]
 fn spin_vs_sbi_test_smp4() {
     spin_from_start("sbi-test", 4);
+}
+
+/// The virtio-console attack again, ending with the hostile VM's own SRST
+/// shutdown, so the hypervisor logs what its virtio-console counted: the
+/// bogus set-ups, notifications and rings were refused or broke queues
+/// (counted, `DEVICE_NEEDS_RESET`), none stopped the VM (it powers off by
+/// itself, reporting the failure it was told to), and smp-test finishes.
+#[test]
+fn virtio_console_abuse_is_counted_smp2() {
+    let good = "smp-test";
+    let mut c = case(
+        "smp-test-virtio-counted-smp2",
+        good,
+        "phase=mmio,mmio,die die_ms=0",
+        2,
+    );
+    hostile_on_virtio_console(&mut c);
+    c.stop_after_success = None;
+    let died = format!("ferrovisor: VM '{HOSTILE}' powered off reporting a failure");
+    c.success_patterns.extend([
+        Pattern::LineStart(died.clone()),
+        Pattern::LineStart("ferrovisor: all VMs stopped (some failed)".into()),
+    ]);
+    let log = run(&c);
+    check_good(&log, good, false);
+    exact(&log, &died);
+    let stats = log
+        .iter()
+        .find_map(|l| l.strip_prefix(&format!("ferrovisor: VM '{HOSTILE}' virtio-console: ")))
+        .unwrap_or_else(|| panic!("no virtio-console counters of the hostile VM"));
+    eprintln!("note: hostile virtio-console: {stats}");
+    // "<n> <what>" pairs: every counter the attack must have moved.
+    let count = |what: &str| -> u64 {
+        let words: Vec<&str> = stats
+            .split([' ', ',', ';', ':'])
+            .filter(|w| !w.is_empty())
+            .collect();
+        words
+            .windows(2)
+            .find(|w| w[1] == what)
+            .and_then(|w| w[0].parse().ok())
+            .unwrap_or_else(|| panic!("no `{what}` count in {stats}"))
+    };
+    for what in ["accesses", "writes", "notifies", "broken"] {
+        assert!(count(what) > 0, "{what}: 0 in {stats}");
+    }
 }
 
 /// The case of [`hostile_dies_next_to_smp_test_smp2`]: the hostile VM starts

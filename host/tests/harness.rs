@@ -128,6 +128,7 @@ fn case(name: &str, hv: PathBuf, timeout: u64) -> Case {
             kernel: vm_kernel,
             // A 4-byte `j .` has no header: it must be forced flat.
             kernel_format: ferrovisor::loader::FormatChoice::Flat,
+            console: ferrovisor::config::ConsoleChoice::Uart,
             ..testing::guest_vm("vm0", 1, 64 << 20)
         }]),
     );

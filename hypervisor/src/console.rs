@@ -167,6 +167,15 @@ pub fn guest_output(vm: usize, name: &str, bytes: &[u8], now: u64) {
     c.pump();
 }
 
+/// How many bytes of guest output VM `vm` (named `name`) may hand to
+/// [`guest_output`] now without any being dropped (`fv_mgmt`'s
+/// `VmOutput::room`): what a virtio-console passes on at a time, holding the
+/// guest back while the terminal is behind.
+pub fn guest_output_room(vm: usize, name: &str) -> usize {
+    let mut c = CONSOLE.lock();
+    c.out.vm(vm, name).map_or(0, |v| v.room())
+}
+
 /// Queues VM `vm`'s unfinished line now (a prompt, an echo).
 pub fn flush_vm(vm: usize) {
     let mut c = CONSOLE.lock();

@@ -496,6 +496,17 @@ fn guest_dtb(
         .and_then(|s| Range::new(s.gpa, s.data.len() as u64).ok());
     let cmdline = (!spec.cmdline.is_empty()).then_some(spec.cmdline);
     let seed = guest_rng_seed(plat.rng_seed.as_deref().unwrap_or(&[]), spec.name);
+    let virtio = [fv_platform::GuestVirtioMmio {
+        base: vm::GUEST_VIRTIO_CONSOLE_BASE,
+        size: fv_virtio::mmio::MMIO_SIZE,
+        irq: vm::GUEST_VIRTIO_CONSOLE_IRQ,
+    }];
+    let virtio_mmio: &[fv_platform::GuestVirtioMmio] =
+        if spec.flags.contains(fv_bootpkg::VmFlags::CONSOLE_VIRTIO) {
+            &virtio
+        } else {
+            &[]
+        };
     let cfg = fv_platform::GuestFdtConfig {
         vcpus: spec.vcpus,
         memory,
@@ -515,6 +526,7 @@ fn guest_dtb(
             ndev: vm::GUEST_PLIC_NDEV,
         }),
         syscon: None,
+        virtio_mmio,
         rng_seed: Some(&seed),
         cbom_block_size: cpu_u32(plat_dtb, "riscv,cbom-block-size"),
         cboz_block_size: cpu_u32(plat_dtb, "riscv,cboz-block-size"),

@@ -27,7 +27,7 @@ pub const LOG_BYTES: usize = 16 * 1024;
 /// The hypervisor's log ring (every `log!` line).
 pub static LOG: Mutex<Ring<[u8; LOG_BYTES]>> = Mutex::new(Ring::new([0; LOG_BYTES]));
 
-/// The VM whose UART gets console input.
+/// The VM whose console device (UART or virtio-console) gets console input.
 pub static FOCUS: AtomicUsize = AtomicUsize::new(0);
 
 struct Shell {

@@ -264,7 +264,7 @@ impl SbiEnv for Env<'_> {
         {
             let mut inner = self.vm.inner.lock();
             let mut memory = crate::vm::GStageMemory {
-                inner: &mut inner,
+                memory: &mut inner.memory,
                 ram: self.vm.ram,
             };
             memory

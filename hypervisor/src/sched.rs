@@ -198,6 +198,7 @@ pub fn run_hart(cpu: usize) -> ! {
             if now >= next_poll {
                 next_poll = now.saturating_add(poll_period);
                 crate::vconsole::service_console();
+                service_virtio();
                 crate::vconsole::flush_stale_lines(now);
             }
             if now >= next_balance {
@@ -755,12 +756,25 @@ fn handle_exit(vm: &Vm, slot: &mut Slot, exit: VcpuExit) -> Next {
     }
 }
 
-/// After any device access: print what the UART transmitted, and propagate
-/// interrupt-line changes to the vCPUs (kicking their harts).
+/// Rounds of virtio-console work (input in, `process`, output drained) per
+/// [`device_side_effects`]: each copies at most one queue's worth of chains
+/// and [`crate::vm::HVC_OUTPUT_BYTES`] per chain, so one call's work is
+/// bounded whatever the guest queued. What is left is marked in
+/// [`Vm::hvc_pending`] and done from the boot hart's loop.
+const HVC_ROUNDS: usize = 4;
+
+/// After any device access: print what the UART and the virtio-console
+/// transmitted, feed them console input, run the virtio-console's notified
+/// queues, and propagate interrupt-line changes to the vCPUs (kicking their
+/// harts).
 pub fn device_side_effects(vm: &Vm, inner: &mut crate::vm::VmInner) {
+    if let Some(hvc) = inner.hvc {
+        hvc_side_effects(vm, inner, hvc);
+    }
     if let Some(uart) = inner.uart {
-        // Feed queued console input as the receive FIFO makes room.
-        while let Some(&b) = inner.input.front() {
+        // Feed queued console input as the receive FIFO makes room (unless
+        // the virtio-console takes it).
+        while let Some(&b) = inner.input.front().filter(|_| inner.hvc.is_none()) {
             let taken = inner
                 .devices
                 .with_device::<Uart16550, _>(uart, |u, irq| u.push_input(b, irq));
@@ -790,7 +804,110 @@ pub fn device_side_effects(vm: &Vm, inner: &mut crate::vm::VmInner) {
     }
 }
 
-/// Queues a byte of console input for VM `index`'s UART.
+/// The virtio-console's part of [`device_side_effects`]: queued console input
+/// into its buffer (a receiveq notification if any is waiting), its notified
+/// queues processed against the VM's RAM, what the guest transmitted handed
+/// to the console multiplexer (after the guest-memory access, never during
+/// it), and a transmitq chain that waited for the drained buffer taken again.
+fn hvc_side_effects(vm: &Vm, inner: &mut crate::vm::VmInner, id: fv_devices::DeviceId) {
+    use fv_virtio::console::{RECEIVEQ, TRANSMITQ};
+    let crate::vm::VmInner {
+        devices,
+        memory,
+        history,
+        input,
+        ..
+    } = inner;
+    let mut pending = false;
+    let mut held_back = false;
+    for _ in 0..HVC_ROUNDS {
+        let (work, held) = devices
+            .with_device::<crate::vm::HvcDevice, _>(id, |d, irq| {
+                let console = d.transport_mut().device_mut();
+                let (a, b) = input.as_slices();
+                let mut took = console.push_input(a);
+                if took == a.len() {
+                    took += console.push_input(b);
+                }
+                input.drain(..took.min(input.len()));
+                if console.pending_input() > 0 {
+                    d.transport_mut().notify(RECEIVEQ);
+                }
+                let mut mem = crate::vm::GStageMemory {
+                    memory: &mut *memory,
+                    ram: vm.ram,
+                };
+                d.process(&mut mem, irq);
+                let out = d.transport_mut().device_mut().output_mut();
+                if hvc_hand_over(vm, history, out) > 0 {
+                    d.transport_mut().notify(TRANSMITQ);
+                }
+                let held = !d.transport().device().output().bytes().is_empty();
+                (d.has_pending(), held)
+            })
+            .unwrap_or((false, false));
+        pending = work;
+        held_back = held;
+        if !work {
+            break;
+        }
+    }
+    vm.hvc_pending
+        .store(pending || held_back, Ordering::Release);
+}
+
+/// Hands as much of a virtio-console's output to the console as the VM's
+/// console queue surely takes (`vconsole::output_room`); returns how many
+/// bytes. Takes the console lock only when there is output.
+fn hvc_hand_over(vm: &Vm, history: &mut fv_mgmt::Ring, out: &mut crate::vm::HvcOutput) -> usize {
+    let n = match out.bytes().len() {
+        0 => return 0,
+        len => len.min(crate::vconsole::output_room(vm)),
+    };
+    if n > 0 {
+        crate::vconsole::console_bytes(vm, history, out.bytes().get(..n).unwrap_or(&[]));
+        out.consume(n);
+    }
+    n
+}
+
+/// Hands everything a VM's virtio-console still holds to the console,
+/// waiting for the terminal when its queue is full (the VM stops or resets:
+/// nothing of what it transmitted is lost).
+pub fn hvc_flush(vm: &Vm, inner: &mut crate::vm::VmInner) {
+    let Some(id) = inner.hvc else { return };
+    let crate::vm::VmInner {
+        devices, history, ..
+    } = inner;
+    for _ in 0..64 {
+        let left = devices
+            .with_device::<crate::vm::HvcDevice, _>(id, |d, _| {
+                let out = d.transport_mut().device_mut().output_mut();
+                hvc_hand_over(vm, history, out);
+                !out.bytes().is_empty()
+            })
+            .unwrap_or(false);
+        if !left {
+            break;
+        }
+        crate::vconsole::finish_output(vm);
+    }
+}
+
+/// Finishes virtio-console work [`device_side_effects`] left (boot hart,
+/// every console poll): a guest that spins on its transmitq without exiting
+/// still gets its output out.
+pub fn service_virtio() {
+    for vm in vms() {
+        if vm.hvc_pending.load(Ordering::Acquire) && !vm.is_stopped() {
+            let mut inner = vm.inner.lock();
+            device_side_effects(vm, &mut inner);
+        }
+    }
+}
+
+/// Queues a byte of console input for VM `index`'s console device (its
+/// virtio-console with `console: virtio`, else its UART).
 pub fn queue_input(index: usize, b: u8) {
     let Some(vm) = vms().get(index) else { return };
     let mut inner = vm.inner.lock();
@@ -868,6 +985,7 @@ pub fn stop_vm(vm: &Vm, reason: StopReason) {
 /// the reason, log it with the VM's exit counts, and count it out of the
 /// running VMs (the machine powers off when none is left).
 fn stopped(vm: &Vm, reason: StopReason) {
+    hvc_flush(vm, &mut vm.inner.lock());
     crate::vconsole::finish_output(vm);
     vm.inner.lock().stop_reason = Some(reason);
     let why = match reason {
@@ -885,6 +1003,32 @@ fn stopped(vm: &Vm, reason: StopReason) {
         }
     }
     log!("VM '{}' exits:{}", vm.name, line);
+    let hvc = {
+        let mut inner = vm.inner.lock();
+        match inner.hvc {
+            Some(id) => inner
+                .devices
+                .device_mut::<crate::vm::HvcDevice>(id)
+                .map(|d| (*d.transport().stats(), d.transport().device().dropped())),
+            None => None,
+        }
+    };
+    if let Some((st, dropped)) = hvc {
+        log!(
+            "VM '{}' virtio-console: {} chains, refused: {} accesses, {} writes, {} notifies, {} queue set-ups, {} feature sets; {} bad chains, {} device errors, {} broken queues, {} output bytes dropped",
+            vm.name,
+            st.chains,
+            st.bad_access,
+            st.bad_write,
+            st.bad_notify,
+            st.queue_setup_refused,
+            st.features_refused,
+            st.chain_errors,
+            st.device_errors,
+            st.queue_errors,
+            dropped
+        );
+    }
     if !reason.is_clean() {
         ANY_FAILURE.store(true, Ordering::Release);
     }

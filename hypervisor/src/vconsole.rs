@@ -13,6 +13,12 @@ pub fn console_bytes(vm: &Vm, history: &mut fv_mgmt::Ring, bytes: &[u8]) {
     crate::console::guest_output(vm.id, &vm.name, bytes, csr::time());
 }
 
+/// How much console output of `vm` can be taken now without dropping any
+/// (what its virtio-console hands over at a time).
+pub fn output_room(vm: &Vm) -> usize {
+    crate::console::guest_output_room(vm.id, &vm.name)
+}
+
 /// Queues a VM's unfinished console line (a prompt, an echo) now: the VM
 /// waits (WFI).
 pub fn flush_line(vm: &Vm) {

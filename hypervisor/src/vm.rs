@@ -11,8 +11,10 @@ use fv_addr::{GuestPhysAddr, HostPhysAddr, Range, PAGE_SIZE};
 use fv_bootpkg::VmSpec;
 use fv_devices::plic::Plic;
 use fv_devices::uart16550::Uart16550;
+use fv_devices::virtio_mmio::VirtioMmio;
 use fv_devices::{DeviceId, VmDevices};
 use fv_mgmt::{AtomicExitCounts, AtomicIrqCounts, AtomicSbiCounts, Ring};
+use fv_virtio::console::Console;
 
 /// Console history kept per VM.
 pub const HISTORY_BYTES: usize = 16 * 1024;
@@ -33,6 +35,71 @@ pub const GUEST_PLIC_NDEV: u32 = 32;
 pub const GUEST_UART_BASE: GuestPhysAddr = GuestPhysAddr::new(0x1000_0000);
 /// The UART's PLIC source (as on QEMU `virt`).
 pub const GUEST_UART_IRQ: u32 = 10;
+/// Where a VM's virtio-console sits (`console: virtio`): QEMU `virt`'s first
+/// virtio-mmio slot. (QEMU itself fills its slots from the last one down;
+/// the first is used here so the address does not depend on a slot count.)
+pub const GUEST_VIRTIO_CONSOLE_BASE: GuestPhysAddr = GuestPhysAddr::new(0x1000_1000);
+/// The virtio-console's PLIC source (the first slot's, as on QEMU `virt`).
+pub const GUEST_VIRTIO_CONSOLE_IRQ: u32 = 1;
+/// Host input the virtio-console holds for its receive queue (more waits in
+/// [`VmInner::input`]).
+const HVC_INPUT_BYTES: usize = 256;
+/// Guest output the virtio-console takes per drain (one `process` call
+/// copies at most this much per chain; see `fv_virtio::console`).
+pub const HVC_OUTPUT_BYTES: usize = 4096;
+
+/// Where a VM's virtio-console puts what the guest transmits: a buffer of
+/// [`HVC_OUTPUT_BYTES`] reserved up front, drained into the console
+/// multiplexer after every `process` (so no guest memory is read while the
+/// console lock is held), as much at a time as the VM's console queue surely
+/// takes (`console::guest_output_room`). While it holds bytes, a transmit
+/// chain that does not fit waits in its queue: the guest is held back rather
+/// than its output dropped.
+#[derive(Debug)]
+pub struct HvcOutput(Vec<u8>);
+
+impl HvcOutput {
+    fn new() -> Result<Self, CreateError> {
+        let mut v = Vec::new();
+        v.try_reserve_exact(HVC_OUTPUT_BYTES)
+            .map_err(|_| CreateError::OutOfMemory)?;
+        Ok(Self(v))
+    }
+
+    /// What the guest transmitted and the console has not taken yet, oldest first.
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The console took the first `n` bytes.
+    pub fn consume(&mut self, n: usize) {
+        self.0.drain(..n.min(self.0.len()));
+    }
+
+    /// Forgets the bytes (keeps the reservation).
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
+impl fv_virtio::console::ConsoleOutput for HvcOutput {
+    fn write(&mut self, bytes: &[u8]) {
+        // `room` bounds what the device writes: never grows past the reservation.
+        let n = bytes.len().min(self.room());
+        self.0.extend_from_slice(bytes.get(..n).unwrap_or(&[]));
+    }
+
+    fn room(&self) -> usize {
+        HVC_OUTPUT_BYTES.saturating_sub(self.0.len())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// A VM's virtio-console device as it sits on the bus.
+pub type HvcDevice = VirtioMmio<Console<HvcOutput>>;
 
 /// Why a VM stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,7 +171,11 @@ pub struct VmInner {
     pub devices: VmDevices,
     /// The console UART on the device bus.
     pub uart: Option<DeviceId>,
-    /// Console input not yet taken by the UART (its receive FIFO was full).
+    /// The virtio-console on the device bus (`console: virtio`): it gets the
+    /// console input then, and the UART none.
+    pub hvc: Option<DeviceId>,
+    /// Console input not yet taken by the console device (the UART's receive
+    /// FIFO or the virtio-console's input buffer was full).
     pub input: VecDeque<u8>,
     /// The last console output, raw (for `vm log`; what reaches the
     /// terminal is queued in `console`).
@@ -160,6 +231,9 @@ pub struct Vm {
     /// its boot vCPU does that ([`Vm::load_pending_images`]), so VMs start
     /// while others still load, on every hart at once.
     pub images_pending: AtomicBool,
+    /// Its virtio-console has work a bounded `device_side_effects` left
+    /// (finished from the boot hart's loop: `sched::service_virtio`).
+    pub hvc_pending: AtomicBool,
 }
 
 /// Why creating a VM failed.
@@ -214,6 +288,18 @@ impl Vm {
         let uart = devices
             .add_device(GUEST_UART_BASE, Box::new(Uart16550::new(GUEST_UART_IRQ)))
             .map_err(|_| CreateError::BadImage("UART placement"))?;
+        let hvc = if spec.flags.contains(fv_bootpkg::VmFlags::CONSOLE_VIRTIO) {
+            let console = Console::new(HvcOutput::new()?, HVC_INPUT_BYTES);
+            let dev: HvcDevice = VirtioMmio::new(console, GUEST_VIRTIO_CONSOLE_IRQ)
+                .map_err(|_| CreateError::BadImage("virtio-console queues"))?;
+            Some(
+                devices
+                    .add_device(GUEST_VIRTIO_CONSOLE_BASE, Box::new(dev))
+                    .map_err(|_| CreateError::BadImage("virtio-console placement"))?,
+            )
+        } else {
+            None
+        };
         let hgatp = memory.hgatp(vmid);
         let hsm = HsmStates::new(spec.vcpus as usize, 0)
             .map_err(|_| CreateError::BadImage("bad vCPU count"))?;
@@ -252,6 +338,7 @@ impl Vm {
                 hsm,
                 devices,
                 uart: Some(uart),
+                hvc,
                 input: VecDeque::new(),
                 history: Ring::with_capacity(HISTORY_BYTES)
                     .map_err(|_| CreateError::OutOfMemory)?,
@@ -261,6 +348,7 @@ impl Vm {
             dtb,
             overhead_bytes: AtomicU64::new(0),
             images_pending: AtomicBool::new(true),
+            hvc_pending: AtomicBool::new(false),
         };
         let tables = vm
             .inner
@@ -389,8 +477,15 @@ impl Vm {
     pub fn reset_devices(&self) {
         let mut inner = self.inner.lock();
         crate::sched::device_side_effects(self, &mut inner);
+        crate::sched::hvc_flush(self, &mut inner);
         inner.devices.reset();
         inner.input.clear();
+        if let Some(id) = inner.hvc {
+            let _ = inner.devices.with_device::<HvcDevice, _>(id, |d, _| {
+                d.transport_mut().device_mut().clear_input();
+                d.transport_mut().device_mut().output_mut().clear();
+            });
+        }
         let _ = inner.hsm.reset(0);
         // The reset lowered every line: what changed is moot, the levels are 0.
         while inner.devices.take_changed().is_some() {}
@@ -474,8 +569,8 @@ fn fill(
 /// Guest memory access through the VM's G-stage mapping (so the guest can only
 /// ever name its own RAM).
 pub struct GStageMemory<'a> {
-    /// The VM's locked state.
-    pub inner: &'a mut VmInner,
+    /// The VM's RAM and G-stage table (`VmInner::memory`, its lock held).
+    pub memory: &'a mut Option<VmMemory<GlobalFrames>>,
     /// The VM's RAM range.
     pub ram: Range<GuestPhysAddr>,
 }
@@ -493,8 +588,7 @@ impl GStageMemory<'_> {
         if !self.ram.contains_span(gpa, len as u64) {
             return Err(GuestMemoryError::NotRam);
         }
-        self.inner
-            .memory
+        self.memory
             .as_mut()
             .ok_or(GuestMemoryError::NotRam)?
             .for_each_piece(gpa, len as u64, |hpa, span| {

@@ -216,6 +216,64 @@ class MkInitramfsTest(unittest.TestCase):
             self.assertEqual(e["tmp"][0] & 0o7777, 0o1777)
 
 
+INIT_LIB = os.path.join(HERE, "rootfs", "lib", "ferrovisor", "init-lib.sh")
+
+
+def init_lib(call: str, *args: str) -> tuple[int, str]:
+    """Runs `call` (a shell snippet using "$1"...) after sourcing the guest
+    init's helpers with the host's /bin/sh; returns (status, stdout)."""
+    r = subprocess.run(["/bin/sh", "-c", f'. "{INIT_LIB}"; {call}', "sh", *args],
+                       capture_output=True, text=True, timeout=30)
+    return r.returncode, r.stdout
+
+
+class InitLibTest(unittest.TestCase):
+    """The helpers the guest's /init uses to pick hvc0 and load virtio_mmio first."""
+
+    def test_console_is_the_last_console_arg_when_it_is_hvc(self) -> None:
+        cases = {
+            "console=hvc0": "/dev/hvc0\n",
+            "earlycon=sbi console=hvc0 loglevel=7": "/dev/hvc0\n",
+            "console=ttyS0 console=hvc0": "/dev/hvc0\n",
+            "console=hvc1,115200": "/dev/hvc1\n",
+            "console=hvc0 console=ttyS0": "",
+            "console=ttyS0 quiet": "",
+            "xconsole=hvc0": "",
+            "": "",
+        }
+        for cmdline, want in cases.items():
+            with self.subTest(cmdline=cmdline):
+                self.assertEqual(init_lib('fv_console "$1"', cmdline), (0, want))
+
+    def test_virtio_mmio_loads_first(self) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            order = os.path.join(tmp, "load-order")
+            with open(order, "w") as f:
+                f.write("failover\nnet_failover\nvirtio_net\nvirtio_mmio\n\nvirtio_rng\n")
+            self.assertEqual(init_lib('fv_module_order "$1"', order),
+                             (0, "virtio_mmio\nfailover\nnet_failover\nvirtio_net\nvirtio_rng\n"))
+            with open(order, "w") as f:
+                f.write("virtio_rng\n")
+            self.assertEqual(init_lib('fv_module_order "$1"', order), (0, "virtio_rng\n"))
+
+    def test_wait_char(self) -> None:
+        self.assertEqual(init_lib('fv_wait_char /dev/null 0'), (0, ""))
+        with tempfile.TemporaryDirectory() as tmp:
+            # A regular file is not a character device: fails after the tries.
+            path = os.path.join(tmp, "hvc0")
+            open(path, "w").close()
+            self.assertEqual(init_lib('fv_wait_char "$1" 2', path)[0], 1)
+
+    def test_init_uses_the_helpers(self) -> None:
+        with open(os.path.join(HERE, "rootfs", "init")) as f:
+            init = f.read()
+        self.assertIn(". /lib/ferrovisor/init-lib.sh", init)
+        self.assertIn('fv_module_order "/lib/modules/$kver/load-order"', init)
+        self.assertIn('exec <"$console" >"$console" 2>&1', init)
+        # The console switch happens right after virtio_mmio, before the other modules.
+        self.assertIn('if [ "$mod" = virtio_mmio ] && [ -n "$console" ]', init)
+
+
 def fake_elf(needed: list[str]) -> bytes:
     """A minimal little-endian ELF64 with one PT_LOAD covering the file and a
     PT_DYNAMIC whose DT_NEEDED entries name `needed`."""

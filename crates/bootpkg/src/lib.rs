@@ -21,7 +21,7 @@
 //!      0     8  name offset         8  name length        (UTF-8, 1..=MAX_NAME_LEN bytes, no control characters)
 //!     16     8  cmdline offset     24  cmdline length     (UTF-8, 0..=MAX_CMDLINE_LEN bytes, no NUL)
 //!     32     4  vcpus (1..=MAX_VCPUS)
-//!     36     4  flags (VmFlags; unknown bits are rejected)
+//!     36     4  flags (VmFlags: bit 0 CONSOLE_UART, 1 AUTOSTART, 2 CONSOLE_VIRTIO; unknown bits are rejected)
 //!     40     8  memory_bytes (non-zero multiple of 2 MiB; RAM is [GUEST_RAM_BASE, +memory_bytes))
 //!     48     8  entry GPA (even, inside the file-backed part of a segment)
 //!     56     8  DTB GPA (4 KiB aligned; [dtb, dtb + DTB_SLOT_SIZE) inside RAM)
@@ -140,6 +140,12 @@ bitflags::bitflags! {
         const CONSOLE_UART = 1 << 0;
         /// The hypervisor starts the VM at boot rather than waiting to be told.
         const AUTOSTART = 1 << 1;
+        /// The VM also has a virtio-console (virtio-mmio at GPA `0x1000_1000`,
+        /// interrupt 1) and console input goes to it rather than to the UART
+        /// (`console: virtio` in the config). Added in format version 1 as a
+        /// new bit: older readers refuse a package that sets it (unknown
+        /// flag), packages without it read as before.
+        const CONSOLE_VIRTIO = 1 << 2;
     }
 }
 

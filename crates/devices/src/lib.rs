@@ -19,8 +19,8 @@
 //!
 //! Device models: [`uart16550::Uart16550`] (ns16550a console),
 //! [`plic::Plic`] (RISC-V PLIC v1.0.0) and [`virtio_mmio::VirtioMmio`]
-//! (virtio-mmio in front of a device model from `fv-virtio`; not wired into
-//! the hypervisor yet).
+//! (virtio-mmio in front of a device model from `fv-virtio`; the hypervisor
+//! uses it for the virtio-console).
 //!
 //! # How the core uses it
 //!

@@ -312,6 +312,10 @@ pub struct Record<'a> {
 
 /// Record header: flags, length (2 bytes, little endian), gap (4 bytes).
 const HEADER: usize = 7;
+/// Queue bytes one guest byte can cost at most (see [`VmOutput::room`]): a
+/// 3-byte replacement character, or a line end's record header and colour
+/// reset.
+pub const ROOM_FACTOR: usize = 16;
 const FLAG_END: u8 = 1 << 2;
 
 /// A fixed-capacity FIFO of bytes.
@@ -648,6 +652,21 @@ impl VmOutput {
     /// Queues the unfinished line.
     pub fn flush(&mut self) {
         self.line.flush(&mut self.queue);
+    }
+
+    /// How many bytes of guest output [`write`](Self::write) surely queues
+    /// now without dropping any, whatever they are. Counted for the worst
+    /// case: the line in the making queued whole, then every byte a
+    /// replacement character or a line end with its record header
+    /// ([`ROOM_FACTOR`] queue bytes per byte). A device that can hold the
+    /// guest back (virtio-console) takes only this much, so its output is
+    /// never dropped.
+    pub fn room(&self) -> usize {
+        self.queue
+            .fifo
+            .free()
+            .saturating_sub(LINE_MAX + SGR_MAX + 8 + HEADER + SGR_RESET.len())
+            / ROOM_FACTOR
     }
 
     /// The VM's name.
@@ -1089,6 +1108,46 @@ mod tests {
     /// The terminal lines of `out`, as a terminal shows them.
     fn render(out: &str) -> Vec<String> {
         out.split("\r\n").map(render_line).collect()
+    }
+
+    proptest! {
+        /// Whatever the guest writes, up to `room()` bytes at a time are
+        /// queued without a byte dropped (the terminal never drains here).
+        #[test]
+        fn room_is_never_exceeded(chunks in prop::collection::vec(
+            prop::collection::vec(prop_oneof![
+                Just(b'\n'), Just(b'\r'), Just(0x1b), Just(b'['), Just(b'm'), Just(0xff),
+                Just(0x07), Just(b'\t'), any::<u8>()
+            ], 0..300), 1..40)) {
+            let mut v = VmOutput::new("vm", QUEUE_BYTES).unwrap();
+            for c in chunks {
+                let n = c.len().min(v.room());
+                v.write(&c[..n], 0);
+                prop_assert_eq!(v.queue.dropped(), 0);
+            }
+            v.flush();
+            prop_assert_eq!(v.queue.dropped(), 0);
+        }
+    }
+
+    #[test]
+    fn room_shrinks_as_the_queue_fills() {
+        let mut v = VmOutput::new("vm", QUEUE_BYTES).unwrap();
+        let empty = v.room();
+        assert_eq!(
+            empty,
+            (QUEUE_BYTES - LINE_MAX - SGR_MAX - 8 - HEADER - SGR_RESET.len()) / ROOM_FACTOR
+        );
+        v.write(b"0123456789\n", 0);
+        assert!(v.room() < empty);
+        // Fill it up: room reaches 0 before anything is dropped.
+        while v.room() > 0 {
+            let mut chunk = [b'x'; 41];
+            let n = v.room().min(chunk.len());
+            chunk[n - 1] = b'\n';
+            v.write(&chunk[..n], 0);
+        }
+        assert_eq!(v.queue.dropped(), 0);
     }
 
     #[test]

@@ -73,6 +73,18 @@ pub struct GuestSyscon {
     pub reboot_value: u32,
 }
 
+/// A virtio-mmio transport (VirtIO 1.2 §4.2.1: `compatible = "virtio,mmio"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GuestVirtioMmio {
+    /// Register block address (QEMU `virt`: slot `i` at `0x1000_1000 + 0x1000 * i`).
+    pub base: GuestPhysAddr,
+    /// Register block size (the device's, e.g. 0x200; QEMU's tree says 0x1000).
+    pub size: u64,
+    /// PLIC source number (QEMU `virt`: slot `i` has `1 + i`). Only emitted
+    /// when the guest has a PLIC.
+    pub irq: u32,
+}
+
 /// Which device `/chosen/stdout-path` names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stdout {
@@ -110,6 +122,8 @@ pub struct GuestFdtConfig<'a> {
     pub plic: Option<GuestPlic>,
     /// The poweroff/reboot syscon, if the VM has one.
     pub syscon: Option<GuestSyscon>,
+    /// virtio-mmio transports (`/soc/virtio_mmio@…`), in any order.
+    pub virtio_mmio: &'a [GuestVirtioMmio],
     /// `/chosen/rng-seed`: entropy for the guest kernel's random pool (Linux
     /// stays uninitialised without it, and every syscall pays for that).
     pub rng_seed: Option<&'a [u8]>,
@@ -134,8 +148,11 @@ pub enum FdtWriteError {
     BadIsa,
     /// `stdout` names the UART but there is none.
     StdoutWithoutUart,
-    /// The PLIC's `ndev` is 0 or above [`PLIC_MAX_NDEV`], or the UART's irq is not one of its sources.
+    /// The PLIC's `ndev` is 0 or above [`PLIC_MAX_NDEV`], or the UART's or a
+    /// virtio-mmio transport's irq is not one of its sources.
     BadPlic,
+    /// A virtio-mmio transport's register block is empty or wraps past 2^64.
+    BadVirtioMmio,
     /// The writer refused something (a string with a NUL, a size past 4 GiB, ...).
     Fdt(vm_fdt::Error),
 }
@@ -156,6 +173,7 @@ impl fmt::Display for FdtWriteError {
             FdtWriteError::BadIsa => f.write_str("bad ISA string"),
             FdtWriteError::StdoutWithoutUart => f.write_str("stdout is the UART but there is none"),
             FdtWriteError::BadPlic => f.write_str("bad PLIC configuration"),
+            FdtWriteError::BadVirtioMmio => f.write_str("bad virtio-mmio register block"),
             FdtWriteError::Fdt(e) => write!(f, "device tree writer: {e}"),
         }
     }
@@ -173,8 +191,9 @@ fn reg_prop(start: u64, size: u64) -> [u64; 2] {
 /// Builds the device tree blob for one guest.
 ///
 /// Layout: `/chosen`, `/aliases`, `/memory@…`, `/cpus` (one `cpu@N` per vCPU,
-/// each with its `riscv,cpu-intc`), `/soc` with the UART (`serial@…`), PLIC
-/// (`plic@…`) and syscon (`test@…`), and `/poweroff`, `/reboot` referring to
+/// each with its `riscv,cpu-intc`), `/soc` with the UART (`serial@…`),
+/// virtio-mmio transports (`virtio_mmio@…`), PLIC (`plic@…`) and syscon
+/// (`test@…`), and `/poweroff`, `/reboot` referring to
 /// the syscon.
 pub fn build_guest_fdt(cfg: &GuestFdtConfig<'_>) -> Result<Vec<u8>, FdtWriteError> {
     if cfg.vcpus == 0 || cfg.vcpus > PLIC_MAX_CONTEXTS {
@@ -211,6 +230,20 @@ pub fn build_guest_fdt(cfg: &GuestFdtConfig<'_>) -> Result<Vec<u8>, FdtWriteErro
                 return Err(FdtWriteError::BadPlic);
             }
         }
+        if cfg
+            .virtio_mmio
+            .iter()
+            .any(|v| v.irq == 0 || v.irq > plic.ndev)
+        {
+            return Err(FdtWriteError::BadPlic);
+        }
+    }
+    if cfg
+        .virtio_mmio
+        .iter()
+        .any(|v| v.size == 0 || v.base.checked_add(v.size).is_err())
+    {
+        return Err(FdtWriteError::BadVirtioMmio);
     }
 
     // Phandles: the PLIC, the syscon, then each vCPU's cpu node and intc.
@@ -330,6 +363,16 @@ pub fn build_guest_fdt(cfg: &GuestFdtConfig<'_>) -> Result<Vec<u8>, FdtWriteErro
         if cfg.plic.is_some() {
             fdt.property_u32("interrupt-parent", PLIC_PHANDLE)?;
             fdt.property_u32("interrupts", uart.irq)?;
+        }
+        fdt.end_node(node)?;
+    }
+    for v in cfg.virtio_mmio {
+        let node = fdt.begin_node(&format!("virtio_mmio@{:x}", v.base.raw()))?;
+        fdt.property_string("compatible", "virtio,mmio")?;
+        fdt.property_array_u64("reg", &reg_prop(v.base.raw(), v.size))?;
+        if cfg.plic.is_some() {
+            fdt.property_u32("interrupt-parent", PLIC_PHANDLE)?;
+            fdt.property_u32("interrupts", v.irq)?;
         }
         fdt.end_node(node)?;
     }

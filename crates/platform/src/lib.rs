@@ -28,8 +28,9 @@ mod isa;
 
 pub use guest::{
     build_guest_fdt, guest_plic_size, FdtWriteError, GuestFdtConfig, GuestPlic, GuestSyscon,
-    GuestUart, Stdout, PLIC_CONTEXT_BASE, PLIC_CONTEXT_STRIDE, PLIC_MAX_CONTEXTS, PLIC_MAX_NDEV,
-    SYSCON_POWEROFF_VALUE, SYSCON_REBOOT_VALUE, SYSCON_REG_SIZE, UART_CLOCK_HZ, UART_REG_SIZE,
+    GuestUart, GuestVirtioMmio, Stdout, PLIC_CONTEXT_BASE, PLIC_CONTEXT_STRIDE, PLIC_MAX_CONTEXTS,
+    PLIC_MAX_NDEV, SYSCON_POWEROFF_VALUE, SYSCON_REBOOT_VALUE, SYSCON_REG_SIZE, UART_CLOCK_HZ,
+    UART_REG_SIZE,
 };
 pub use host::{
     parse, Aplic, AplicDelivery, HartInfo, Imsic, PlatformError, PlatformInfo, Plic, PlicContext,

@@ -208,6 +208,7 @@ proptest! {
                 poweroff_value: 0x5555,
                 reboot_value: 0x7777,
             }),
+            virtio_mmio: &[],
             rng_seed: seed.as_deref(),
         };
         let blob = build_guest_fdt(&cfg).unwrap();

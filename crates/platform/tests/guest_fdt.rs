@@ -6,8 +6,8 @@ use fv_addr::{GuestPhysAddr, HostPhysAddr, Range};
 use fv_platform::dtb::Dtb;
 use fv_platform::{
     build_guest_fdt, guest_isa, guest_plic_size, parse, FdtWriteError, GuestFdtConfig, GuestPlic,
-    GuestSyscon, GuestUart, IsaExtensions, MmuType, PrivMode, Stdout, SYSCON_POWEROFF_VALUE,
-    SYSCON_REBOOT_VALUE,
+    GuestSyscon, GuestUart, GuestVirtioMmio, IsaExtensions, MmuType, PrivMode, Stdout,
+    SYSCON_POWEROFF_VALUE, SYSCON_REBOOT_VALUE,
 };
 
 const HOST_ISA: &str =
@@ -45,6 +45,7 @@ fn with_config<R>(vcpus: u32, f: impl FnOnce(&mut GuestFdtConfig<'_>) -> R) -> R
             poweroff_value: SYSCON_POWEROFF_VALUE,
             reboot_value: SYSCON_REBOOT_VALUE,
         }),
+        virtio_mmio: &[],
         rng_seed: Some(&seed),
     };
     f(&mut cfg)
@@ -289,6 +290,78 @@ fn many_vcpus() {
         .find_path("/cpus/cpu@3f")
         .is_some());
     assert_eq!(p.plic.unwrap().context(63, PrivMode::Supervisor), Some(63));
+}
+
+/// A virtio-mmio transport at QEMU `virt`'s first slot: `/soc/virtio_mmio@10001000`
+/// with `compatible = "virtio,mmio"`, its register block, its PLIC source and
+/// the PLIC as interrupt parent; our parser and the `fdt` crate both find it.
+#[test]
+fn virtio_mmio_node() {
+    const SLOT: [GuestVirtioMmio; 1] = [GuestVirtioMmio {
+        base: GuestPhysAddr::new(0x1000_1000),
+        size: 0x200,
+        irq: 1,
+    }];
+    let blob = with_config(2, |c| {
+        c.virtio_mmio = &SLOT;
+        build_guest_fdt(c)
+    })
+    .unwrap();
+    let dtb = Dtb::parse(&blob).unwrap();
+    let node = dtb.find_path("/soc/virtio_mmio@10001000").unwrap();
+    assert!(node.is_compatible("virtio,mmio"));
+    let plic = dtb.find_path("/soc/plic@c000000").unwrap();
+    assert_eq!(
+        node.property("interrupt-parent").unwrap().as_u32(),
+        plic.phandle()
+    );
+    assert_eq!(node.property("interrupts").unwrap().as_u32(), Some(1));
+    let reg = node.property("reg").unwrap().value;
+    assert_eq!(reg.len(), 16, "two cells address, two cells size");
+    assert_eq!(&reg[..8], &0x1000_1000u64.to_be_bytes());
+    assert_eq!(&reg[8..], &0x200u64.to_be_bytes());
+    let p = parse(&blob).unwrap();
+    assert_eq!(p.virtio_mmio.len(), 1);
+    assert_eq!(p.virtio_mmio[0].reg, hr(0x1000_1000, 0x200));
+    assert_eq!(p.virtio_mmio[0].irq, Some(1));
+    let fdt = fdt::Fdt::new(&blob).unwrap();
+    let n = fdt.find_compatible(&["virtio,mmio"]).unwrap();
+    assert_eq!(n.name, "virtio_mmio@10001000");
+    // Without one, no node.
+    let blob = with_config(1, |c| build_guest_fdt(c)).unwrap();
+    assert!(Dtb::parse(&blob)
+        .unwrap()
+        .find_compatible("virtio,mmio")
+        .next()
+        .is_none());
+    // Its irq must be a PLIC source; its block must not be empty or wrap.
+    let bad = |v: GuestVirtioMmio| {
+        let slot: &'static [GuestVirtioMmio] = Box::leak(Box::new([v]));
+        with_config(1, |c| {
+            c.virtio_mmio = slot;
+            build_guest_fdt(c).unwrap_err()
+        })
+    };
+    let ok = SLOT[0];
+    assert_eq!(
+        bad(GuestVirtioMmio { irq: 0, ..ok }),
+        FdtWriteError::BadPlic
+    );
+    assert_eq!(
+        bad(GuestVirtioMmio { irq: 32, ..ok }),
+        FdtWriteError::BadPlic
+    );
+    assert_eq!(
+        bad(GuestVirtioMmio { size: 0, ..ok }),
+        FdtWriteError::BadVirtioMmio
+    );
+    assert_eq!(
+        bad(GuestVirtioMmio {
+            base: GuestPhysAddr::new(u64::MAX - 0xff),
+            ..ok
+        }),
+        FdtWriteError::BadVirtioMmio
+    );
 }
 
 #[test]

@@ -3,6 +3,17 @@
 //! (port 0, driver to device). No feature bits are offered; the configuration
 //! space (`cols`, `rows`, `max_nr_ports`, `emerg_wr`) reads as zeros, its
 //! fields being valid only with features this device does not offer.
+//!
+//! # Bounded output
+//!
+//! A transmit chain may name up to 4 GiB of guest RAM. The device reads only
+//! as much of it as the [`ConsoleOutput`] has [`room`](ConsoleOutput::room)
+//! for: a chain that does not fit while the sink still holds earlier output is
+//! left available ([`Handled::Later`]) until the owner has drained the sink and
+//! notified [`TRANSMITQ`] again; what does not fit into an empty sink is
+//! dropped and counted ([`Console::dropped`]). So one call of the transport's
+//! `process` copies at most one sink's worth of bytes per chain, whatever the
+//! guest put in its descriptors.
 
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
@@ -34,8 +45,20 @@ pub const QUEUE_SIZE: u16 = 64;
 
 /// Where transmitted bytes go (the hypervisor's console multiplexer).
 pub trait ConsoleOutput: Send + 'static {
-    /// The guest sent `bytes`.
+    /// The guest sent `bytes` (never more than [`room`](Self::room) said).
     fn write(&mut self, bytes: &[u8]);
+
+    /// How many more bytes [`write`](Self::write) takes now. The default takes
+    /// everything.
+    fn room(&self) -> usize {
+        usize::MAX
+    }
+
+    /// Whether the sink holds no output not yet passed on. The default passes
+    /// everything on at once.
+    fn is_empty(&self) -> bool {
+        true
+    }
 }
 
 impl ConsoleOutput for Vec<u8> {
@@ -50,6 +73,7 @@ pub struct Console<O> {
     output: O,
     input: VecDeque<u8>,
     input_cap: usize,
+    dropped: u64,
 }
 
 impl<O: ConsoleOutput> Console<O> {
@@ -60,6 +84,7 @@ impl<O: ConsoleOutput> Console<O> {
             output,
             input: VecDeque::new(),
             input_cap: input_capacity,
+            dropped: 0,
         }
     }
 
@@ -88,6 +113,18 @@ impl<O: ConsoleOutput> Console<O> {
     pub fn pending_input(&self) -> usize {
         self.input.len()
     }
+
+    /// Forgets the host input not yet delivered (VM reset; a device reset by
+    /// the driver keeps it).
+    pub fn clear_input(&mut self) {
+        self.input.clear();
+    }
+
+    /// Transmitted bytes dropped because a chain was larger than the whole
+    /// sink (see the module docs).
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
 }
 
 impl<O: ConsoleOutput> VirtioDevice for Console<O> {
@@ -115,14 +152,26 @@ impl<O: ConsoleOutput> VirtioDevice for Console<O> {
     ) -> Result<Handled, DeviceError> {
         match queue {
             TRANSMITQ => {
+                let len = usize::try_from(buffer.readable_len()).unwrap_or(usize::MAX);
+                let room = self.output.room();
+                if len > room && !self.output.is_empty() {
+                    // Drained first, then this chain again (module docs).
+                    return Ok(Handled::Later);
+                }
+                let mut left = len.min(room);
+                self.dropped = self
+                    .dropped
+                    .saturating_add(u64::try_from(len - left).unwrap_or(u64::MAX));
                 let mut r = buffer.reader();
                 let mut chunk = [0u8; 256];
-                loop {
-                    let n = r.read(mem, &mut chunk)?;
+                while left > 0 {
+                    let want = left.min(chunk.len());
+                    let n = r.read(mem, chunk.get_mut(..want).unwrap_or(&mut []))?;
                     if n == 0 {
                         break;
                     }
                     self.output.write(chunk.get(..n).unwrap_or(&[]));
+                    left -= n;
                 }
                 Ok(Handled::Used(0))
             }

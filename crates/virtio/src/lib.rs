@@ -52,7 +52,8 @@
 //! Packed virtqueues (`VIRTIO_F_RING_PACKED`), `VIRTIO_F_RING_RESET`,
 //! `VIRTIO_F_NOTIFICATION_DATA`, shared memory regions, the legacy (version 1)
 //! MMIO interface, virtio-net, and zero-copy hand-over of guest buffers to
-//! physical devices. The hypervisor does not map these devices yet.
+//! physical devices. The hypervisor maps only the console so far (`console:
+//! virtio`).
 #![no_std]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

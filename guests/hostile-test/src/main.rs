@@ -41,7 +41,11 @@
 //!   (`ferrovisor: VM 'x' powered off`), see `console.rs`;
 //! - `mmio`: random accesses of every width and instruction kind to the
 //!   devices the DTB lists (this VM's own, emulated), except ones that could
-//!   power it off; only digits are written to a UART;
+//!   power it off; only digits are written to a UART; a virtio-mmio
+//!   transport (`virtio,mmio`) also gets driver-style set-up sequences with
+//!   bogus queue addresses (0, random, past and across the end of RAM,
+//!   misaligned) and rings of random contents in a scratch buffer, then
+//!   queue notifications;
 //! - `spin`: every vCPU masks interrupts (`csrci sstatus, 2`) and loops
 //!   forever (for `spin_ms` with `spin_ms=N`);
 //! - `die`: the other vCPUs spin, then the boot vCPU shuts the VM down with SBI
@@ -279,6 +283,9 @@ pub enum DeviceKind {
     Uart,
     /// Could power off or reset the VM (syscon, test finisher): not touched.
     Avoid,
+    /// A virtio-mmio transport: driver-style register sequences with bogus
+    /// queue addresses and rings of random contents (see `mmio.rs`).
+    Virtio,
 }
 
 impl DeviceKind {
@@ -290,6 +297,8 @@ impl DeviceKind {
             DeviceKind::Avoid
         } else if node.starts_with("serial") || node.starts_with("uart") {
             DeviceKind::Uart
+        } else if node.starts_with("virtio_mmio") || node.starts_with("virtio-mmio") {
+            DeviceKind::Virtio
         } else {
             DeviceKind::Any
         }
@@ -311,6 +320,7 @@ pub fn device(i: usize) -> Option<(Region, DeviceKind)> {
     let kind = match DEV_KIND.get(i)?.load(Ordering::Relaxed) {
         0 => DeviceKind::Any,
         1 => DeviceKind::Uart,
+        3 => DeviceKind::Virtio,
         _ => DeviceKind::Avoid,
     };
     Some((Region { start, end }, kind))

@@ -380,6 +380,7 @@ fn vm(name: &str, opts: &Options) -> VmConfig {
         memory_bytes: opts.vm_memory_bytes,
         kernel: opts.guest.clone(),
         kernel_format: crate::loader::FormatChoice::Auto,
+        console: crate::config::ConsoleChoice::Uart,
         initrd: None,
         command_line: String::new(),
         weight: fv_bootpkg::DEFAULT_WEIGHT,

@@ -91,6 +91,8 @@ pub struct Vm {
     pub command_line: String,
     pub weight: Option<u32>,
     pub pin: Option<u32>,
+    /// `console:` (`None`: not written, the default `uart`).
+    pub console: Option<&'static str>,
 }
 
 impl Vm {
@@ -107,6 +109,7 @@ impl Vm {
             command_line: "console=ttyS0 quiet".into(),
             weight: None,
             pin: None,
+            console: None,
         }
     }
 
@@ -122,6 +125,7 @@ impl Vm {
             command_line: command_line.into(),
             weight: None,
             pin: None,
+            console: None,
         }
     }
 }
@@ -154,6 +158,9 @@ pub fn write_config_with_memory(name: &str, cpus: u32, memory_mib: u64, vms: &[V
         }
         if let Some(p) = vm.pin {
             let _ = writeln!(yaml, "    pin: {p}");
+        }
+        if let Some(c) = vm.console {
+            let _ = writeln!(yaml, "    console: {c}");
         }
     }
     let path = paths::target_dir()

@@ -20,7 +20,8 @@
 //! bytes) goes in through [`VirtioMmio::transport_mut`] followed by
 //! [`fv_virtio::mmio::MmioTransport::notify`] and `process`.
 //!
-//! Nothing here is wired into the hypervisor yet.
+//! The hypervisor puts a virtio-console here for VMs configured with
+//! `console: virtio` (see `docs/ARCHITECTURE.md`, "VirtIO (device side)").
 
 use fv_virtio::device::VirtioDevice;
 use fv_virtio::mmio::{MmioTransport, TransportError, MMIO_SIZE};

@@ -400,6 +400,7 @@ fn package_for(opts: &Options, boot: Boot) -> Result<PathBuf, BenchError> {
         memory_bytes: opts.guest_memory_bytes,
         kernel: opts.kernel.clone(),
         kernel_format: crate::loader::FormatChoice::Auto,
+        console: crate::config::ConsoleChoice::Uart,
         initrd: Some(opts.initrd.clone()),
         command_line: boot.command_line(),
         weight: fv_bootpkg::DEFAULT_WEIGHT,
