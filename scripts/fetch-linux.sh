@@ -107,8 +107,10 @@ ensure_host_tools() {
 }
 
 # ---------------------------------------------------------------- private apt
-# The machine's Debian mirror: the first non-security `URIs:` of deb822
-# sources, else the first non-security `deb` line, else deb.debian.org.
+# The machine's Debian mirror: $FV_DEBIAN_MIRROR, else the first
+# non-security `URIs:` of deb822 sources, else the first non-security `deb`
+# line; empty if the machine has none (the caller then stops: no mirror is
+# ever guessed).
 machine_mirror() {
     local uri=""
     if [ -n "${FV_DEBIAN_MIRROR:-}" ]; then
@@ -122,7 +124,14 @@ machine_mirror() {
     if [ -z "$uri" ] && [ -f /etc/apt/sources.list ]; then
         uri=$(awk '$1 == "deb" { for (i = 2; i <= NF; i++) if ($i ~ /^[a-z+]+:\/\//) { if ($i !~ /security/) print $i; break } }' /etc/apt/sources.list | head -n1)
     fi
-    echo "${uri:-http://deb.debian.org/debian}"
+    echo "$uri"
+}
+
+# The mirror this run uses, found once (`resolve_mirror`).
+MIRROR=""
+resolve_mirror() {
+    MIRROR=$(machine_mirror)
+    [ -n "$MIRROR" ] || die "no Debian mirror in this machine's apt sources (/etc/apt/sources.list, /etc/apt/sources.list.d/*.sources); add one there or set FV_DEBIAN_MIRROR"
 }
 
 APT_DIR="$CACHE/apt"
@@ -136,7 +145,7 @@ write_if_changed() {
 
 setup_private_apt() {
     local mirror sandbox_user
-    mirror=$(machine_mirror)
+    mirror=$MIRROR
     mkdir -p "$APT_DIR"/{apt.conf.d,preferences.d,sources.list.d,trusted.gpg.d,lists/partial,archives/partial,log}
     [ -f "$APT_DIR/status" ] || : > "$APT_DIR/status"   # no package is "installed"
     write_if_changed "$APT_DIR/sources.list" \
@@ -173,10 +182,10 @@ $carried"
 }
 
 # Whether apt has lists for the configured mirror and suite (apt names them
-# after the URI: "http://deb.debian.org/debian" -> deb.debian.org_debian_...).
+# after the URI without its scheme, slashes made underscores: host_debian_...).
 lists_present() {
     local prefix
-    prefix=$(machine_mirror | sed -E 's#^[a-z+]+://##; s#/+$##; s#/#_#g')
+    prefix=$(echo "$MIRROR" | sed -E 's#^[a-z+]+://##; s#/+$##; s#/#_#g')
     [ -f "$APT_DIR/lists/${prefix}_dists_${SUITE}_InRelease" ] &&
         compgen -G "$APT_DIR/lists/${prefix}_dists_${SUITE}_main_binary-${ARCH}_Packages*" >/dev/null
 }
@@ -195,7 +204,7 @@ refresh_lists() {
         say "package lists ($SUITE/$ARCH) are less than a day old; not refreshing"
         return
     fi
-    say "apt-get update (private lists: $SUITE main $ARCH from $(machine_mirror))"
+    say "apt-get update (private lists: $SUITE main $ARCH from $MIRROR)"
     if run_shown apt-get -q --error-on=any update; then
         touch "$stamp"
     elif lists_present; then
@@ -382,6 +391,7 @@ if ! flock -n 9; then
     say "another fetch-linux.sh is running on this cache; waiting"
     flock 9
 fi
+resolve_mirror
 setup_private_apt
 refresh_lists
 

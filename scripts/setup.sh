@@ -52,7 +52,7 @@ ensure_bookworm_backports() {
     local uri
     uri=$(grep -rhoE 'https?://[^ ]+/debian/?$' /etc/apt/sources.list.d/*.sources 2>/dev/null | head -n1 || true)
     [ -n "$uri" ] || uri=$(grep -hoE '^deb +https?://[^ ]+/debian/? ' /etc/apt/sources.list 2>/dev/null | awk '{print $2}' | head -n1 || true)
-    [ -n "$uri" ] || uri=http://deb.debian.org/debian
+    [ -n "$uri" ] || die "no Debian mirror in this machine's apt sources (/etc/apt/sources.list, /etc/apt/sources.list.d/*.sources) to add bookworm-backports from; add one there"
     say "adding bookworm-backports ($uri) as /etc/apt/sources.list.d/bookworm-backports.sources"
     "${SUDO[@]}" tee /etc/apt/sources.list.d/bookworm-backports.sources >/dev/null <<SRC
 Types: deb
@@ -98,7 +98,7 @@ else
 fi
 
 # --- Rust toolchain -----------------------------------------------------------
-command -v rustup >/dev/null 2>&1 || die "rustup is not installed (https://rustup.rs); it provides the pinned toolchain"
+command -v rustup >/dev/null 2>&1 || die "rustup is not installed; it provides the pinned toolchain (rust-toolchain.toml)"
 channel=$(sed -nE 's/^channel *= *"([^"]+)".*/\1/p' rust-toolchain.toml)
 components=$(sed -nE 's/^components *= *\[(.*)\].*/\1/p' rust-toolchain.toml | tr -d '" ' | tr ',' ' ')
 targets=$(sed -nE 's/^targets *= *\[(.*)\].*/\1/p' rust-toolchain.toml | tr -d '" ' | tr ',' ' ')
