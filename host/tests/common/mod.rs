@@ -632,13 +632,15 @@ impl Console {
     /// Runs shell command `cmd` in VM `vm` (which must have the input focus)
     /// and returns its output lines; fails unless it exits 0. The output is
     /// bracketed by marker lines only the command's output, not the echo of
-    /// the typed line, can contain (the end marker carries the exit status as
-    /// digits, the echo `$?`).
+    /// the typed line, can contain, even when that echo reaches the console
+    /// in pieces (another VM's line in between splits it): the begin marker
+    /// is typed with an empty quote inside (`-be''gin`), and the end marker
+    /// carries the exit status as digits where the echo has `$?`.
     pub fn sh(&mut self, vm: &str, cmd: &str) -> Vec<String> {
         self.seq += 1;
         let tag = format!("FV{}", self.seq);
         self.note(&format!("{vm}$ {cmd}"));
-        self.send(&format!("echo {tag}-begin; {cmd}; echo {tag}-end-$?\n"));
+        self.send(&format!("echo {tag}-be''gin; {cmd}; echo {tag}-end-$?\n"));
         let begin = format!("{tag}-begin");
         self.expect_vm_line(vm, &begin, COMMAND, |l| l == begin);
         let end = format!("{tag}-end-");
