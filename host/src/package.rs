@@ -42,6 +42,12 @@ pub struct Built {
 /// Loads every VM's kernel (and initrd), places them and builds the package.
 /// Checks that the VMs plus the package plus [`HYPERVISOR_RESERVE`] fit in the
 /// machine's memory.
+///
+/// The VMs' devices (disks, NICs, rng) and the switches are not in the
+/// package yet: its format has no records for them. They are resolved in
+/// `config.plan` ([`crate::devices::DevicePlan`]: each VM device's slot and the
+/// host slot that serves it, each switch's uplink slot), ready to be written
+/// once the format carries them.
 pub fn build(config: &Config) -> Result<Built> {
     let mut builder = PackageBuilder::new();
     let mut vms = Vec::new();
