@@ -40,6 +40,10 @@
 //! NICs and virtio-rng, given out from slot 1 up in that order: disks in
 //! order, then NICs in order, then the virtio-rng ([`DevicePlan::vms`]).
 //! Linux names the disks `vda`, `vdb`, ... in the order it probes them.
+//!
+//! The boot package carries the plan ([`crate::package::package_devices`]):
+//! each VM device with its slot and, for a disk or the rng, the base of the
+//! machine's device serving it; each switch with its uplink's base.
 
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -56,16 +60,17 @@ pub const VIRTIO_MMIO_FIRST_IRQ: u32 = 1;
 /// Slots of the machine kept for devices of the hypervisor's own, placed
 /// after the config's devices. None yet; the host control channel will be one.
 pub const RESERVED_HOST_SLOTS: usize = 0;
-/// virtio-mmio slots in a VM's memory map.
-pub const GUEST_VIRTIO_SLOTS: usize = 8;
-/// A VM's slots kept for the virtio-console (slot 0, `0x1000_1000`).
-pub const GUEST_CONSOLE_SLOTS: usize = 1;
+/// virtio-mmio slots in a VM's memory map (the boot package's).
+pub const GUEST_VIRTIO_SLOTS: usize = fv_bootpkg::GUEST_VIRTIO_SLOTS as usize;
+/// A VM's slots kept for the virtio-console (slot 0, `0x1000_1000`,
+/// [`fv_bootpkg::CONSOLE_SLOT`]), used or not.
+pub const GUEST_CONSOLE_SLOTS: usize = fv_bootpkg::CONSOLE_SLOT as usize + 1;
 /// Most disks + NICs + virtio-rng one VM may have.
 pub const MAX_VM_DEVICES: usize = GUEST_VIRTIO_SLOTS - GUEST_CONSOLE_SLOTS;
 /// Disk images are whole 512-byte sectors.
 pub const SECTOR_SIZE: u64 = 512;
 /// Most switches per machine (the boot package's limit).
-pub const MAX_SWITCHES: usize = 16;
+pub const MAX_SWITCHES: usize = fv_bootpkg::MAX_SWITCHES;
 /// The MAC address the host tool gives the first uplink's virtio-net of the
 /// machine ([`uplink_mac`]; not QEMU's default 52:54:00:12:34:56, which a VM
 /// NIC may well be given).
@@ -430,11 +435,17 @@ pub fn host_slot(position: usize) -> Option<Slot> {
     Slot::at((MACHINE_VIRTIO_SLOTS - 1).checked_sub(position)?)
 }
 
-/// Slot `index` of a VM's memory map (0 is the virtio-console's).
+/// Slot `index` of a VM's memory map (0 is the virtio-console's): the boot
+/// package's guest slots.
 pub fn guest_slot(index: usize) -> Option<Slot> {
-    (index < GUEST_VIRTIO_SLOTS)
-        .then(|| Slot::at(index))
-        .flatten()
+    let i = u8::try_from(index)
+        .ok()
+        .filter(|&i| i < fv_bootpkg::GUEST_VIRTIO_SLOTS)?;
+    Some(Slot {
+        index,
+        base: fv_bootpkg::slot_gpa(i).raw(),
+        irq: fv_bootpkg::GUEST_VIRTIO_FIRST_IRQ + u32::from(i),
+    })
 }
 
 /// A physical device QEMU attaches, in command-line order.
@@ -815,6 +826,14 @@ mod tests {
         assert_eq!(s(usize::MAX), None);
         let g = |i| guest_slot(i).map(|s: Slot| (s.base, s.irq));
         assert_eq!(g(0), Some((0x1000_1000, 1)));
+        assert_eq!(
+            (GUEST_VIRTIO_SLOTS, GUEST_CONSOLE_SLOTS, MAX_VM_DEVICES),
+            (8, 1, 7)
+        );
+        // The machine's slots and a VM's have the same layout (QEMU virt's).
+        for i in 0..8 {
+            assert_eq!(guest_slot(i), Slot::at(i));
+        }
         assert_eq!(g(1), Some((0x1000_2000, 2)));
         assert_eq!(g(7), Some((0x1000_8000, 8)));
         assert_eq!(g(8), None);
