@@ -6,6 +6,7 @@
 
 pub mod bench;
 pub mod config;
+pub mod instance;
 pub mod loader;
 pub mod package;
 pub mod paths;

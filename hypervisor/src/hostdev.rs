@@ -302,6 +302,27 @@ pub fn probe(
                 }
                 Err(e) => crate::log!("host virtio-rng at {:#x}: not used: driver: {}", base, e),
             },
+            DeviceType::Console => match crate::ctrl::CtrlDriver::new(transport) {
+                Ok(driver) => {
+                    if crate::ctrl::install(driver) {
+                        crate::log!(
+                            "host virtio-console at {:#x} ({}): control channel",
+                            base,
+                            version_str(version)
+                        );
+                    } else {
+                        crate::log!(
+                            "host virtio-console at {:#x}: not used (there is a control channel already)",
+                            base
+                        );
+                    }
+                }
+                Err(e) => crate::log!(
+                    "host virtio-console at {:#x}: not used: driver: {}",
+                    base,
+                    e
+                ),
+            },
             other => crate::log!(
                 "host virtio-mmio at {:#x}: {:?} device not driven",
                 base,

@@ -150,7 +150,8 @@ fn find(name: &str) -> Result<(usize, &'static Vm), MgmtError> {
         .ok_or(MgmtError::UnknownVm)
 }
 
-fn vm_state(vm: &Vm) -> VmState {
+/// The VM's state as the management layer shows it.
+pub fn vm_state(vm: &Vm) -> VmState {
     match vm.state.get() {
         RunState::Running => VmState::Running,
         RunState::Paused => VmState::Paused,
@@ -171,6 +172,23 @@ fn wrong_state(vm: &Vm, _seen: RunState) -> MgmtError {
     MgmtError::WrongState {
         current: vm_state(vm),
     }
+}
+
+/// Runs one command line from the control channel; the reply in the machine
+/// line protocol (`fv_mgmt::machine`).
+pub fn execute_machine_line(line: &[u8], out: &mut alloc::string::String) {
+    let _ = fv_mgmt::execute_line_machine(trim_eol(line), &mut Hypervisor, out);
+}
+
+/// Runs one command line from the control channel; the reply as the shell
+/// prints it.
+pub fn execute_human_line(line: &[u8], out: &mut alloc::string::String) {
+    let _ = fv_mgmt::execute_line(trim_eol(line), &mut Hypervisor, out);
+}
+
+fn trim_eol(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
 }
 
 /// The hypervisor as the management layer sees it.
