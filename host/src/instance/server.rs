@@ -28,6 +28,9 @@ use super::runtime::InstanceDir;
 
 type Conn = Arc<Mutex<UnixStream>>;
 
+/// How long a request waits for the control channel to come up.
+const LINK_WAIT: Duration = Duration::from_secs(30);
+
 #[derive(Debug)]
 enum Sub {
     Console(String),
@@ -295,6 +298,14 @@ fn relay(s: &Shared, conn: &Conn, kind: Kind, id: u32, payload: &[u8]) {
     if let Ok(mut p) = s.pending.lock() {
         p.insert(hv_id, (conn.clone(), id));
     }
+    // Right after `run` starts, QEMU may not listen yet: wait for the link.
+    let deadline = Instant::now() + LINK_WAIT;
+    while !s.ended.load(Ordering::Acquire)
+        && Instant::now() < deadline
+        && s.hv.lock().is_ok_and(|h| h.is_none())
+    {
+        thread::sleep(Duration::from_millis(20));
+    }
     let sent = match s.hv.lock() {
         Ok(mut hv) => match hv.as_mut() {
             Some(h) => h.write_all(&frame).is_ok(),
@@ -310,7 +321,7 @@ fn relay(s: &Shared, conn: &Conn, kind: Kind, id: u32, payload: &[u8]) {
             conn,
             id,
             "unavailable",
-            "the hypervisor's control channel is not connected (yet)",
+            "the hypervisor's control channel is not connected",
         );
     }
 }

@@ -342,6 +342,11 @@ impl Console {
         c
     }
 
+    /// The `ferrovisor run` process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Seconds since `ferrovisor run` was started.
     pub fn secs(&self) -> f64 {
         self.start.elapsed().as_secs_f64()
