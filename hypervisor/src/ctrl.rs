@@ -18,6 +18,10 @@
 //! drops what does not fit, or everything while no one is connected), so the
 //! driver's wait for the used buffer ends at once.
 //!
+//! The device is QEMU's, i.e. trusted as the machine is: the driver crate
+//! asserts that a completed receive is not empty (QEMU never completes one
+//! empty), the one way a misbehaving device could stop the hypervisor here.
+//!
 //! Console output reaches the channel through [`console_output`] (called for
 //! every VM console byte that reaches its history): a 64 KiB queue, bytes
 //! beyond it dropped and reported as a `dropped` event.
