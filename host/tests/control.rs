@@ -11,12 +11,15 @@
 //!   (its output reaches the client and the machine's console as `[b]`),
 //!   Ctrl-] detaches with status 0. `logs -f b`, started before, streams the
 //!   same output; `logs b` shows it afterwards.
-//! - `vm pause a` (then `vm info a --json`: paused), a second pause fails
-//!   with status 1 and "it is paused", `vm resume a`; `stats --json` has the
+//! - `vm list` (text) lists both; `vm pause a` (then `vm info a --json`:
+//!   paused), a second pause fails with status 1 and "it is paused", `vm
+//!   resume a`; a client subscribed to events gets `state vm=a
+//!   state=paused`, then `state=running`; `stats --json` has the
 //!   host, both VMs, their vCPUs and the harts; `stats a` is the table.
 //! - An unknown VM (`vm info`, `vm pause`, `console`, `logs`) fails with
 //!   status 1 and "no VM named"; a request of junk bytes gets a `parse`
-//!   error and the instance still answers; a wrong token is refused.
+//!   error and the instance still answers; a wrong token is refused; with a
+//!   second live instance, a command without `--instance` is refused.
 //! - `vm reboot b` (b boots again), `vm destroy a` (destroyed), `vm start a`
 //!   (a boots again), `vm stop` of both: the machine ends clean, `logs -f`
 //!   ends with status 0, and then `vm list --instance NAME` fails with
@@ -198,6 +201,24 @@ fn raw_exchange(s: &mut UnixStream, kind: fv_ctrl::Kind, id: u32, payload: &[u8]
     reply.unwrap()
 }
 
+/// The next event on a connection subscribed to events.
+fn next_event(s: &mut UnixStream) -> String {
+    s.set_read_timeout(Some(COMMAND)).unwrap();
+    let mut dec: Box<fv_ctrl::Decoder<70000>> = Box::new(fv_ctrl::Decoder::new());
+    let mut ev = None;
+    let mut rb = [0u8; 4096];
+    while ev.is_none() {
+        let n = s.read(&mut rb).unwrap();
+        assert!(n > 0, "connection closed before an event");
+        dec.push(&rb[..n], &mut |f| {
+            if ev.is_none() && f.kind == fv_ctrl::Kind::Event {
+                ev = Some(String::from_utf8_lossy(f.payload).into_owned());
+            }
+        });
+    }
+    ev.unwrap()
+}
+
 fn json_field_count(json: &str, key: &str) -> usize {
     json.matches(&format!("\"{key}\":")).count()
 }
@@ -269,12 +290,27 @@ fn control_channel() {
         "{logs_a}"
     );
 
-    // Lifecycle and statistics.
+    // Lifecycle and statistics; state changes also come as events.
+    let mut events = UnixStream::connect(dir.api_socket()).unwrap();
+    let token = dir.token().unwrap();
+    assert_eq!(
+        raw_exchange(&mut events, fv_ctrl::Kind::Hello, 1, token.as_bytes()),
+        "ok\n"
+    );
+    assert_eq!(
+        raw_exchange(&mut events, fv_ctrl::Kind::Subscribe, 2, b"events"),
+        "ok\n"
+    );
+    let human = ok(&["vm", "list"]);
+    assert!(human.contains(" a ") && human.contains(" b "), "{human}");
     assert_eq!(ok(&["vm", "pause", "a"]).trim(), "VM 'a' paused");
+    let ev = next_event(&mut events);
+    assert_eq!(ev, "state vm=a state=paused");
     let info = ok(&["vm", "info", "a", "--json"]);
     assert!(info.contains("\"state\": \"paused\""), "{info}");
     refused(&["vm", "pause", "a"], "it is paused");
     ok(&["vm", "resume", "a", "--json"]);
+    assert_eq!(next_event(&mut events), "state vm=a state=running");
     let stats = ok(&["stats", "--json"]);
     assert!(stats.contains("\"host\""), "{stats}");
     assert!(stats.contains("\"timebase\": 10000000"), "{stats}");
@@ -289,7 +325,6 @@ fn control_channel() {
     refused(&["console", "nosuch"], "no VM named 'nosuch'");
     refused(&["logs", "nosuch"], "no VM named 'nosuch'");
     let mut s = UnixStream::connect(dir.api_socket()).unwrap();
-    let token = dir.token().unwrap();
     assert_eq!(
         raw_exchange(&mut s, fv_ctrl::Kind::Hello, 1, token.as_bytes()),
         "ok\n"
@@ -307,6 +342,12 @@ fn control_channel() {
     let mut bad = UnixStream::connect(dir.api_socket()).unwrap();
     let r = raw_exchange(&mut bad, fv_ctrl::Kind::Hello, 1, b"wrong");
     assert!(r.starts_with("error code=auth"), "{r}");
+
+    // Another live instance: a command must name one.
+    let other = InstanceDir::new(&base, "other");
+    other.create(&[]).unwrap();
+    refused(&["vm", "list"], "several instances are running");
+    other.remove();
 
     // Reboot, destroy, start.
     ok(&["vm", "reboot", "b"]);
