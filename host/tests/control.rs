@@ -180,43 +180,35 @@ fn wait_marker(c: &mut Console, vm: &str, since: usize) {
     }
 }
 
+/// Reads frames from `s` until one satisfies `want`; its payload as text.
+fn read_until(s: &mut UnixStream, want: impl Fn(fv_ctrl::Kind, u32) -> bool) -> String {
+    s.set_read_timeout(Some(COMMAND)).unwrap();
+    let mut dec: Box<fv_ctrl::Decoder<70000>> = Box::new(fv_ctrl::Decoder::new());
+    let mut got = None;
+    let mut rb = [0u8; 4096];
+    while got.is_none() {
+        let n = s.read(&mut rb).unwrap();
+        assert!(n > 0, "connection closed before the frame");
+        dec.push(&rb[..n], &mut |f| {
+            if got.is_none() && want(f.kind, f.id) {
+                got = Some(String::from_utf8_lossy(f.payload).into_owned());
+            }
+        });
+    }
+    got.unwrap()
+}
+
 /// One frame exchange on a raw connection to `api.sock`: the reply's text.
 fn raw_exchange(s: &mut UnixStream, kind: fv_ctrl::Kind, id: u32, payload: &[u8]) -> String {
     let mut buf = Vec::new();
     fv_ctrl::encode(kind, id, payload, &mut buf).unwrap();
     s.write_all(&buf).unwrap();
-    s.set_read_timeout(Some(COMMAND)).unwrap();
-    let mut dec: Box<fv_ctrl::Decoder<70000>> = Box::new(fv_ctrl::Decoder::new());
-    let mut reply = None;
-    let mut rb = [0u8; 4096];
-    while reply.is_none() {
-        let n = s.read(&mut rb).unwrap();
-        assert!(n > 0, "connection closed before the reply");
-        dec.push(&rb[..n], &mut |f| {
-            if f.id == id && f.kind == fv_ctrl::Kind::Reply {
-                reply = Some(String::from_utf8_lossy(f.payload).into_owned());
-            }
-        });
-    }
-    reply.unwrap()
+    read_until(s, |k, i| i == id && k == fv_ctrl::Kind::Reply)
 }
 
 /// The next event on a connection subscribed to events.
 fn next_event(s: &mut UnixStream) -> String {
-    s.set_read_timeout(Some(COMMAND)).unwrap();
-    let mut dec: Box<fv_ctrl::Decoder<70000>> = Box::new(fv_ctrl::Decoder::new());
-    let mut ev = None;
-    let mut rb = [0u8; 4096];
-    while ev.is_none() {
-        let n = s.read(&mut rb).unwrap();
-        assert!(n > 0, "connection closed before an event");
-        dec.push(&rb[..n], &mut |f| {
-            if ev.is_none() && f.kind == fv_ctrl::Kind::Event {
-                ev = Some(String::from_utf8_lossy(f.payload).into_owned());
-            }
-        });
-    }
-    ev.unwrap()
+    read_until(s, |k, _| k == fv_ctrl::Kind::Event)
 }
 
 fn json_field_count(json: &str, key: &str) -> usize {

@@ -13,6 +13,9 @@ use super::records;
 use super::runtime;
 use crate::bench::json::Json;
 
+/// How long `ps` waits for an instance's VM count.
+const PS_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The detach key of `ferrovisor console` (Ctrl-]).
 pub const DETACH: u8 = 0x1d;
 
@@ -24,7 +27,10 @@ pub fn ps(json: bool) -> Result<(), CtlError> {
         let alive = d.alive();
         let vms = if alive {
             Client::connect_to(d.clone())
-                .and_then(|mut c| c.request("vm list"))
+                .and_then(|mut c| {
+                    c.set_timeout(PS_TIMEOUT);
+                    c.request("vm list")
+                })
                 .map(|r| r.len().to_string())
                 .unwrap_or_else(|_| "-".into())
         } else {

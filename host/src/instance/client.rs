@@ -36,8 +36,8 @@ pub enum CtlError {
     Auth(String),
     /// The hypervisor refused the command (unknown VM, wrong state, ...).
     Refused(ReplyError),
-    /// No reply in time.
-    Timeout(String),
+    /// No reply in time (instance, seconds waited).
+    Timeout(String, u64),
     /// A socket or file operation failed.
     Io(String, io::Error),
 }
@@ -60,11 +60,9 @@ impl std::fmt::Display for CtlError {
             CtlError::Gone(n, why) => write!(f, "instance `{n}` is gone: {why}"),
             CtlError::Auth(n) => write!(f, "instance `{n}` refused our token"),
             CtlError::Refused(e) => write!(f, "{}", e.msg),
-            CtlError::Timeout(n) => write!(
-                f,
-                "instance `{n}` did not answer within {} s",
-                REPLY_TIMEOUT.as_secs()
-            ),
+            CtlError::Timeout(n, secs) => {
+                write!(f, "instance `{n}` did not answer within {secs} s")
+            }
             CtlError::Io(what, e) => write!(f, "{what}: {e}"),
         }
     }
@@ -147,6 +145,7 @@ pub struct Client {
     writer: FrameWriter,
     decoder: Box<Decoder<HOST_FRAME>>,
     queued: VecDeque<OwnedFrame>,
+    timeout: Duration,
 }
 
 impl Client {
@@ -193,12 +192,18 @@ impl Client {
             writer,
             decoder: Box::new(Decoder::new()),
             queued: VecDeque::new(),
+            timeout: REPLY_TIMEOUT,
         };
         let reply = c.exchange(Kind::Hello, token.as_bytes())?;
         if records::parse_reply(&reply).is_err() {
             return Err(CtlError::Auth(n));
         }
         Ok(c)
+    }
+
+    /// How long a request waits for its reply (default [`REPLY_TIMEOUT`]).
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
     }
 
     /// A sender for this connection (for another thread).
@@ -231,7 +236,8 @@ impl Client {
                         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                     ) =>
                 {
-                    return Err(CtlError::Timeout(self.instance.name.clone()))
+                    let secs = timeout.map_or(0, |t| t.as_secs());
+                    return Err(CtlError::Timeout(self.instance.name.clone(), secs));
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => return Ok(None),
@@ -258,7 +264,7 @@ impl Client {
         let mut text = Vec::new();
         let mut other = VecDeque::new();
         let result = loop {
-            match self.next_frame(Some(REPLY_TIMEOUT)) {
+            match self.next_frame(Some(self.timeout)) {
                 Ok(Some(f)) if f.id == id && f.kind == Kind::ReplyPart => {
                     text.extend_from_slice(&f.payload)
                 }

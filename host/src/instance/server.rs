@@ -363,3 +363,106 @@ fn subscribe(s: &Shared, conn: &Conn, id: u32, payload: &[u8]) {
         _ => reply_error(conn, id, "malformed", "unknown subscription"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+    use super::*;
+    use crate::instance::client::{Client, CtlError};
+    use std::os::unix::net::UnixListener;
+
+    /// A stand-in hypervisor on `qemu-ctl.sock`: console output and an event
+    /// at once, then answers `vm list` in two parts, anything else in the
+    /// human form with a refusal, until told `quit`.
+    fn fake_hv(listener: UnixListener) {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut out = Vec::new();
+        fv_ctrl::encode_console(Kind::Console, 0, "x", b"hello\n", &mut out).unwrap();
+        fv_ctrl::encode(Kind::Event, 0, b"state vm=x state=running", &mut out).unwrap();
+        // Garbage between frames is skipped by the relay's decoder.
+        out.extend_from_slice(b"FV\x01garbage");
+        s.write_all(&out).unwrap();
+        let reader = s.try_clone().unwrap();
+        let mut quit = false;
+        read_frames(&reader, &mut |f| {
+            let mut out = Vec::new();
+            match (f.kind, f.payload) {
+                (Kind::Request, b"quit") => quit = true,
+                (Kind::Request, b"vm list") => {
+                    fv_ctrl::encode(Kind::ReplyPart, f.id, b"vm index=0 ", &mut out).unwrap();
+                    fv_ctrl::encode(Kind::Reply, f.id, b"name=x\nok\n", &mut out).unwrap();
+                }
+                _ => {
+                    fv_ctrl::encode(Kind::Reply, f.id, b"error: no VM named 'zz'\n", &mut out)
+                        .unwrap();
+                }
+            }
+            if !out.is_empty() {
+                s.write_all(&out).unwrap();
+            }
+            !quit
+        });
+    }
+
+    #[test]
+    fn relays_requests_logs_console_and_reports_the_end() {
+        let base = std::env::temp_dir().join(format!("fv-srv-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let dir = InstanceDir::new(&base, "t");
+        let token = dir.create(&[]).unwrap();
+        let listener = UnixListener::bind(dir.qemu_socket()).unwrap();
+        let hv = thread::spawn(move || fake_hv(listener));
+        let server = Server::start(dir.clone(), token).unwrap();
+
+        let mut c = Client::connect_to(dir.clone()).unwrap();
+        let recs = c.request("vm list").unwrap();
+        assert_eq!(recs.len(), 1);
+        assert_eq!(recs[0].get("name"), Some("x"));
+        match c.request_human("vm info zz") {
+            Err(CtlError::Refused(e)) => assert_eq!(e.msg, "no VM named 'zz'"),
+            other => panic!("{other:?}"),
+        }
+        // The console output went to the VM's log; a history subscription
+        // replays it.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::read(dir.vm_log("x")).unwrap_or_default() != b"hello\n" {
+            assert!(Instant::now() < deadline, "no log");
+            thread::sleep(Duration::from_millis(20));
+        }
+        c.subscribe("console vm=x history=1 follow=0").unwrap();
+        let frames = c.take_queued();
+        assert_eq!(frames.len(), 1, "{frames:?}");
+        assert_eq!(
+            fv_ctrl::split_console(&frames[0].payload),
+            Some(("x", &b"hello\n"[..]))
+        );
+        assert!(c.subscribe("bogus").is_err());
+
+        // A wrong token is refused.
+        let mut raw = UnixStream::connect(dir.api_socket()).unwrap();
+        let mut hello = Vec::new();
+        fv_ctrl::encode(Kind::Hello, 1, b"not-the-token", &mut hello).unwrap();
+        raw.write_all(&hello).unwrap();
+        let mut text = String::new();
+        read_frames(&raw, &mut |f| {
+            text = String::from_utf8_lossy(f.payload).into_owned();
+            false
+        });
+        assert!(text.starts_with("error code=auth"), "{text}");
+
+        // The hypervisor side goes away: requests report the end.
+        let _ = c.request("quit");
+        hv.join().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match c.request("vm list") {
+                Err(CtlError::Gone(..)) => break,
+                r => assert!(Instant::now() < deadline, "still {r:?}"),
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        server.shutdown();
+        dir.remove();
+        let _ = std::fs::remove_dir_all(&base);
+    }
+}
