@@ -80,6 +80,12 @@ enum Command {
         #[arg(long)]
         instance: Option<String>,
     },
+    /// Print the hypervisor's events (VM state changes, dropped console
+    /// output) as they happen, until the instance ends.
+    Events {
+        #[command(flatten)]
+        target: Target,
+    },
     /// Attach to a VM's console (input goes to that VM); Ctrl-] detaches.
     Console {
         /// The VM.
@@ -252,6 +258,9 @@ fn main() -> ExitCode {
             follow,
             instance,
         } => return ctl(cli::logs(instance.as_deref(), &vm, follow)),
+        Command::Events { target } => {
+            return ctl(cli::events(target.instance.as_deref(), target.json))
+        }
         Command::Console { vm, instance } => return ctl(cli::console(instance.as_deref(), &vm)),
         Command::Package { config, output } => package_only(config, output),
         Command::Bench {

@@ -14,7 +14,8 @@
 //! - `vm list` (text) lists both; `vm pause a` (then `vm info a --json`:
 //!   paused), a second pause fails with status 1 and "it is paused", `vm
 //!   resume a`; a client subscribed to events gets `state vm=a
-//!   state=paused`, then `state=running`; `stats --json` has the
+//!   state=paused`, then `state=running`, and so does `ferrovisor events
+//!   --json` (which also sees the stops at the end and exits 0); `stats --json` has the
 //!   host, both VMs, their vCPUs and the harts; `stats a` is the table.
 //! - An unknown VM (`vm info`, `vm pause`, `console`, `logs`) fails with
 //!   status 1 and "no VM named"; a request of junk bytes gets a `parse`
@@ -293,6 +294,9 @@ fn control_channel() {
         raw_exchange(&mut events, fv_ctrl::Kind::Subscribe, 2, b"events"),
         "ok\n"
     );
+    let mut events_cli = Bg::spawn(&["events", "--json"]);
+    // Subscribed once it waits (nothing to print yet); give it a moment.
+    thread::sleep(Duration::from_secs(1));
     let human = ok(&["vm", "list"]);
     assert!(human.contains(" a ") && human.contains(" b "), "{human}");
     assert_eq!(ok(&["vm", "pause", "a"]).trim(), "VM 'a' paused");
@@ -303,6 +307,8 @@ fn control_channel() {
     refused(&["vm", "pause", "a"], "it is paused");
     ok(&["vm", "resume", "a", "--json"]);
     assert_eq!(next_event(&mut events), "state vm=a state=running");
+    events_cli.wait_for(r#"{"event":"state","vm":"a","state":"paused"}"#, COMMAND);
+    events_cli.wait_for(r#"{"event":"state","vm":"a","state":"running"}"#, COMMAND);
     let stats = ok(&["stats", "--json"]);
     assert!(stats.contains("\"host\""), "{stats}");
     assert!(stats.contains("\"timebase\": 10000000"), "{stats}");
@@ -358,6 +364,11 @@ fn control_channel() {
     let mut follow = follow;
     assert_eq!(follow.exit_code(COMMAND), 0);
     follow.wait_for("has ended", COMMAND);
+    assert_eq!(events_cli.exit_code(COMMAND), 0);
+    events_cli.wait_for(
+        r#"{"event":"state","vm":"b","state":"stopped","reason":"operator"}"#,
+        COMMAND,
+    );
     refused(
         &["vm", "list", "--instance", INSTANCE],
         &format!("no running instance named `{INSTANCE}`"),

@@ -144,6 +144,34 @@ pub fn logs(instance: Option<&str>, vm: &str, follow: bool) -> Result<(), CtlErr
     Ok(())
 }
 
+/// `ferrovisor events`: one line per event (the record, or with `json` a
+/// JSON object with its `event` kind and fields), until the instance ends.
+pub fn events(instance: Option<&str>, json: bool) -> Result<(), CtlError> {
+    let mut c = Client::connect(instance)?;
+    c.subscribe("events")?;
+    let mut out = io::stdout().lock();
+    while let Some(f) = c.next_frame(None)? {
+        if f.kind != Kind::Event {
+            continue;
+        }
+        let text = String::from_utf8_lossy(&f.payload).into_owned();
+        let line = match (json, records::parse_line(&text)) {
+            (true, Some(r)) => {
+                let mut fields = vec![("event".to_string(), Json::str(r.kind.clone()))];
+                if let Json::Obj(rest) = r.to_json() {
+                    fields.extend(rest);
+                }
+                Json::Obj(fields).compact()
+            }
+            _ => text,
+        };
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    }
+    eprintln!("ferrovisor: instance `{}` has ended", c.instance.name);
+    Ok(())
+}
+
 /// Raw mode for the terminal on stdin while attached; restored on drop.
 struct RawMode(Option<libc::termios>);
 
