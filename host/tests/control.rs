@@ -320,6 +320,8 @@ fn control_channel() {
     // Unknown VMs, junk, a wrong token.
     refused(&["vm", "info", "nosuch"], "no VM named 'nosuch'");
     refused(&["vm", "pause", "nosuch", "--json"], "no VM named 'nosuch'");
+    let (_, out, _) = fv(&["vm", "info", "nosuch", "--json"]);
+    assert!(out.contains("\"code\": \"unknown-vm\""), "{out}");
     refused(&["console", "nosuch"], "no VM named 'nosuch'");
     refused(&["logs", "nosuch"], "no VM named 'nosuch'");
     let mut s = UnixStream::connect(dir.api_socket()).unwrap();

@@ -91,11 +91,18 @@ pub fn ps(json: bool) -> Result<(), CtlError> {
 }
 
 /// Runs one management command line: human text, or with `json` the
-/// records as JSON (an action prints `{"ok": true}`).
+/// records as JSON (an action prints `{"ok": true}`, a refusal `{"error":
+/// {"code": ..., "msg": ...}}` besides the message on stderr).
 pub fn command(instance: Option<&str>, line: &str, json: bool) -> Result<(), CtlError> {
     let mut c = Client::connect(instance)?;
     if json {
-        let recs = c.request(line)?;
+        let recs = c.request(line).inspect_err(|e| {
+            // Scripts get the refusal as JSON too (the message also goes to
+            // stderr, and the status is 1).
+            if let CtlError::Refused(r) = e {
+                print!("{}", Json::obj([("error", r.record.to_json())]).pretty());
+            }
+        })?;
         let j = if recs.is_empty() {
             Json::obj([("ok", Json::Bool(true))])
         } else {
