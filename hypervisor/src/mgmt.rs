@@ -1,7 +1,8 @@
 //! The management shell on the hypervisor console and the hypervisor's side of
 //! `fv_mgmt::Management`: what `vm list`, `vm info`, `stats`, `log`, `vm pause`
 //! and friends see and do. The command language, the escape sequences and the
-//! formatting are `fv_mgmt`'s; this module only answers from the live VMs.
+//! formatting are `fv_mgmt`'s; this module only answers from the live VMs,
+//! for the shell and for the control channel (`crate::ctrl`).
 //!
 //! Console input goes through `fv_mgmt::ConsoleInput`: ordinary bytes go to the
 //! VM that has the focus, `Ctrl-A c` enters and leaves the shell (prompt
