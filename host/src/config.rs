@@ -2795,7 +2795,8 @@ vms:
                 0x1000_7000,
                 0x1000_6000,
                 0x1000_5000,
-                0x1000_4000
+                0x1000_4000,
+                0x1000_3000
             ]
         );
         assert_eq!(c.plan.vms[0].len(), 5);
@@ -2818,7 +2819,7 @@ vms:
         assert_eq!(c.devices.vms[0].disks.len(), 2);
         assert_eq!(c.devices.vms[0].disks[1].path, d.0.join("sub/e.img"));
         assert_eq!(c.devices.vms[0].nics[0].mac, MacAddr::derived("x", 0));
-        assert_eq!(c.plan.host.len(), 3);
+        assert_eq!(c.plan.host.len(), 4);
         d.expect_error(
             "name: x\nmemory: 64M\nkernel: k.elf\ndisks:\n  - path: nope.img\n",
             5,
@@ -3005,7 +3006,7 @@ vms:
                 "{ path: sym.img, read_only: true }",
             ))
             .unwrap();
-        assert_eq!(c.plan.host.len(), 2);
+        assert_eq!(c.plan.host.len(), 3);
     }
 
     /// 8 virtio-mmio slots on the machine: disks (one each), one rng, the
@@ -3028,16 +3029,21 @@ vms:
             }
         }
         let e = d.parse(&yaml).unwrap_err();
-        assert_error(&e, 30, "vms[2].disks[2]", "too many devices for the machine: it has 8 virtio-mmio slots, and this config needs 11: 9 disk(s) (one physical virtio-blk each) + 1 virtio-rng");
-        assert!(e.problem.contains("+ 1 uplink(s)"), "{e}");
-        // 7 disks + rng fill it; the uplink is then the one too many.
-        let cut = yaml.rfind("      - path: v2d1.img").unwrap();
-        let seven = &yaml[..cut];
-        let e = d.parse(seven).unwrap_err();
-        assert_error(&e, 5, "machine.switches[0].uplink", "needs 9: 7 disk(s)");
+        // One slot is the control channel's: 7 disks fill the rest.
+        assert_error(&e, 29, "vms[2].disks[1]", "too many devices for the machine: it has 8 virtio-mmio slots, and this config needs 12: 9 disk(s) (one physical virtio-blk each) + 1 virtio-rng");
+        assert!(
+            e.problem
+                .contains("+ 1 uplink(s) + 1 kept for the hypervisor"),
+            "{e}"
+        );
+        // 6 disks + rng fill it; the uplink is then the one too many.
         let six = &yaml[..yaml.rfind("      - path: v2d0.img").unwrap()];
-        let c = d.parse(six).unwrap();
+        let e = d.parse(six).unwrap_err();
+        assert_error(&e, 5, "machine.switches[0].uplink", "needs 9: 6 disk(s)");
+        let five = &yaml[..yaml.rfind("      - path: v1d2.img").unwrap()];
+        let c = d.parse(five).unwrap();
         assert_eq!(c.plan.host.len(), 8);
+        assert_eq!(c.plan.host[6].slot.base, 0x1000_2000);
         assert_eq!(c.plan.host[7].slot.base, 0x1000_1000);
     }
 
@@ -3307,7 +3313,7 @@ vms:
             ),
         )
         .unwrap();
-        assert_eq!(c.plan.host.len(), 2);
+        assert_eq!(c.plan.host.len(), 3);
         let e = Config::from_parts_with_devices(
             &path,
             machine_of(256),

@@ -58,8 +58,9 @@ pub const VIRTIO_MMIO_STRIDE: u64 = 0x1000;
 /// Interrupt of the lowest slot; slot `i` has `VIRTIO_MMIO_FIRST_IRQ + i`.
 pub const VIRTIO_MMIO_FIRST_IRQ: u32 = 1;
 /// Slots of the machine kept for devices of the hypervisor's own, placed
-/// after the config's devices. None yet; the host control channel will be one.
-pub const RESERVED_HOST_SLOTS: usize = 0;
+/// after the config's devices: the control channel's console device
+/// ([`crate::qemu::control_device_args`], which `ferrovisor run` appends last).
+pub const RESERVED_HOST_SLOTS: usize = 1;
 /// virtio-mmio slots in a VM's memory map (the boot package's).
 pub const GUEST_VIRTIO_SLOTS: usize = fv_bootpkg::GUEST_VIRTIO_SLOTS as usize;
 /// A VM's slots kept for the virtio-console (slot 0, `0x1000_1000`,
@@ -863,8 +864,9 @@ mod tests {
         let p = plan(&devices).unwrap();
         let bases: Vec<(u64, &HostDeviceKind)> =
             p.host.iter().map(|h| (h.slot.base, &h.kind)).collect();
-        assert_eq!(RESERVED_HOST_SLOTS, 0, "update the bases below");
-        assert_eq!(bases.len(), 5);
+        assert_eq!(RESERVED_HOST_SLOTS, 1, "update the bases below");
+        assert_eq!(bases.len(), 6);
+        assert_eq!(bases[5], (0x1000_3000, &HostDeviceKind::Reserved));
         assert_eq!(bases[0].0, 0x1000_8000);
         assert!(matches!(
             bases[0].1,

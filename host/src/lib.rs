@@ -7,6 +7,7 @@
 pub mod bench;
 pub mod config;
 pub mod devices;
+pub mod instance;
 pub mod loader;
 pub mod package;
 pub mod paths;

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
+use ferrovisor::instance::{cli, runtime, server};
 use ferrovisor::qemu::{self, Control, Input, QemuConfig, RunOptions, Stream};
 use ferrovisor::{bench as benchmark, config, devices, package, paths, ALL_VMS_STOPPED, MIB};
 
@@ -43,6 +44,55 @@ enum Command {
         /// The hypervisor binary (ELF or flat) QEMU loads with -kernel.
         #[arg(long)]
         hypervisor: Option<PathBuf>,
+        /// The instance's name, for `ferrovisor ps`, `vm`, `stats`, `logs` and
+        /// `console` from other terminals (default: the config file's name).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List the running instances (`ferrovisor run`s) of this user.
+    Ps {
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Act on a VM of a running instance.
+    Vm {
+        #[command(subcommand)]
+        action: VmAction,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Counters per VM and vCPU (and per hart without VM) of a running instance.
+    Stats {
+        /// One VM (default: all, and the harts).
+        vm: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// A VM's console output since its instance started.
+    Logs {
+        /// The VM.
+        vm: String,
+        /// Keep printing new output until the instance ends.
+        #[arg(short, long)]
+        follow: bool,
+        /// The instance (needed when several are running).
+        #[arg(long)]
+        instance: Option<String>,
+    },
+    /// Print the hypervisor's events (VM state changes, dropped console
+    /// output) as they happen, until the instance ends.
+    Events {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Attach to a VM's console (input goes to that VM); Ctrl-] detaches.
+    Console {
+        /// The VM.
+        vm: String,
+        /// The instance (needed when several are running).
+        #[arg(long)]
+        instance: Option<String>,
     },
     /// Build the boot package for a config and write it to a file (no QEMU).
     Package {
@@ -106,6 +156,82 @@ enum Command {
     },
 }
 
+/// Which running instance, and how to print.
+#[derive(clap::Args, Debug)]
+struct Target {
+    /// The instance (needed when several are running).
+    #[arg(long, global = true)]
+    instance: Option<String>,
+    /// JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum VmAction {
+    /// Every VM, its state and placement.
+    List,
+    /// One VM and its vCPUs.
+    Info {
+        /// The VM.
+        vm: String,
+    },
+    /// Stop scheduling its vCPUs (its clock stands still).
+    Pause {
+        /// The VM.
+        vm: String,
+    },
+    /// Schedule a paused VM again.
+    Resume {
+        /// The VM.
+        vm: String,
+    },
+    /// Stop it for good (forced).
+    Stop {
+        /// The VM.
+        vm: String,
+    },
+    /// Reset it and reload its images.
+    Reboot {
+        /// The VM.
+        vm: String,
+    },
+    /// Stop it and free its memory.
+    Destroy {
+        /// The VM.
+        vm: String,
+    },
+    /// Create it again from the configuration and run it.
+    Start {
+        /// The VM.
+        vm: String,
+    },
+}
+
+impl VmAction {
+    /// The management command line.
+    fn line(&self) -> String {
+        match self {
+            VmAction::List => "vm list".into(),
+            VmAction::Info { vm } => format!("vm info {vm}"),
+            VmAction::Pause { vm } => format!("vm pause {vm}"),
+            VmAction::Resume { vm } => format!("vm resume {vm}"),
+            VmAction::Stop { vm } => format!("vm stop {vm}"),
+            VmAction::Reboot { vm } => format!("vm reboot {vm}"),
+            VmAction::Destroy { vm } => format!("vm destroy {vm}"),
+            VmAction::Start { vm } => format!("vm start {vm}"),
+        }
+    }
+}
+
+/// Exit status of a subcommand acting on a running instance.
+fn ctl(r: Result<(), cli::CtlError>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => ExitCode::from(cli::fail(&e)),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -113,7 +239,29 @@ fn main() -> ExitCode {
             config,
             timeout,
             hypervisor,
-        } => run(config, timeout, hypervisor),
+            name,
+        } => run(config, timeout, hypervisor, name),
+        Command::Ps { json } => return ctl(cli::ps(json)),
+        Command::Vm { action, target } => {
+            return ctl(cli::command(
+                target.instance.as_deref(),
+                &action.line(),
+                target.json,
+            ))
+        }
+        Command::Stats { vm, target } => {
+            let line = vm.map_or_else(|| "stats".to_string(), |v| format!("stats {v}"));
+            return ctl(cli::command(target.instance.as_deref(), &line, target.json));
+        }
+        Command::Logs {
+            vm,
+            follow,
+            instance,
+        } => return ctl(cli::logs(instance.as_deref(), &vm, follow)),
+        Command::Events { target } => {
+            return ctl(cli::events(target.instance.as_deref(), target.json))
+        }
+        Command::Console { vm, instance } => return ctl(cli::console(instance.as_deref(), &vm)),
         Command::Package { config, output } => package_only(config, output),
         Command::Bench {
             runs,
@@ -226,12 +374,31 @@ fn file_size(path: &std::path::Path) -> String {
     std::fs::metadata(path).map_or_else(|_| "?".into(), |m| mib(m.len()))
 }
 
+/// The instance name `ferrovisor run` uses: `--name`, else the config file's
+/// name without its extension (when that is a valid name), else `run`.
+fn instance_name(given: Option<String>, config: &std::path::Path) -> Result<String> {
+    if let Some(n) = given {
+        if !runtime::valid_name(&n) {
+            bail!("--name `{n}`: use 1 to 64 letters, digits, `.`, `_` or `-`, starting with a letter or digit");
+        }
+        return Ok(n);
+    }
+    Ok(config
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .filter(|s| runtime::valid_name(s))
+        .unwrap_or("run")
+        .to_string())
+}
+
 fn run(
     config_path: PathBuf,
     timeout: Option<u64>,
     hypervisor: Option<PathBuf>,
+    name: Option<String>,
 ) -> Result<ExitCode> {
     let t0 = Instant::now();
+    let name = instance_name(name, &config_path)?;
     // Everything that can be checked is, before a package is written or QEMU
     // started: the config (files, formats, devices, the machine's memory), the
     // host's memory and ports, the hypervisor binary.
@@ -313,9 +480,39 @@ fn run(
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "run".into());
     let log = cache.join("logs").join(format!("{stem}.log"));
-    let qemu_cfg =
+    let mut qemu_cfg =
         QemuConfig::new(&cfg.machine, &hypervisor, Some(&pkg_path)).with_devices(&cfg.plan);
+    // The instance: its runtime directory, its server and the machine's
+    // control device. The device goes last on QEMU's command line, after
+    // every other virtio device (QEMU's `virt` fills its virtio-mmio slots
+    // in command-line order, from the top), so it never moves theirs.
+    let dir = runtime::InstanceDir::new(&runtime::base_dir(), &name);
+    let sock = dir.qemu_socket().display().to_string();
+    if sock.len() > 100 || sock.contains(',') {
+        bail!(
+            "instance `{name}`: the runtime directory {} makes a socket path QEMU cannot use (over 100 bytes, or a comma); set {} to a shorter directory",
+            dir.dir.display(),
+            runtime::RUNTIME_ENV
+        );
+    }
+    let token = dir
+        .create(&[("config", config_path.display().to_string())])
+        .with_context(|| format!("instance `{name}`"))?;
+    let _cleanup = RemoveOnDrop(dir.clone());
+    let server = server::Server::start(dir.clone(), token).with_context(|| {
+        format!(
+            "serving instance `{name}` on {}",
+            dir.api_socket().display()
+        )
+    })?;
+    qemu_cfg
+        .extra_args
+        .extend(qemu::control_device_args(&dir.qemu_socket()));
     eprintln!("ferrovisor: {}", qemu_cfg.command_line());
+    eprintln!(
+        "ferrovisor: instance `{name}` at {} (`ferrovisor ps`, `ferrovisor vm list --instance {name}`)",
+        dir.dir.display()
+    );
     let interactive = std::io::stdin().is_terminal();
     let first = cfg.vms.first().map_or("", |v| v.name.as_str());
     if interactive {
@@ -365,6 +562,7 @@ fn run(
             }
         },
     )?;
+    server.shutdown();
     // The console may have stopped mid-line.
     eprintln!();
     eprintln!("ferrovisor: serial log at {}", outcome.log_path.display());
@@ -398,6 +596,15 @@ fn run(
         outcome.elapsed.as_secs_f64()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Removes an instance's runtime directory when `run` returns.
+struct RemoveOnDrop(runtime::InstanceDir);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        self.0.remove();
+    }
 }
 
 fn bench(

@@ -290,6 +290,25 @@ pub fn device_args(plan: &DevicePlan) -> Vec<String> {
     a
 }
 
+/// QEMU arguments for the machine's control device (issue 11): a
+/// virtio-serial bus on virtio-mmio with one `virtconsole` port backed by a
+/// unix socket QEMU listens on at `socket` (without waiting for a client).
+/// Append them after every other virtio device: QEMU's `virt` allocates
+/// virtio-mmio slots in command-line order.
+pub fn control_device_args(socket: &Path) -> Vec<String> {
+    vec![
+        "-device".into(),
+        "virtio-serial-device,max_ports=1".into(),
+        "-chardev".into(),
+        format!(
+            "socket,id=fvctl,path={},server=on,wait=off",
+            socket.display()
+        ),
+        "-device".into(),
+        "virtconsole,chardev=fvctl".into(),
+    ]
+}
+
 fn shell_quote(s: &str) -> String {
     if !s.is_empty()
         && s.chars()

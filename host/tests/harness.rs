@@ -226,6 +226,7 @@ fn run_command_exit_codes() {
     );
     let loop_hv = payload("cmd-loop", &jal(ZERO, 0).to_le_bytes());
     let bin = env!("CARGO_BIN_EXE_ferrovisor");
+    let rt = std::env::temp_dir().join(format!("fv-harness-{}", std::process::id()));
     let run = |hv: &PathBuf, timeout: &str| {
         Command::new(bin)
             .args(["run", "--config"])
@@ -233,6 +234,8 @@ fn run_command_exit_codes() {
             .args(["--timeout", timeout, "--hypervisor"])
             .arg(hv)
             .env("XDG_CACHE_HOME", dir.join("cache"))
+            // Its own instance directory, never shared with other test runs.
+            .env(ferrovisor::instance::runtime::RUNTIME_ENV, &rt)
             .output()
             .unwrap()
     };
@@ -243,6 +246,9 @@ fn run_command_exit_codes() {
     assert!(stdout.contains("ferrovisor: all VMs stopped"));
     assert!(stderr.contains("clean shutdown"), "{stderr}");
     assert!(dir.join("cache/ferrovisor/packages").is_dir());
+    // The instance was served while it ran and its directory is gone.
+    assert!(stderr.contains("ferrovisor: instance `"), "{stderr}");
+    assert!(rt.is_dir() && std::fs::read_dir(&rt).unwrap().next().is_none());
 
     let hang = run(&loop_hv, "2");
     assert!(!hang.status.success());
@@ -252,6 +258,7 @@ fn run_command_exit_codes() {
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("scripts/build.sh"));
     let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&rt);
 }
 
 /// `stop_after_success`: a machine that never powers off passes once every

@@ -6,8 +6,9 @@
 //! `virtio_drivers::device::blk::VirtIOBlk` and each entropy device with
 //! `VirtIORng`, logs one line per device and keeps the working ones in
 //! [`HOST_DEVICES`] for the VMs' virtual devices to be served from (not wired
-//! yet). A device that misbehaves is logged and left out; it never stops the
-//! boot.
+//! yet). The first console device becomes the control channel
+//! ([`crate::ctrl`]). A device that misbehaves is logged and left out; it
+//! never stops the boot.
 //!
 //! Everything hardware-facing lives here: [`HostHal`], the driver crate's
 //! view of the machine (DMA memory, address translation), and the one place
@@ -301,6 +302,27 @@ pub fn probe(
                     });
                 }
                 Err(e) => crate::log!("host virtio-rng at {:#x}: not used: driver: {}", base, e),
+            },
+            DeviceType::Console => match crate::ctrl::CtrlDriver::new(transport) {
+                Ok(driver) => {
+                    if crate::ctrl::install(driver) {
+                        crate::log!(
+                            "host virtio-console at {:#x} ({}): control channel",
+                            base,
+                            version_str(version)
+                        );
+                    } else {
+                        crate::log!(
+                            "host virtio-console at {:#x}: not used (there is a control channel already)",
+                            base
+                        );
+                    }
+                }
+                Err(e) => crate::log!(
+                    "host virtio-console at {:#x}: not used: driver: {}",
+                    base,
+                    e
+                ),
             },
             other => crate::log!(
                 "host virtio-mmio at {:#x}: {:?} device not driven",

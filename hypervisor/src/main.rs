@@ -13,6 +13,7 @@ extern crate alloc;
 
 mod boot;
 mod console;
+mod ctrl;
 mod heap;
 mod hostdev;
 mod mem;

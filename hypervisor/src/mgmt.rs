@@ -1,7 +1,8 @@
 //! The management shell on the hypervisor console and the hypervisor's side of
 //! `fv_mgmt::Management`: what `vm list`, `vm info`, `stats`, `log`, `vm pause`
 //! and friends see and do. The command language, the escape sequences and the
-//! formatting are `fv_mgmt`'s; this module only answers from the live VMs.
+//! formatting are `fv_mgmt`'s; this module only answers from the live VMs,
+//! for the shell and for the control channel (`crate::ctrl`).
 //!
 //! Console input goes through `fv_mgmt::ConsoleInput`: ordinary bytes go to the
 //! VM that has the focus, `Ctrl-A c` enters and leaves the shell (prompt
@@ -150,7 +151,8 @@ fn find(name: &str) -> Result<(usize, &'static Vm), MgmtError> {
         .ok_or(MgmtError::UnknownVm)
 }
 
-fn vm_state(vm: &Vm) -> VmState {
+/// The VM's state as the management layer shows it.
+pub fn vm_state(vm: &Vm) -> VmState {
     match vm.state.get() {
         RunState::Running => VmState::Running,
         RunState::Paused => VmState::Paused,
@@ -171,6 +173,23 @@ fn wrong_state(vm: &Vm, _seen: RunState) -> MgmtError {
     MgmtError::WrongState {
         current: vm_state(vm),
     }
+}
+
+/// Runs one command line from the control channel; the reply in the machine
+/// line protocol (`fv_mgmt::machine`).
+pub fn execute_machine_line(line: &[u8], out: &mut alloc::string::String) {
+    let _ = fv_mgmt::execute_line_machine(trim_eol(line), &mut Hypervisor, out);
+}
+
+/// Runs one command line from the control channel; the reply as the shell
+/// prints it.
+pub fn execute_human_line(line: &[u8], out: &mut alloc::string::String) {
+    let _ = fv_mgmt::execute_line(trim_eol(line), &mut Hypervisor, out);
+}
+
+fn trim_eol(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
 }
 
 /// The hypervisor as the management layer sees it.

@@ -198,6 +198,7 @@ pub fn run_hart(cpu: usize) -> ! {
             if now >= next_poll {
                 next_poll = now.saturating_add(poll_period);
                 crate::vconsole::service_console();
+                crate::ctrl::poll();
                 service_virtio();
                 crate::vconsole::flush_stale_lines(now);
             }

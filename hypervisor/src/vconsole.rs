@@ -10,6 +10,7 @@ use fv_arch_riscv64::csr;
 /// whole lines. Costs O(`bytes.len()`) plus one bounded burst to the UART.
 pub fn console_bytes(vm: &Vm, history: &mut fv_mgmt::Ring, bytes: &[u8]) {
     history.push(bytes);
+    crate::ctrl::console_output(vm.id, bytes);
     crate::console::guest_output(vm.id, &vm.name, bytes, csr::time());
 }
 

@@ -1,6 +1,6 @@
 //! Ferrovisor's management command layer, independent of how commands arrive:
-//! typed on the hypervisor console today, sent by the host tool over a
-//! management channel later.
+//! typed on the hypervisor console, or sent by the host tool over the control
+//! channel (`fv-ctrl` frames; see the hypervisor's `ctrl` module).
 //!
 //! * [`parse`] turns a line into a typed [`Command`] (or a [`ParseError`] that
 //!   says what is wrong); `Command`'s `Display` gives the canonical text back.

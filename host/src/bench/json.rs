@@ -44,6 +44,37 @@ impl Json {
         out
     }
 
+    /// The value as JSON text on one line (for JSON-lines streams).
+    pub fn compact(&self) -> String {
+        let mut out = String::new();
+        self.write_compact(&mut out);
+        out
+    }
+
+    fn write_compact(&self, out: &mut String) {
+        let (open, close, items): (char, char, Vec<(Option<&str>, &Json)>) = match self {
+            Json::Arr(items) => ('[', ']', items.iter().map(|i| (None, i)).collect()),
+            Json::Obj(pairs) => (
+                '{',
+                '}',
+                pairs.iter().map(|(k, v)| (Some(k.as_str()), v)).collect(),
+            ),
+            other => return other.write(out, 0),
+        };
+        out.push(open);
+        for (i, (k, v)) in items.into_iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            if let Some(k) = k {
+                write_string(out, k);
+                out.push(':');
+            }
+            v.write_compact(out);
+        }
+        out.push(close);
+    }
+
     fn write(&self, out: &mut String, depth: usize) {
         let pad = |out: &mut String, d: usize| {
             out.push('\n');
@@ -169,5 +200,10 @@ mod tests {
             v.pretty(),
             "{\n  \"runs\": [1, 2.5],\n  \"empty\": [],\n  \"vms\": [\n    {\n      \"name\": \"bench\"\n    }\n  ],\n  \"none\": {}\n}\n"
         );
+        assert_eq!(
+            v.compact(),
+            "{\"runs\":[1,2.5],\"empty\":[],\"vms\":[{\"name\":\"bench\"}],\"none\":{}}"
+        );
+        assert_eq!(Json::str("a\nb").compact(), "\"a\\nb\"");
     }
 }

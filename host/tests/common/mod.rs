@@ -21,6 +21,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use ferrovisor::instance::runtime::RUNTIME_ENV;
 use ferrovisor::paths;
 use ferrovisor::testing::{self, standard_failure_patterns, Pattern};
 
@@ -268,6 +269,12 @@ impl Console {
         let transcript_path = logs.join(format!("{name}.log"));
         let transcript = File::create(&transcript_path).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferrovisor"));
+        // Instances of these tests live under this worktree's target
+        // directory (unless the test chose a place), so test runs of other
+        // worktrees on the same machine never share instance names.
+        if std::env::var_os(RUNTIME_ENV).is_none() {
+            cmd.env(RUNTIME_ENV, paths::target_dir().join("rt"));
+        }
         cmd.arg("run")
             .arg("--config")
             .arg(config)
@@ -340,6 +347,11 @@ impl Console {
             config.display()
         ));
         c
+    }
+
+    /// The `ferrovisor run` process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Seconds since `ferrovisor run` was started.
