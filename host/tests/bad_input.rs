@@ -389,10 +389,10 @@ fn run_refuses_bad_devices_before_starting_anything() {
         "slots-machine",
         &r,
         &[
-            "slots-machine.yaml:2: `machine.switches[0].uplink`",
-            "it has 8 virtio-mmio slots, and this config needs 9: 7 disk(s)",
+            "slots-machine.yaml:7: `vms[0].rng`",
+            "it has 8 virtio-mmio slots, and this config needs 10: 7 disk(s)",
             "+ 1 virtio-rng",
-            "+ 1 uplink(s)",
+            "+ 1 uplink(s) + 1 kept for the hypervisor",
         ],
     );
     // 8 devices for a VM's 7 slots.
