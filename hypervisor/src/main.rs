@@ -492,13 +492,27 @@ fn cpu_u32(dtb: &[u8], name: &str) -> Option<u32> {
 }
 
 /// The virtio-net NICs the package gives a VM.
-fn vm_nics(_spec: &fv_bootpkg::VmSpec<'_>) -> Vec<vm::NicSpec> {
-    Vec::new()
+fn vm_nics(spec: &fv_bootpkg::VmSpec<'_>) -> Vec<vm::NicSpec> {
+    spec.devices()
+        .filter_map(|d| match d.kind {
+            fv_bootpkg::DeviceKind::Net { switch, mac } => Some(vm::NicSpec {
+                slot: d.slot,
+                switch,
+                mac,
+            }),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The package's switches.
-fn switch_plans<'a>(_pkg: &fv_bootpkg::Package<'a>) -> Vec<net::SwitchPlan<'a>> {
-    Vec::new()
+fn switch_plans<'a>(pkg: &fv_bootpkg::Package<'a>) -> Vec<net::SwitchPlan<'a>> {
+    pkg.switches()
+        .map(|s| net::SwitchPlan {
+            name: s.name,
+            uplink: s.uplink,
+        })
+        .collect()
 }
 
 /// Builds the package's switches with every VM NIC as a port, and connects

@@ -139,12 +139,12 @@ pub struct GuestSetup {
 
 /// Guest-physical base of virtio-mmio slot `slot` (QEMU `virt`'s layout).
 pub fn virtio_slot_base(slot: u8) -> GuestPhysAddr {
-    GuestPhysAddr::new(GUEST_VIRTIO_CONSOLE_BASE.raw() + u64::from(slot) * 0x1000)
+    fv_bootpkg::slot_gpa(slot)
 }
 
 /// PLIC source of virtio-mmio slot `slot`.
 pub fn virtio_slot_irq(slot: u8) -> u32 {
-    GUEST_VIRTIO_CONSOLE_IRQ + u32::from(slot)
+    fv_bootpkg::GUEST_VIRTIO_FIRST_IRQ + u32::from(slot)
 }
 
 /// Why a VM stopped.

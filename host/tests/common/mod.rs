@@ -263,17 +263,24 @@ impl Console {
     /// ([`standard_failure_patterns`]), `Kernel panic`, `Oops`, `Unable to
     /// handle kernel` and a VM `stopped by the hypervisor`.
     pub fn spawn(name: &str, config: &Path, timeout_s: u64, vms: &[Vm]) -> Console {
-        let logs = paths::qemu_log_dir();
-        fs::create_dir_all(&logs).unwrap();
-        let transcript_path = logs.join(format!("{name}.log"));
-        let transcript = File::create(&transcript_path).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferrovisor"));
         cmd.arg("run")
             .arg("--config")
             .arg(config)
             .arg("--timeout")
-            .arg(timeout_s.to_string())
-            .stdin(Stdio::piped())
+            .arg(timeout_s.to_string());
+        let what = format!("ferrovisor run --config {}", config.display());
+        Console::spawn_command(name, cmd, &what, vms)
+    }
+
+    /// Starts `cmd` (`ferrovisor run`, or QEMU itself with a package a test
+    /// built) with its standard streams piped, as [`Console::spawn`] does.
+    pub fn spawn_command(name: &str, mut cmd: Command, what: &str, vms: &[Vm]) -> Console {
+        let logs = paths::qemu_log_dir();
+        fs::create_dir_all(&logs).unwrap();
+        let transcript_path = logs.join(format!("{name}.log"));
+        let transcript = File::create(&transcript_path).unwrap();
+        cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let start = Instant::now();
@@ -335,10 +342,7 @@ impl Console {
             qemu_started: None,
             vms: vms.iter().map(|v| v.name.to_string()).collect(),
         };
-        c.note(&format!(
-            "started ferrovisor run --config {}",
-            config.display()
-        ));
+        c.note(&format!("started {what}"));
         c
     }
 

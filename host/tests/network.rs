@@ -1,0 +1,368 @@
+//! Network integration tests: Debian's kernel with its own virtio_net module
+//! in VMs whose NICs are ports of the hypervisor's switches.
+//!
+//! - `two_vms_on_a_switch`: two Linux VMs on one switch (no uplink), static
+//!   addresses; each sees its NIC with the MAC the package gave it; they
+//!   ping each other. Then VM b turns hostile: with another source MAC its
+//!   pings get no answer (the frames are dropped as spoofed), with a 2000-byte
+//!   MTU a large ping gets none either (oversize frames dropped); with its own
+//!   MAC and MTU back, pings work again and VM a was never disturbed. At
+//!   power-off the hypervisor's counters show the spoofed and oversize drops
+//!   on b's NIC and none on a's.
+//! - `uplink_http_and_port_forward`: a VM on a switch whose uplink is the
+//!   machine's virtio-net (QEMU user networking): it downloads a file from an
+//!   HTTP server this test runs on 127.0.0.1 (reached at the gateway,
+//!   10.0.2.2) and its SHA-256 matches; then a host client reaches busybox
+//!   `httpd` in the VM through a QEMU port forward on 127.0.0.1.
+//!
+//! Until the config has NICs and switches, each test builds its boot package
+//! itself (the host tool's package for the VMs, rebuilt with the devices and
+//! switches added) and starts QEMU directly with the hypervisor and that
+//! package. Logs: `target/qemu-logs/network-<test>.log`.
+//!
+//! Needs `scripts/build.sh` and `scripts/fetch-linux.sh`. Run with
+//! `cargo test -p ferrovisor --test network -- --test-threads=1`.
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::Command;
+use std::thread;
+use std::time::Duration;
+
+use ferrovisor::{config, package, paths, qemu::QemuConfig};
+use fv_bootpkg::{DeviceKind, Package, PackageBuilder, Segment, VmDescriptor, VmDevice};
+
+use common::{Console, Vm, BOOT, COMMAND, MARKER, PROMPT};
+
+/// Where QEMU `virt` puts the first `-device virtio-*-device` of its command
+/// line (it fills its slots from the top).
+const FIRST_HOST_VIRTIO: u64 = 0x1000_8000;
+
+const MAC_A: [u8; 6] = [0x52, 0x54, 0x00, 0xfe, 0x00, 0x01];
+const MAC_B: [u8; 6] = [0x52, 0x54, 0x00, 0xfe, 0x00, 0x02];
+
+fn mac_str(m: [u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// A NIC: VM index, switch index, MAC.
+struct Nic(usize, u16, [u8; 6]);
+
+/// Builds the package for `vms` with `switches` (name, uplink base) and
+/// `nics` (each at the VM's next guest slot from 1), and starts QEMU with
+/// the hypervisor, that package and `extra` QEMU arguments.
+fn start(
+    case: &str,
+    cpus: u32,
+    vms: &[Vm],
+    switches: &[(&str, Option<u64>)],
+    nics: &[Nic],
+    extra: &[String],
+) -> Console {
+    common::hypervisor_built();
+    let name = format!("network-{case}");
+    let yaml = common::write_config(&name, cpus, vms);
+    let cfg = config::load(&yaml).unwrap_or_else(|e| panic!("{e}"));
+    let built = package::build(&cfg).unwrap();
+    let pkg = Package::parse(&built.bytes).unwrap();
+    let mut b = PackageBuilder::new();
+    for (n, up) in switches {
+        b.add_switch(n, *up).unwrap();
+    }
+    for (i, spec) in pkg.vms().enumerate() {
+        let segments: Vec<Segment<'_>> = spec.segments().collect();
+        let devices: Vec<VmDevice> = nics
+            .iter()
+            .filter(|n| n.0 == i)
+            .enumerate()
+            .map(|(k, n)| VmDevice {
+                slot: 1 + k as u8,
+                kind: DeviceKind::Net {
+                    switch: n.1,
+                    mac: n.2,
+                },
+            })
+            .collect();
+        b.add_vm(&VmDescriptor {
+            name: spec.name,
+            vcpus: spec.vcpus,
+            memory_bytes: spec.memory_bytes,
+            entry: spec.entry,
+            dtb_gpa: spec.dtb_gpa,
+            initrd: spec.initrd,
+            cmdline: spec.cmdline,
+            flags: spec.flags,
+            sched: spec.sched,
+            segments: &segments,
+            devices: &devices,
+        })
+        .unwrap();
+    }
+    let pkg_path: PathBuf = paths::target_dir()
+        .join("qemu-cases")
+        .join(format!("{name}.fvpkg"));
+    package::write_atomically(&pkg_path, &b.build()).unwrap();
+    let mut qc = QemuConfig::new(&cfg.machine, &paths::default_hypervisor(), Some(&pkg_path));
+    qc.extra_args = extra.to_vec();
+    let mut cmd = Command::new(&qc.binary);
+    cmd.args(qc.args());
+    Console::spawn_command(&name, cmd, &qc.command_line(), vms)
+}
+
+/// Waits until every VM of `names` printed its userspace marker (any order),
+/// then for the first one's prompt (it has the console input).
+fn boot_all(c: &mut Console, names: &[&'static str]) {
+    let mut up = Vec::new();
+    while up.len() < names.len() {
+        let vm = c.wait_for("a VM's userspace marker", BOOT, |text| {
+            let mut pos = 0;
+            while let Some(end) = text[pos..].find('\n') {
+                let line = &text[pos..pos + end];
+                pos += end + 1;
+                for name in names {
+                    if line == format!("[{name}] {MARKER}") {
+                        return Some((pos, *name));
+                    }
+                }
+            }
+            None
+        });
+        c.note(&format!("VM {vm} is up"));
+        up.push(vm);
+    }
+    c.send("\n");
+    c.expect_text(&format!("[{}] {PROMPT}", names[0]), COMMAND);
+}
+
+/// `eth0` up with `addr`; checks its MAC.
+fn ifup(c: &mut Console, vm: &str, mac: [u8; 6], addr: &str) {
+    let out = c.sh(vm, "cat /sys/class/net/eth0/address");
+    assert!(
+        out.iter().any(|l| l.trim() == mac_str(mac)),
+        "{vm}: eth0 has address {out:?}, expected {}",
+        mac_str(mac)
+    );
+    c.sh(
+        vm,
+        &format!("ip link set eth0 up && ip addr add {addr} dev eth0"),
+    );
+}
+
+/// `ping -c N` from `vm`; returns the packets received.
+fn ping(c: &mut Console, vm: &str, args: &str) -> u32 {
+    c.send(&format!("ping -W 1 {args}; echo ping-done\n"));
+    let (out, _) = c.expect_vm_line(vm, "ping-done", COMMAND, |l| l == "ping-done");
+    c.expect_text(&format!("[{vm}] {PROMPT}"), COMMAND);
+    let line = out
+        .iter()
+        .find(|l| l.contains("packets transmitted"))
+        .unwrap_or_else(|| panic!("no ping summary in {out:?}"));
+    line.split(", ")
+        .find_map(|p| p.strip_suffix(" packets received"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("bad ping summary {line:?}"))
+}
+
+/// The hypervisor's counter line for the NIC with `mac`, as `(name, value)`s.
+fn nic_counters(c: &Console, vm: &str, mac: [u8; 6]) -> String {
+    let want = format!("ferrovisor: VM '{vm}' virtio-net {}:", mac_str(mac));
+    c.text
+        .lines()
+        .find(|l| l.starts_with(&want))
+        .unwrap_or_else(|| panic!("no counters line `{want}`"))
+        .to_string()
+}
+
+/// The number before `what` in `line` (`", 3 spoofed"` → 3).
+fn count(line: &str, what: &str) -> u64 {
+    let i = line
+        .find(&format!(" {what}"))
+        .unwrap_or_else(|| panic!("no `{what}` in {line:?}"));
+    line[..i]
+        .rsplit(|ch: char| !ch.is_ascii_digit())
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count before `{what}` in {line:?}"))
+}
+
+#[test]
+fn two_vms_on_a_switch() {
+    let vms = [Vm::linux("a", 1, 256), Vm::linux("b", 1, 256)];
+    let mut c = start(
+        "two-vms",
+        2,
+        &vms,
+        &[("lan", None)],
+        &[Nic(0, 0, MAC_A), Nic(1, 0, MAC_B)],
+        &[],
+    );
+    boot_all(&mut c, &["a", "b"]);
+    ifup(&mut c, "a", MAC_A, "10.0.0.1/24");
+    c.focus(1, "b");
+    ifup(&mut c, "b", MAC_B, "10.0.0.2/24");
+    assert_eq!(ping(&mut c, "b", "-c 3 10.0.0.1"), 3, "b -> a");
+    c.focus(0, "a");
+    assert_eq!(ping(&mut c, "a", "-c 3 10.0.0.2"), 3, "a -> b");
+    // b spoofs another MAC: nothing it sends gets through.
+    c.focus(1, "b");
+    c.sh("b", "ip link set eth0 address 52:54:00:fe:00:99");
+    assert_eq!(
+        ping(&mut c, "b", "-c 3 10.0.0.1"),
+        0,
+        "spoofed pings answered"
+    );
+    c.sh("b", &format!("ip link set eth0 address {}", mac_str(MAC_B)));
+    // Oversize frames (MTU 2000, 1900-byte pings) are dropped too.
+    c.sh("b", "ip neigh flush dev eth0; ip link set eth0 mtu 2000");
+    assert_eq!(
+        ping(&mut c, "b", "-c 2 -s 1900 10.0.0.1"),
+        0,
+        "oversize pings answered"
+    );
+    c.sh("b", "ip link set eth0 mtu 1500");
+    assert_eq!(ping(&mut c, "b", "-c 3 10.0.0.1"), 3, "b after its attack");
+    c.poweroff("b");
+    c.focus(0, "a");
+    assert_eq!(ping(&mut c, "a", "-c 1 -w 3 10.0.0.2"), 0, "b is off");
+    c.poweroff("a");
+    c.expect_machine_end(true);
+    let a = nic_counters(&c, "a", MAC_A);
+    let b = nic_counters(&c, "b", MAC_B);
+    c.note(&format!("counters: {a} / {b}"));
+    assert!(count(&b, "spoofed") >= 3, "{b}");
+    assert!(count(&b, "oversize") >= 2, "{b}");
+    assert_eq!(
+        count(&a, "spoofed") + count(&a, "oversize") + count(&a, "runt"),
+        0,
+        "{a}"
+    );
+    assert!(count(&a, "frames") > 0, "{a}");
+}
+
+/// Serves `body` as any path on a fresh 127.0.0.1 port (HTTP/1.0, one
+/// connection at a time) until the test ends; returns the port.
+fn http_server(body: Vec<u8>) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let mut req = [0u8; 1024];
+            let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+            let _ = s.read(&mut req);
+            let head = format!(
+                "HTTP/1.0 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\n\r\n",
+                body.len()
+            );
+            let _ = s.write_all(head.as_bytes());
+            let _ = s.write_all(&body);
+        }
+    });
+    port
+}
+
+/// A port on 127.0.0.1 nobody listens on right now.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    let path = std::env::temp_dir().join(format!("fv-net-{}.bin", std::process::id()));
+    std::fs::write(&path, data).unwrap();
+    let out = Command::new("sha256sum").arg(&path).output().unwrap();
+    let _ = std::fs::remove_file(&path);
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn uplink_http_and_port_forward() {
+    // 300 KB of bytes that are not a repeating pattern.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let body: Vec<u8> = (0..300_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let want = sha256_hex(&body);
+    let http = http_server(body);
+    let fwd = free_port();
+    let extra: Vec<String> = [
+        "-global",
+        "virtio-mmio.force-legacy=false",
+        "-netdev",
+        &format!("user,id=n0,hostfwd=tcp:127.0.0.1:{fwd}-:8080"),
+        "-device",
+        "virtio-net-device,netdev=n0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let vms = [Vm::linux("web", 1, 256)];
+    let mut c = start(
+        "uplink",
+        2,
+        &vms,
+        &[("wan", Some(FIRST_HOST_VIRTIO))],
+        &[Nic(0, 0, MAC_A)],
+        &extra,
+    );
+    c.expect_raw_line("the host virtio-net", BOOT, |l| {
+        l.starts_with("ferrovisor: host virtio-net at 0x10008000 (virtio-mmio v2)")
+    });
+    boot_all(&mut c, &["web"]);
+    ifup(&mut c, "web", MAC_A, "10.0.2.15/24");
+    c.sh("web", "ip route add default via 10.0.2.2");
+    let out = c.sh(
+        "web",
+        &format!("wget -q -O /tmp/f http://10.0.2.2:{http}/f && sha256sum /tmp/f"),
+    );
+    assert!(
+        out.iter().any(|l| l.starts_with(&want)),
+        "sha256 in the VM {out:?}, on the host {want}"
+    );
+    // A server in the VM, reached from the host through the forward.
+    c.sh(
+        "web",
+        "mkdir -p /www && echo fv-served-from-the-vm > /www/index.html && httpd -p 8080 -h /www",
+    );
+    let mut got = String::new();
+    for _ in 0..10 {
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", fwd)) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(20)));
+            let _ = s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n");
+            got.clear();
+            let _ = s.read_to_string(&mut got);
+            if got.contains("fv-served-from-the-vm") {
+                break;
+            }
+        }
+        thread::sleep(Duration::from_secs(1));
+    }
+    c.note(&format!("host client got {} bytes", got.len()));
+    assert!(
+        got.contains("fv-served-from-the-vm"),
+        "through the port forward: {got:?}"
+    );
+    c.poweroff("web");
+    c.expect_machine_end(true);
+    let nic = nic_counters(&c, "web", MAC_A);
+    assert_eq!(count(&nic, "spoofed"), 0, "{nic}");
+}
