@@ -15,6 +15,9 @@
 //!   10.0.2.2) and its SHA-256 matches; then a host client reaches busybox
 //!   `httpd` in the VM through a QEMU port forward on 127.0.0.1.
 //!
+//! - `hostile_nic_beside_linux`: hostile-test attacks its own NIC on the
+//!   switch while two Linux VMs ping each other over it; see the test.
+//!
 //! Until the config has NICs and switches, each test builds its boot package
 //! itself (the host tool's package for the VMs, rebuilt with the devices and
 //! switches added) and starts QEMU directly with the hypervisor and that
@@ -44,6 +47,7 @@ const FIRST_HOST_VIRTIO: u64 = 0x1000_8000;
 
 const MAC_A: [u8; 6] = [0x52, 0x54, 0x00, 0xfe, 0x00, 0x01];
 const MAC_B: [u8; 6] = [0x52, 0x54, 0x00, 0xfe, 0x00, 0x02];
+const MAC_H: [u8; 6] = [0x52, 0x54, 0x00, 0xfe, 0x00, 0x03];
 
 fn mac_str(m: [u8; 6]) -> String {
     m.iter()
@@ -155,6 +159,18 @@ fn ifup(c: &mut Console, vm: &str, mac: [u8; 6], addr: &str) {
     );
 }
 
+/// VMs `a` and `b` boot, get 10.0.0.1 and .2 on `eth0` and each pings the
+/// other `n` times, every ping answered; `a` has the input focus then.
+fn lan_up_and_ping(c: &mut Console, n: u32) {
+    boot_all(c, &["a", "b"]);
+    ifup(c, "a", MAC_A, "10.0.0.1/24");
+    c.focus(1, "b");
+    ifup(c, "b", MAC_B, "10.0.0.2/24");
+    assert_eq!(ping(c, "b", &format!("-c {n} 10.0.0.1")), n, "b -> a");
+    c.focus(0, "a");
+    assert_eq!(ping(c, "a", &format!("-c {n} 10.0.0.2")), n, "a -> b");
+}
+
 /// `ping -c N` from `vm`; returns the packets received.
 fn ping(c: &mut Console, vm: &str, args: &str) -> u32 {
     c.send(&format!("ping -W 1 {args}; echo ping-done\n"));
@@ -203,13 +219,7 @@ fn two_vms_on_a_switch() {
         &[Nic(0, 0, MAC_A), Nic(1, 0, MAC_B)],
         &[],
     );
-    boot_all(&mut c, &["a", "b"]);
-    ifup(&mut c, "a", MAC_A, "10.0.0.1/24");
-    c.focus(1, "b");
-    ifup(&mut c, "b", MAC_B, "10.0.0.2/24");
-    assert_eq!(ping(&mut c, "b", "-c 3 10.0.0.1"), 3, "b -> a");
-    c.focus(0, "a");
-    assert_eq!(ping(&mut c, "a", "-c 3 10.0.0.2"), 3, "a -> b");
+    lan_up_and_ping(&mut c, 3);
     // b spoofs another MAC: nothing it sends gets through.
     c.focus(1, "b");
     c.sh("b", "ip link set eth0 address 52:54:00:fe:00:99");
@@ -244,6 +254,68 @@ fn two_vms_on_a_switch() {
         "{a}"
     );
     assert!(count(&a, "frames") > 0, "{a}");
+}
+
+/// The containment case: hostile-test's `mmio` phase, repeated for as long
+/// as the machine runs, attacks its own NIC on the switch two Linux VMs
+/// ping each other over (bogus queue set-ups, rings of random contents whose
+/// "frames" are runts or carry digits as source MAC). The Linux VMs' pings
+/// all arrive, the hostile VM's NIC passed no frame to the switch, and its
+/// counters show the refused accesses and dropped frames; the operator's
+/// Ctrl-A x then stops every VM cleanly.
+#[test]
+fn hostile_nic_beside_linux() {
+    let vms = [
+        Vm::linux("a", 1, 256),
+        Vm::linux("b", 1, 256),
+        Vm::bare("hostile", "hostile-test", 1, "phase=mmio count=500"),
+    ];
+    let mut c = start(
+        "hostile",
+        2,
+        &vms,
+        &[("lan", None)],
+        &[Nic(0, 0, MAC_A), Nic(1, 0, MAC_B), Nic(2, 0, MAC_H)],
+        &[],
+    );
+    lan_up_and_ping(&mut c, 5);
+    let rounds = c
+        .text
+        .lines()
+        .filter(|l| l.starts_with("[hostile] INFO: hostile-test: phase mmio done"))
+        .count();
+    c.note(&format!("hostile mmio rounds so far: {rounds}"));
+    assert!(rounds > 0, "the hostile VM never finished an mmio round");
+    c.note("Ctrl-A x: stop every VM");
+    c.send("\x01x");
+    c.expect_machine_end(true);
+    let h = nic_counters(&c, "hostile", MAC_H);
+    let a = nic_counters(&c, "a", MAC_A);
+    c.note(&format!("counters: {h} / {a}"));
+    assert!(count(&h, "accesses") > 0, "{h}");
+    assert_eq!(
+        count(&h, "frames"),
+        0,
+        "hostile frames reached the switch: {h}"
+    );
+    let dropped = [
+        "runt",
+        "oversize",
+        "spoofed",
+        "bad header",
+        "bad chains",
+        "device errors",
+        "broken queues",
+    ]
+    .iter()
+    .map(|w| count(&h, w))
+    .sum::<u64>();
+    assert!(dropped > 0, "nothing of the hostile NIC's was dropped: {h}");
+    assert_eq!(
+        count(&a, "spoofed") + count(&a, "runt") + count(&a, "oversize"),
+        0,
+        "{a}"
+    );
 }
 
 /// Serves `body` as any path on a fresh 127.0.0.1 port (HTTP/1.0, one
