@@ -97,6 +97,8 @@ pub struct NetSwitch {
     switch: Mutex<Switch>,
     ports: Vec<PortSlot>,
     uplink: Option<Mutex<Uplink>>,
+    /// The uplink's port.
+    uplink_port: Option<PortId>,
     /// The uplink port has frames waiting in its queue.
     pub uplink_pending: AtomicBool,
     /// Frames the uplink device received / transmitted.
@@ -108,6 +110,27 @@ static SWITCHES: Once<Vec<NetSwitch>> = Once::new();
 
 /// Some frame was queued since the last [`deliver_if_sent`].
 static SENT: AtomicBool = AtomicBool::new(false);
+
+/// A sender could not take a receiver's lock: the boot hart's poll has
+/// frames to deliver (it then polls every millisecond until it has).
+static UNDELIVERED: AtomicBool = AtomicBool::new(false);
+
+/// Host `time` when an uplink last moved a frame (0: never).
+static UPLINK_ACTIVE_AT: AtomicU64 = AtomicU64::new(0);
+
+/// How long after its last frame an uplink counts as busy: 100 ms.
+fn busy_window() -> u64 {
+    crate::sched::host().timebase / 10
+}
+
+/// Whether the idle boot hart should poll every millisecond instead of
+/// every 20: an uplink moved frames in the last 100 ms (frames from the
+/// machine's network are only seen by polling), or frames wait for a VM
+/// whose lock a sender could not get.
+pub fn poll_soon(now: u64) -> bool {
+    let at = UPLINK_ACTIVE_AT.load(Ordering::Relaxed);
+    (at != 0 && now.saturating_sub(at) < busy_window()) || UNDELIVERED.load(Ordering::Acquire)
+}
 
 fn switches() -> &'static [NetSwitch] {
     SWITCHES.get().map(|v| v.as_slice()).unwrap_or(&[])
@@ -245,14 +268,22 @@ pub fn init(plans: &[SwitchPlan<'_>], nics: &[NicPlan]) -> Vec<Option<PortId>> {
                 ),
             }
         }
-        let uplink = plan.uplink.and_then(|base| take_uplink(plan.name, base));
+        let mut uplink = plan.uplink.and_then(|base| take_uplink(plan.name, base));
+        let mut uplink_port = None;
         if uplink.is_some() {
             match switch.add_uplink() {
-                Ok(_) => ports.push(PortSlot {
-                    owner: Owner::Uplink,
-                    queue: Mutex::new(FrameQueue::new(PORT_QUEUE_FRAMES)),
-                }),
-                Err(e) => log!("switch '{}': uplink not connected: {:?}", plan.name, e),
+                Ok(p) => {
+                    uplink_port = Some(p);
+                    ports.push(PortSlot {
+                        owner: Owner::Uplink,
+                        queue: Mutex::new(FrameQueue::new(PORT_QUEUE_FRAMES)),
+                    });
+                }
+                Err(e) => {
+                    log!("switch '{}': uplink not connected: {:?}", plan.name, e);
+                    // Kept (never dropped: its buffers stay with the device), unused.
+                    core::mem::forget(uplink.take());
+                }
             }
         }
         log!(
@@ -269,6 +300,7 @@ pub fn init(plans: &[SwitchPlan<'_>], nics: &[NicPlan]) -> Vec<Option<PortId>> {
             switch: Mutex::new(switch),
             ports,
             uplink: uplink.map(Mutex::new),
+            uplink_port,
             uplink_pending: AtomicBool::new(false),
             uplink_rx: AtomicU64::new(0),
             uplink_tx: AtomicU64::new(0),
@@ -329,7 +361,9 @@ fn service_uplink(sw: u16, up: &mut Uplink) -> bool {
     let Some(s) = switches().get(usize::from(sw)) else {
         return false;
     };
-    let port = PortId((s.ports.len() - 1) as u8);
+    let Some(port) = s.uplink_port else {
+        return false;
+    };
     // Transmissions the device finished.
     while let Some(token) = up.dev.driver.poll_transmit() {
         let Some(i) = up.tx.iter().position(|(t, _, _)| *t == token) else {
@@ -383,6 +417,7 @@ fn service_uplink(sw: u16, up: &mut Uplink) -> bool {
             Ok(token) => {
                 up.tx.push_back((token, buf, len));
                 s.uplink_tx.fetch_add(1, Ordering::Relaxed);
+                UPLINK_ACTIVE_AT.store(fv_arch_riscv64::csr::time(), Ordering::Relaxed);
             }
             Err(_) => {
                 up.tx_free.push(buf);
@@ -411,6 +446,7 @@ fn service_uplink(sw: u16, up: &mut Uplink) -> bool {
         if let Ok((hdr, len)) = got {
             if let Some(frame) = buf.get(hdr..hdr.saturating_add(len)) {
                 s.uplink_rx.fetch_add(1, Ordering::Relaxed);
+                UPLINK_ACTIVE_AT.store(fv_arch_riscv64::csr::time(), Ordering::Relaxed);
                 send(sw, port, frame);
             }
         }
@@ -454,8 +490,13 @@ pub fn deliver(holding: Option<usize>) {
         } else {
             Some(vm.inner.lock())
         };
-        if let Some(mut inner) = inner {
-            crate::sched::device_side_effects_local(vm, &mut inner);
+        match inner {
+            Some(mut inner) => crate::sched::device_side_effects_local(vm, &mut inner),
+            None => {
+                // Its own hart holds it: the boot hart's poll delivers.
+                UNDELIVERED.store(true, Ordering::Release);
+                crate::sched::kick(0);
+            }
         }
     }
 }
@@ -474,6 +515,7 @@ pub fn service() {
     if switches().is_empty() {
         return;
     }
+    UNDELIVERED.store(false, Ordering::Release);
     deliver(None);
 }
 

@@ -278,8 +278,9 @@ fn earliest_wake(slots: &[Slot], rq: &RunQueue, now: u64) -> Option<u64> {
 /// Sleeps until an interrupt, at the latest at `wake` (a blocked vCPU's timer).
 fn idle(cpu: usize, now: u64, wake: Option<u64>) {
     // The boot hart polls console input: it never sleeps long, and while
-    // console output waits for the UART, 1 ms at most.
-    let longest = if cpu == 0 && crate::console::output_pending() {
+    // console output waits for the UART or the network needs polling
+    // (`net::poll_soon`), 1 ms at most.
+    let longest = if cpu == 0 && (crate::console::output_pending() || crate::net::poll_soon(now)) {
         host().timebase / 1000
     } else if cpu == 0 {
         host().timebase / 50
