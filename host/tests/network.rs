@@ -256,19 +256,21 @@ fn two_vms_on_a_switch() {
     assert!(count(&a, "frames") > 0, "{a}");
 }
 
-/// The containment case: hostile-test's `mmio` phase, repeated for as long
-/// as the machine runs, attacks its own NIC on the switch two Linux VMs
-/// ping each other over (bogus queue set-ups, rings of random contents whose
-/// "frames" are runts or carry digits as source MAC). The Linux VMs' pings
-/// all arrive, the hostile VM's NIC passed no frame to the switch, and its
-/// counters show the refused accesses and dropped frames; the operator's
-/// Ctrl-A x then stops every VM cleanly.
+/// The containment case: hostile-test's `mmio` and `net` phases, repeated
+/// for as long as the machine runs, attack its own NIC on the switch two
+/// Linux VMs ping each other over: bogus queue set-ups and rings of random
+/// contents, then a working queue sending runts, oversize frames, frames
+/// with another source MAC, offload headers that were not negotiated,
+/// notification storms and floods of valid broadcasts. The Linux VMs' pings
+/// all arrive, and the hostile NIC's counters show the refused accesses and
+/// every kind of bad frame dropped; the operator's Ctrl-A x then stops every
+/// VM cleanly.
 #[test]
 fn hostile_nic_beside_linux() {
     let vms = [
         Vm::linux("a", 1, 256),
         Vm::linux("b", 1, 256),
-        Vm::bare("hostile", "hostile-test", 1, "phase=mmio count=500"),
+        Vm::bare("hostile", "hostile-test", 1, "phase=mmio,net count=300"),
     ];
     let mut c = start(
         "hostile",
@@ -282,35 +284,25 @@ fn hostile_nic_beside_linux() {
     let rounds = c
         .text
         .lines()
-        .filter(|l| l.starts_with("[hostile] INFO: hostile-test: phase mmio done"))
+        .filter(|l| {
+            l.starts_with("[hostile] INFO: hostile-test: phase net done: round")
+                && l.contains(" 1 NICs,")
+        })
         .count();
-    c.note(&format!("hostile mmio rounds so far: {rounds}"));
-    assert!(rounds > 0, "the hostile VM never finished an mmio round");
+    c.note(&format!("hostile net rounds so far: {rounds}"));
+    assert!(
+        rounds > 0,
+        "the hostile VM never finished a net round on its NIC"
+    );
     c.note("Ctrl-A x: stop every VM");
     c.send("\x01x");
     c.expect_machine_end(true);
     let h = nic_counters(&c, "hostile", MAC_H);
     let a = nic_counters(&c, "a", MAC_A);
     c.note(&format!("counters: {h} / {a}"));
-    assert!(count(&h, "accesses") > 0, "{h}");
-    assert_eq!(
-        count(&h, "frames"),
-        0,
-        "hostile frames reached the switch: {h}"
-    );
-    let dropped = [
-        "runt",
-        "oversize",
-        "spoofed",
-        "bad header",
-        "bad chains",
-        "device errors",
-        "broken queues",
-    ]
-    .iter()
-    .map(|w| count(&h, w))
-    .sum::<u64>();
-    assert!(dropped > 0, "nothing of the hostile NIC's was dropped: {h}");
+    for what in ["accesses", "runt", "oversize", "spoofed", "bad header"] {
+        assert!(count(&h, what) > 0, "no {what} counted: {h}");
+    }
     assert_eq!(
         count(&a, "spoofed") + count(&a, "runt") + count(&a, "oversize"),
         0,
