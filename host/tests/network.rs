@@ -18,10 +18,9 @@
 //! - `hostile_nic_beside_linux`: hostile-test attacks its own NIC on the
 //!   switch while two Linux VMs ping each other over it; see the test.
 //!
-//! Until the config has NICs and switches, each test builds its boot package
-//! itself (the host tool's package for the VMs, rebuilt with the devices and
-//! switches added) and starts QEMU directly with the hypervisor and that
-//! package. Logs: `target/qemu-logs/network-<test>.log`.
+//! Each test writes a config with `machine.switches` and per-VM `nics`
+//! (`target/qemu-cases/network-<test>.yaml`) and drives `ferrovisor run` on
+//! it. Logs: `target/qemu-logs/network-<test>.log`.
 //!
 //! Needs `scripts/build.sh` and `scripts/fetch-linux.sh`. Run with
 //! `cargo test -p ferrovisor --test network -- --test-threads=1`.
@@ -29,25 +28,23 @@
 
 mod common;
 
+use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::process::Command;
 use std::thread;
 use std::time::Duration;
 
-use ferrovisor::{config, package, paths, qemu::QemuConfig};
-use fv_bootpkg::{DeviceKind, Package, PackageBuilder, Segment, VmDescriptor, VmDevice};
+use ferrovisor::paths;
 
 use common::{Console, Vm, BOOT, COMMAND, MARKER, PROMPT};
 
-/// Where QEMU `virt` puts the first `-device virtio-*-device` of its command
-/// line (it fills its slots from the top).
-const FIRST_HOST_VIRTIO: u64 = 0x1000_8000;
+/// `ferrovisor run --timeout`: the hard limit of a whole test.
+const HARD_LIMIT_S: u64 = 900;
 
-const MAC_A: [u8; 6] = [0x52, 0x54, 0x00, 0xfe, 0x00, 0x01];
-const MAC_B: [u8; 6] = [0x52, 0x54, 0x00, 0xfe, 0x00, 0x02];
-const MAC_H: [u8; 6] = [0x52, 0x54, 0x00, 0xfe, 0x00, 0x03];
+const MAC_A: [u8; 6] = [0x52, 0x54, 0x00, 0xab, 0x00, 0x01];
+const MAC_B: [u8; 6] = [0x52, 0x54, 0x00, 0xab, 0x00, 0x02];
+const MAC_H: [u8; 6] = [0x52, 0x54, 0x00, 0xab, 0x00, 0x03];
 
 fn mac_str(m: [u8; 6]) -> String {
     m.iter()
@@ -59,65 +56,57 @@ fn mac_str(m: [u8; 6]) -> String {
 /// A NIC: VM index, switch index, MAC.
 struct Nic(usize, u16, [u8; 6]);
 
-/// Builds the package for `vms` with `switches` (name, uplink base) and
-/// `nics` (each at the VM's next guest slot from 1), and starts QEMU with
-/// the hypervisor, that package and `extra` QEMU arguments.
-fn start(
-    case: &str,
-    cpus: u32,
-    vms: &[Vm],
-    switches: &[(&str, Option<u64>)],
-    nics: &[Nic],
-    extra: &[String],
-) -> Console {
+/// A switch: name, and with an uplink its port forwards (none: no uplink).
+struct Switch(&'static str, Option<Vec<String>>);
+
+/// Writes `target/qemu-cases/network-<case>.yaml`: a 2-hart, 1 GiB machine
+/// with `switches`, running `vms` with `nics`, and starts `ferrovisor run`
+/// on it.
+fn start(case: &str, vms: &[Vm], switches: &[Switch], nics: &[Nic]) -> Console {
     common::hypervisor_built();
     let name = format!("network-{case}");
-    let yaml = common::write_config(&name, cpus, vms);
-    let cfg = config::load(&yaml).unwrap_or_else(|e| panic!("{e}"));
-    let built = package::build(&cfg).unwrap();
-    let pkg = Package::parse(&built.bytes).unwrap();
-    let mut b = PackageBuilder::new();
-    for (n, up) in switches {
-        b.add_switch(n, *up).unwrap();
+    let mut yaml =
+        String::from("machine:\n  arch: riscv64\n  cpus: 2\n  memory: 1024M\n  switches:\n");
+    for Switch(sw, uplink) in switches {
+        let _ = writeln!(yaml, "    - name: {sw}");
+        if let Some(forwards) = uplink {
+            let _ = writeln!(yaml, "      uplink: true");
+            let list: Vec<String> = forwards.iter().map(|f| format!("\"{f}\"")).collect();
+            let _ = writeln!(yaml, "      forwards: [{}]", list.join(", "));
+        }
     }
-    for (i, spec) in pkg.vms().enumerate() {
-        let segments: Vec<Segment<'_>> = spec.segments().collect();
-        let devices: Vec<VmDevice> = nics
-            .iter()
-            .filter(|n| n.0 == i)
-            .enumerate()
-            .map(|(k, n)| VmDevice {
-                slot: 1 + k as u8,
-                kind: DeviceKind::Net {
-                    switch: n.1,
-                    mac: n.2,
-                },
-            })
-            .collect();
-        b.add_vm(&VmDescriptor {
-            name: spec.name,
-            vcpus: spec.vcpus,
-            memory_bytes: spec.memory_bytes,
-            entry: spec.entry,
-            dtb_gpa: spec.dtb_gpa,
-            initrd: spec.initrd,
-            cmdline: spec.cmdline,
-            flags: spec.flags,
-            sched: spec.sched,
-            segments: &segments,
-            devices: &devices,
-        })
-        .unwrap();
+    yaml.push_str("vms:\n");
+    for (i, vm) in vms.iter().enumerate() {
+        let _ = write!(
+            yaml,
+            "  - name: {}\n    vcpus: {}\n    memory: {}M\n    kernel: {}\n    command_line: \"{}\"\n",
+            vm.name,
+            vm.vcpus,
+            vm.memory_mib,
+            vm.kernel.display(),
+            vm.command_line
+        );
+        if let Some(rd) = &vm.initrd {
+            let _ = writeln!(yaml, "    initrd: {}", rd.display());
+        }
+        let mine: Vec<&Nic> = nics.iter().filter(|n| n.0 == i).collect();
+        if !mine.is_empty() {
+            yaml.push_str("    nics:\n");
+        }
+        for n in mine {
+            let sw = switches.get(usize::from(n.1)).map_or("?", |s| s.0);
+            let _ = writeln!(
+                yaml,
+                "      - switch: {sw}\n        mac: \"{}\"",
+                mac_str(n.2)
+            );
+        }
     }
-    let pkg_path: PathBuf = paths::target_dir()
-        .join("qemu-cases")
-        .join(format!("{name}.fvpkg"));
-    package::write_atomically(&pkg_path, &b.build()).unwrap();
-    let mut qc = QemuConfig::new(&cfg.machine, &paths::default_hypervisor(), Some(&pkg_path));
-    qc.extra_args = extra.to_vec();
-    let mut cmd = Command::new(&qc.binary);
-    cmd.args(qc.args());
-    Console::spawn_command(&name, cmd, &qc.command_line(), vms)
+    let dir = paths::target_dir().join("qemu-cases");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&path, yaml).unwrap();
+    Console::spawn(&name, &path, HARD_LIMIT_S, vms)
 }
 
 /// Waits until every VM of `names` printed its userspace marker (any order),
@@ -213,16 +202,14 @@ fn two_vms_on_a_switch() {
     let vms = [Vm::linux("a", 1, 256), Vm::linux("b", 1, 256)];
     let mut c = start(
         "two-vms",
-        2,
         &vms,
-        &[("lan", None)],
+        &[Switch("lan", None)],
         &[Nic(0, 0, MAC_A), Nic(1, 0, MAC_B)],
-        &[],
     );
     lan_up_and_ping(&mut c, 3);
     // b spoofs another MAC: nothing it sends gets through.
     c.focus(1, "b");
-    c.sh("b", "ip link set eth0 address 52:54:00:fe:00:99");
+    c.sh("b", "ip link set eth0 address 52:54:00:ab:00:99");
     assert_eq!(
         ping(&mut c, "b", "-c 3 10.0.0.1"),
         0,
@@ -274,11 +261,9 @@ fn hostile_nic_beside_linux() {
     ];
     let mut c = start(
         "hostile",
-        2,
         &vms,
-        &[("lan", None)],
+        &[Switch("lan", None)],
         &[Nic(0, 0, MAC_A), Nic(1, 0, MAC_B), Nic(2, 0, MAC_H)],
-        &[],
     );
     lan_up_and_ping(&mut c, 5);
     let rounds = c
@@ -368,25 +353,12 @@ fn uplink_http_and_port_forward() {
     let want = sha256_hex(&body);
     let http = http_server(body);
     let fwd = free_port();
-    let extra: Vec<String> = [
-        "-global",
-        "virtio-mmio.force-legacy=false",
-        "-netdev",
-        &format!("user,id=n0,hostfwd=tcp:127.0.0.1:{fwd}-:8080"),
-        "-device",
-        "virtio-net-device,netdev=n0",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
     let vms = [Vm::linux("web", 1, 256)];
     let mut c = start(
         "uplink",
-        2,
         &vms,
-        &[("wan", Some(FIRST_HOST_VIRTIO))],
+        &[Switch("wan", Some(vec![format!("tcp:{fwd}:8080")]))],
         &[Nic(0, 0, MAC_A)],
-        &extra,
     );
     c.expect_raw_line("the host virtio-net", BOOT, |l| {
         l.starts_with("ferrovisor: host virtio-net at 0x10008000 (virtio-mmio v2)")
