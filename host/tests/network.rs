@@ -35,8 +35,6 @@ use std::process::Command;
 use std::thread;
 use std::time::Duration;
 
-use ferrovisor::paths;
-
 use common::{Console, Vm, BOOT, COMMAND, MARKER, PROMPT};
 
 /// `ferrovisor run --timeout`: the hard limit of a whole test.
@@ -77,18 +75,7 @@ fn start(case: &str, vms: &[Vm], switches: &[Switch], nics: &[Nic]) -> Console {
     }
     yaml.push_str("vms:\n");
     for (i, vm) in vms.iter().enumerate() {
-        let _ = write!(
-            yaml,
-            "  - name: {}\n    vcpus: {}\n    memory: {}M\n    kernel: {}\n    command_line: \"{}\"\n",
-            vm.name,
-            vm.vcpus,
-            vm.memory_mib,
-            vm.kernel.display(),
-            vm.command_line
-        );
-        if let Some(rd) = &vm.initrd {
-            let _ = writeln!(yaml, "    initrd: {}", rd.display());
-        }
+        common::vm_yaml(&mut yaml, vm);
         let mine: Vec<&Nic> = nics.iter().filter(|n| n.0 == i).collect();
         if !mine.is_empty() {
             yaml.push_str("    nics:\n");
@@ -102,10 +89,7 @@ fn start(case: &str, vms: &[Vm], switches: &[Switch], nics: &[Nic]) -> Console {
             );
         }
     }
-    let dir = paths::target_dir().join("qemu-cases");
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("{name}.yaml"));
-    std::fs::write(&path, yaml).unwrap();
+    let path = common::write_yaml(&name, &yaml);
     Console::spawn(&name, &path, HARD_LIMIT_S, vms)
 }
 

@@ -141,28 +141,38 @@ pub fn write_config_with_memory(name: &str, cpus: u32, memory_mib: u64, vms: &[V
     let mut yaml =
         format!("machine:\n  arch: riscv64\n  cpus: {cpus}\n  memory: {memory_mib}M\nvms:\n");
     for vm in vms {
-        let _ = write!(
-            yaml,
-            "  - name: {}\n    vcpus: {}\n    memory: {}M\n    kernel: {}\n    command_line: \"{}\"\n",
-            vm.name,
-            vm.vcpus,
-            vm.memory_mib,
-            vm.kernel.display(),
-            vm.command_line
-        );
-        if let Some(rd) = &vm.initrd {
-            let _ = writeln!(yaml, "    initrd: {}", rd.display());
-        }
-        if let Some(w) = vm.weight {
-            let _ = writeln!(yaml, "    weight: {w}");
-        }
-        if let Some(p) = vm.pin {
-            let _ = writeln!(yaml, "    pin: {p}");
-        }
-        if let Some(c) = vm.console {
-            let _ = writeln!(yaml, "    console: {c}");
-        }
+        vm_yaml(&mut yaml, vm);
     }
+    write_yaml(name, &yaml)
+}
+
+/// Appends `vm` as an entry of a config's `vms:` list.
+pub fn vm_yaml(yaml: &mut String, vm: &Vm) {
+    let _ = write!(
+        yaml,
+        "  - name: {}\n    vcpus: {}\n    memory: {}M\n    kernel: {}\n    command_line: \"{}\"\n",
+        vm.name,
+        vm.vcpus,
+        vm.memory_mib,
+        vm.kernel.display(),
+        vm.command_line
+    );
+    if let Some(rd) = &vm.initrd {
+        let _ = writeln!(yaml, "    initrd: {}", rd.display());
+    }
+    if let Some(w) = vm.weight {
+        let _ = writeln!(yaml, "    weight: {w}");
+    }
+    if let Some(p) = vm.pin {
+        let _ = writeln!(yaml, "    pin: {p}");
+    }
+    if let Some(c) = vm.console {
+        let _ = writeln!(yaml, "    console: {c}");
+    }
+}
+
+/// Writes `yaml` to `target/qemu-cases/<name>.yaml` and returns the path.
+pub fn write_yaml(name: &str, yaml: &str) -> PathBuf {
     let path = paths::target_dir()
         .join("qemu-cases")
         .join(format!("{name}.yaml"));
