@@ -2,7 +2,7 @@
 # The whole test suite, as CI runs it (.ci/run):
 #   setup, fetching the Linux guest (cached), rustfmt, clippy (host and bare
 #   metal), unit tests, bare-metal build, QEMU integration tests, Linux tests,
-#   lifecycle tests.
+#   network tests, lifecycle tests.
 #   Every step runs even if an earlier one failed (except setup); the script
 #   exits non-zero if any step failed.
 set -uo pipefail
@@ -72,7 +72,7 @@ step fmt cargo fmt --all --check
 # --all-targets skips test targets marked `test = false` (the QEMU tests): lint them too.
 clippy_host() {
     cargo clippy --all-targets -- -D warnings &&
-        cargo clippy -p ferrovisor --test qemu --test linux --test containment --test lifecycle --test control -- -D warnings
+        cargo clippy -p ferrovisor --test qemu --test linux --test containment --test lifecycle --test control --test network -- -D warnings
 }
 
 step clippy-host clippy_host
@@ -85,6 +85,8 @@ step containment-tests cargo test -p ferrovisor --test containment -- --test-thr
 step guest-linux-tools python3 -m unittest discover -s scripts/guest-linux -p 'test_*.py'
 # --nocapture: each step of the Linux tests, with its time, shows in the log.
 step linux-tests cargo test -p ferrovisor --test linux -- --test-threads=1 --nocapture
+# VMs on the hypervisor's switches: ping, uplink download, port forward, spoofing.
+step network-tests cargo test -p ferrovisor --test network -- --test-threads=1 --nocapture
 # Several VMs at once, pause/resume, destroy/start, fairness, overcommit (Linux
 # and cpu-hog), driven through the management shell.
 step lifecycle-tests cargo test -p ferrovisor --test lifecycle -- --test-threads=1 --nocapture

@@ -458,7 +458,7 @@ mod host_blk {
             &[
                 format!("ferrovisor: host virtio-blk at 0x10008000 (virtio-mmio v1 (legacy)): 2048 sectors, rw, sector 0 crc32 {crc:#010x}"),
                 "ferrovisor: host virtio-rng at 0x10007000 (virtio-mmio v1 (legacy))".into(),
-                "ferrovisor: host devices: 1 virtio-blk, 1 virtio-rng (8 virtio-mmio slots, 6 empty)".into(),
+                "ferrovisor: host devices: 1 virtio-blk, 1 virtio-rng, 0 virtio-net (8 virtio-mmio slots, 6 empty)".into(),
             ],
             &["not used:", "unreadable"],
         );
@@ -475,7 +475,7 @@ mod host_blk {
             args,
             &[
                 format!("ferrovisor: host virtio-blk at 0x10008000 (virtio-mmio v2): 128 sectors, ro, sector 0 crc32 {crc:#010x}"),
-                "ferrovisor: host devices: 1 virtio-blk, 0 virtio-rng (8 virtio-mmio slots, 7 empty)".into(),
+                "ferrovisor: host devices: 1 virtio-blk, 0 virtio-rng, 0 virtio-net (8 virtio-mmio slots, 7 empty)".into(),
             ],
             &["not used:", "unreadable"],
         );
@@ -565,7 +565,7 @@ vms:
             ]
         );
         expect.push(
-            "ferrovisor: host devices: 3 virtio-blk, 1 virtio-rng (8 virtio-mmio slots, 3 empty)"
+            "ferrovisor: host devices: 3 virtio-blk, 1 virtio-rng, 1 virtio-net (8 virtio-mmio slots, 3 empty)"
                 .into(),
         );
         let mut case = Case::new("cfg-devices", CaseVms::ConfigFile(cfg_path));
@@ -589,7 +589,7 @@ vms:
         run(
             "host-blk-none",
             Vec::new(),
-            &["ferrovisor: host devices: 0 virtio-blk, 0 virtio-rng (8 virtio-mmio slots, 8 empty)".into()],
+            &["ferrovisor: host devices: 0 virtio-blk, 0 virtio-rng, 0 virtio-net (8 virtio-mmio slots, 8 empty)".into()],
             &["host virtio-blk at", "host virtio-mmio at"],
         );
     }

@@ -4,11 +4,11 @@
 //! At boot [`probe`] looks at every virtio-mmio transport the host device tree
 //! lists, skips empty slots (device ID 0), initialises each block device with
 //! `virtio_drivers::device::blk::VirtIOBlk` and each entropy device with
-//! `VirtIORng`, logs one line per device and keeps the working ones in
-//! [`HOST_DEVICES`] for the VMs' virtual devices to be served from (not wired
-//! yet). The first console device becomes the control channel
-//! ([`crate::ctrl`]). A device that misbehaves is logged and left out; it
-//! never stops the boot.
+//! `VirtIORng`, each network device with `VirtIONetRaw` (a switch's uplink,
+//! see `crate::net`), logs one line per device and keeps the working ones in
+//! [`HOST_DEVICES`] for the VMs' virtual devices to be served from. The first
+//! console device becomes the control channel ([`crate::ctrl`]). A device
+//! that misbehaves is logged and left out; it never stops the boot.
 //!
 //! Everything hardware-facing lives here: [`HostHal`], the driver crate's
 //! view of the machine (DMA memory, address translation), and the one place
@@ -40,6 +40,7 @@ use fv_addr::{HostPhysAddr, Range, PAGE_SIZE};
 use fv_platform::VirtioMmio;
 use spin::Mutex;
 use virtio_drivers::device::blk::{BlkReq, BlkResp, VirtIOBlk, SECTOR_SIZE};
+use virtio_drivers::device::net::VirtIONetRaw;
 use virtio_drivers::device::rng::VirtIORng;
 use virtio_drivers::transport::mmio::{MmioError, MmioTransport, MmioVersion, VirtIOHeader};
 use virtio_drivers::transport::{DeviceType, DeviceTypeError, Transport};
@@ -56,6 +57,13 @@ pub type HostBlkDriver = VirtIOBlk<HostHal, HostTransport>;
 
 /// A driven host entropy device.
 pub type HostRngDriver = VirtIORng<HostHal, HostTransport>;
+
+/// Queue size of a host network device's two queues (QEMU offers 256).
+pub const HOST_NET_QUEUE: usize = 64;
+
+/// A driven host network device: `VirtIONetRaw`, the driver crate's
+/// non-blocking interface (its `VirtIONet::send` waits for the device).
+pub type HostNetDriver = VirtIONetRaw<HostHal, HostTransport, HOST_NET_QUEUE>;
 
 /// How long the boot-time read of sector 0 may take before the device counts
 /// as broken, in milliseconds (QEMU answers in microseconds).
@@ -219,6 +227,31 @@ impl fmt::Debug for HostRng {
     }
 }
 
+/// A host network device the hypervisor drives (a switch's uplink).
+pub struct HostNet {
+    /// Its virtio-mmio register block.
+    pub base: HostPhysAddr,
+    /// Its interrupt at the host interrupt controller (not used: polled).
+    pub irq: Option<u32>,
+    /// virtio-mmio version 1 (legacy) or 2 (modern).
+    pub version: MmioVersion,
+    /// Its MAC address (QEMU's, not a VM's: VMs keep their own).
+    pub mac: [u8; 6],
+    /// The driver (interrupts off).
+    pub driver: HostNetDriver,
+}
+
+impl fmt::Debug for HostNet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HostNet")
+            .field("base", &self.base)
+            .field("irq", &self.irq)
+            .field("version", &self.version)
+            .field("mac", &self.mac)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The host devices found at boot, sorted by address. Filled once by
 /// [`probe`] before any VM exists; whoever serves a VM's virtual device from
 /// one of them takes it out (`Vec::remove`), so each physical device has at
@@ -229,12 +262,15 @@ pub struct HostDevices {
     pub blk: Vec<HostBlk>,
     /// Entropy devices.
     pub rng: Vec<HostRng>,
+    /// Network devices.
+    pub net: Vec<HostNet>,
 }
 
 /// The registry of host devices (see [`HostDevices`]).
 pub static HOST_DEVICES: Mutex<HostDevices> = Mutex::new(HostDevices {
     blk: Vec::new(),
     rng: Vec::new(),
+    net: Vec::new(),
 });
 
 fn version_str(v: MmioVersion) -> &'static str {
@@ -324,6 +360,26 @@ pub fn probe(
                     e
                 ),
             },
+            DeviceType::Network => match HostNetDriver::new(transport) {
+                Ok(mut driver) => {
+                    driver.disable_interrupts();
+                    let mac = driver.mac_address();
+                    crate::log!(
+                        "host virtio-net at {:#x} ({}): mac {}",
+                        base,
+                        version_str(version),
+                        crate::net::MacFmt(mac)
+                    );
+                    found.net.push(HostNet {
+                        base: slot.reg.start,
+                        irq: slot.irq,
+                        version,
+                        mac,
+                        driver,
+                    });
+                }
+                Err(e) => crate::log!("host virtio-net at {:#x}: not used: driver: {}", base, e),
+            },
             other => crate::log!(
                 "host virtio-mmio at {:#x}: {:?} device not driven",
                 base,
@@ -332,9 +388,10 @@ pub fn probe(
         }
     }
     crate::log!(
-        "host devices: {} virtio-blk, {} virtio-rng ({} virtio-mmio slots, {} empty)",
+        "host devices: {} virtio-blk, {} virtio-rng, {} virtio-net ({} virtio-mmio slots, {} empty)",
         found.blk.len(),
         found.rng.len(),
+        found.net.len(),
         slots.len(),
         empty
     );

@@ -18,6 +18,7 @@ mod heap;
 mod hostdev;
 mod mem;
 mod mgmt;
+mod net;
 mod pmu;
 mod sbi;
 mod sched;
@@ -327,7 +328,8 @@ pub extern "C" fn rust_main(hartid: u64, dtb_pa: u64, start_time: u64) -> ! {
     };
     let mut vms = Vec::new();
     for (i, spec) in pkg.vms().enumerate() {
-        let dtb = match guest_dtb(&plat, dtb, &spec, guest_isa.as_ref()) {
+        let nics = vm_nics(&spec);
+        let dtb = match guest_dtb(&plat, dtb, &spec, &nics, guest_isa.as_ref()) {
             Ok(d) => d,
             Err(e) => {
                 log!("VM '{}' not created: device tree: {:?}", spec.name, e);
@@ -348,7 +350,15 @@ pub extern "C" fn rust_main(hartid: u64, dtb_pa: u64, start_time: u64) -> ! {
             ok
         });
         let mut place_vm = || pin.unwrap_or_else(&mut place);
-        match vm::Vm::create(i, vmid, features.vmid_bits, mode, spec, dtb, &mut place_vm) {
+        match vm::Vm::create(
+            i,
+            vmid,
+            features.vmid_bits,
+            mode,
+            spec,
+            vm::GuestSetup { dtb, nics },
+            &mut place_vm,
+        ) {
             Ok(v) => vms.push(v),
             Err(e) => log!("VM '{}' not created: {}", spec.name, e),
         }
@@ -418,6 +428,7 @@ pub extern "C" fn rust_main(hartid: u64, dtb_pa: u64, start_time: u64) -> ! {
     }
     sched::RUNNING_VMS.store(vms.len(), Ordering::Release);
     sched::VMS.call_once(|| vms);
+    connect_nics(&pkg);
     log!("heap in use: {} KiB", heap::used() >> 10);
 
     for (cpu, id) in hartids.iter().enumerate().take(ncpus).skip(1) {
@@ -481,10 +492,63 @@ fn cpu_u32(dtb: &[u8], name: &str) -> Option<u32> {
     value
 }
 
+/// The virtio-net NICs the package gives a VM.
+fn vm_nics(spec: &fv_bootpkg::VmSpec<'_>) -> Vec<vm::NicSpec> {
+    spec.devices()
+        .filter_map(|d| match d.kind {
+            fv_bootpkg::DeviceKind::Net { switch, mac } => Some(vm::NicSpec {
+                slot: d.slot,
+                switch,
+                mac,
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The package's switches.
+fn switch_plans<'a>(pkg: &fv_bootpkg::Package<'a>) -> Vec<net::SwitchPlan<'a>> {
+    pkg.switches()
+        .map(|s| net::SwitchPlan {
+            name: s.name,
+            uplink: s.uplink,
+        })
+        .collect()
+}
+
+/// Builds the package's switches with every VM NIC as a port, and connects
+/// each NIC's device to its port. Once, after the VM table exists.
+fn connect_nics(pkg: &fv_bootpkg::Package<'_>) {
+    let plans = switch_plans(pkg);
+    if plans.is_empty() {
+        return;
+    }
+    let mut devs = Vec::new();
+    let mut nics = Vec::new();
+    for v in sched::vms() {
+        for n in &v.inner.lock().nics {
+            devs.push((v, n.dev));
+            nics.push(net::NicPlan {
+                vm: v.id,
+                switch: n.switch,
+                mac: n.mac,
+            });
+        }
+    }
+    let ports = net::init(&plans, &nics);
+    for ((v, dev), port) in devs.into_iter().zip(ports) {
+        let Some(port) = port else { continue };
+        if let Some(d) = v.inner.lock().devices.device_mut::<vm::NicDevice>(dev) {
+            d.transport_mut().device_mut().backend_mut().connect(port);
+        }
+    }
+}
+
 fn guest_dtb(
     plat: &PlatformInfo,
     plat_dtb: &[u8],
     spec: &fv_bootpkg::VmSpec<'_>,
+    nics: &[vm::NicSpec],
     isa: Option<&fv_platform::GuestIsa>,
 ) -> Result<Vec<u8>, fv_platform::FdtWriteError> {
     let Some(isa) = isa else {
@@ -497,17 +561,20 @@ fn guest_dtb(
         .and_then(|s| Range::new(s.gpa, s.data.len() as u64).ok());
     let cmdline = (!spec.cmdline.is_empty()).then_some(spec.cmdline);
     let seed = guest_rng_seed(plat.rng_seed.as_deref().unwrap_or(&[]), spec.name);
-    let virtio = [fv_platform::GuestVirtioMmio {
-        base: vm::GUEST_VIRTIO_CONSOLE_BASE,
+    let mut virtio_mmio = Vec::new();
+    if spec.flags.contains(fv_bootpkg::VmFlags::CONSOLE_VIRTIO) {
+        virtio_mmio.push(fv_platform::GuestVirtioMmio {
+            base: vm::GUEST_VIRTIO_CONSOLE_BASE,
+            size: fv_virtio::mmio::MMIO_SIZE,
+            irq: vm::GUEST_VIRTIO_CONSOLE_IRQ,
+        });
+    }
+    virtio_mmio.extend(nics.iter().map(|n| fv_platform::GuestVirtioMmio {
+        base: vm::virtio_slot_base(n.slot),
         size: fv_virtio::mmio::MMIO_SIZE,
-        irq: vm::GUEST_VIRTIO_CONSOLE_IRQ,
-    }];
-    let virtio_mmio: &[fv_platform::GuestVirtioMmio] =
-        if spec.flags.contains(fv_bootpkg::VmFlags::CONSOLE_VIRTIO) {
-            &virtio
-        } else {
-            &[]
-        };
+        irq: vm::virtio_slot_irq(n.slot),
+    }));
+    let virtio_mmio = virtio_mmio.as_slice();
     let cfg = fv_platform::GuestFdtConfig {
         vcpus: spec.vcpus,
         memory,

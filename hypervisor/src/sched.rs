@@ -200,6 +200,7 @@ pub fn run_hart(cpu: usize) -> ! {
                 crate::vconsole::service_console();
                 crate::ctrl::poll();
                 service_virtio();
+                crate::net::service();
                 crate::vconsole::flush_stale_lines(now);
             }
             if now >= next_balance {
@@ -278,8 +279,9 @@ fn earliest_wake(slots: &[Slot], rq: &RunQueue, now: u64) -> Option<u64> {
 /// Sleeps until an interrupt, at the latest at `wake` (a blocked vCPU's timer).
 fn idle(cpu: usize, now: u64, wake: Option<u64>) {
     // The boot hart polls console input: it never sleeps long, and while
-    // console output waits for the UART, 1 ms at most.
-    let longest = if cpu == 0 && crate::console::output_pending() {
+    // console output waits for the UART or the network needs polling
+    // (`net::poll_soon`), 1 ms at most.
+    let longest = if cpu == 0 && (crate::console::output_pending() || crate::net::poll_soon(now)) {
         host().timebase / 1000
     } else if cpu == 0 {
         host().timebase / 50
@@ -769,6 +771,19 @@ const HVC_ROUNDS: usize = 4;
 /// queues, and propagate interrupt-line changes to the vCPUs (kicking their
 /// harts).
 pub fn device_side_effects(vm: &Vm, inner: &mut crate::vm::VmInner) {
+    device_side_effects_local(vm, inner);
+    if !inner.nics.is_empty() {
+        // Frames this VM sent: to their receivers now if their locks are free.
+        crate::net::deliver_if_sent(vm.id);
+    }
+}
+
+/// [`device_side_effects`] without handing frames on to other VMs (what a
+/// sender does for a receiver: never more than one VM deep).
+pub fn device_side_effects_local(vm: &Vm, inner: &mut crate::vm::VmInner) {
+    if !inner.nics.is_empty() {
+        nic_side_effects(vm, inner);
+    }
     if let Some(hvc) = inner.hvc {
         hvc_side_effects(vm, inner, hvc);
     }
@@ -803,6 +818,40 @@ pub fn device_side_effects(vm: &Vm, inner: &mut crate::vm::VmInner) {
             }
         }
     }
+}
+
+/// The NICs' part of [`device_side_effects`]: frames waiting at a NIC's
+/// switch port go into its receive queue, notified queues are processed
+/// (transmitted frames go to the switch), interrupt lines follow. Each call
+/// handles at most a queue's worth of chains per queue; what is left sets
+/// [`Vm::net_pending`].
+fn nic_side_effects(vm: &Vm, inner: &mut crate::vm::VmInner) {
+    use fv_virtio::net::RECEIVEQ;
+    let crate::vm::VmInner {
+        devices,
+        memory,
+        nics,
+        ..
+    } = inner;
+    let mut left = false;
+    for n in nics.iter() {
+        left |= devices
+            .with_device::<crate::vm::NicDevice, _>(n.dev, |d, irq| {
+                if d.transport().device().backend().has_frames() {
+                    d.transport_mut().notify(RECEIVEQ);
+                }
+                if d.has_pending() {
+                    let mut mem = crate::vm::GStageMemory {
+                        memory: &mut *memory,
+                        ram: vm.ram,
+                    };
+                    d.process(&mut mem, irq);
+                }
+                d.has_pending()
+            })
+            .unwrap_or(false);
+    }
+    vm.net_pending.store(left, Ordering::Release);
 }
 
 /// The virtio-console's part of [`device_side_effects`]: queued console input
@@ -1030,6 +1079,7 @@ fn stopped(vm: &Vm, reason: StopReason) {
             dropped
         );
     }
+    report_nics(vm);
     if !reason.is_clean() {
         ANY_FAILURE.store(true, Ordering::Release);
     }
@@ -1038,6 +1088,37 @@ fn stopped(vm: &Vm, reason: StopReason) {
         for cpu in 0..host().ncpus {
             kick(cpu);
         }
+    }
+}
+
+/// Logs a stopped VM's NIC counters.
+fn report_nics(vm: &Vm) {
+    let mut inner = vm.inner.lock();
+    for n in inner.nics.clone() {
+        let Some(d) = inner.devices.device_mut::<crate::vm::NicDevice>(n.dev) else {
+            continue;
+        };
+        let (t, s) = (*d.transport().stats(), *d.transport().device().stats());
+        log!(
+            "VM '{}' virtio-net {}: tx {} frames {} bytes, rx {} frames {} bytes; dropped: {} runt, {} oversize, {} spoofed, {} bad header, {} too big for the buffer; refused: {} accesses, {} writes, {} notifies; {} bad chains, {} device errors, {} broken queues",
+            vm.name,
+            crate::net::MacFmt(n.mac),
+            s.tx_frames,
+            s.tx_bytes,
+            s.rx_frames,
+            s.rx_bytes,
+            s.tx_runt,
+            s.tx_oversize,
+            s.tx_spoofed,
+            s.tx_bad_header,
+            s.rx_too_big,
+            t.bad_access,
+            t.bad_write,
+            t.bad_notify,
+            t.chain_errors,
+            t.device_errors,
+            t.queue_errors
+        );
     }
 }
 
@@ -1162,6 +1243,7 @@ fn finish(cpu: usize) -> ! {
             gstage_fence_check(cpu);
         }
     }
+    crate::net::report();
     let failed = ANY_FAILURE.load(Ordering::Acquire);
     log!(
         "all VMs stopped ({}); {} exits handled",

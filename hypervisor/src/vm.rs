@@ -15,6 +15,7 @@ use fv_devices::virtio_mmio::VirtioMmio;
 use fv_devices::{DeviceId, VmDevices};
 use fv_mgmt::{AtomicExitCounts, AtomicIrqCounts, AtomicSbiCounts, Ring};
 use fv_virtio::console::Console;
+use fv_virtio::net::Net;
 
 /// Console history kept per VM.
 pub const HISTORY_BYTES: usize = 16 * 1024;
@@ -101,6 +102,51 @@ impl fv_virtio::console::ConsoleOutput for HvcOutput {
 /// A VM's virtio-console device as it sits on the bus.
 pub type HvcDevice = VirtioMmio<Console<HvcOutput>>;
 
+/// A VM's virtio-net NIC as it sits on the bus: a port of a switch.
+pub type NicDevice = VirtioMmio<Net<crate::net::SwitchPort>>;
+
+/// A NIC the VM has (from its boot package device records).
+#[derive(Clone, Copy, Debug)]
+pub struct Nic {
+    /// The device on the bus.
+    pub dev: DeviceId,
+    /// Its switch (index into the package's switches).
+    pub switch: u16,
+    /// Its MAC.
+    pub mac: [u8; 6],
+}
+
+/// A NIC to create: guest slot, switch, MAC.
+#[derive(Clone, Copy, Debug)]
+pub struct NicSpec {
+    /// Guest virtio-mmio slot.
+    pub slot: u8,
+    /// Switch index.
+    pub switch: u16,
+    /// MAC.
+    pub mac: [u8; 6],
+}
+
+/// What the guest sees besides its images: its device tree and the NICs
+/// that tree describes.
+#[derive(Debug)]
+pub struct GuestSetup {
+    /// The guest DTB.
+    pub dtb: Vec<u8>,
+    /// Its virtio-net NICs.
+    pub nics: Vec<NicSpec>,
+}
+
+/// Guest-physical base of virtio-mmio slot `slot` (QEMU `virt`'s layout).
+pub fn virtio_slot_base(slot: u8) -> GuestPhysAddr {
+    fv_bootpkg::slot_gpa(slot)
+}
+
+/// PLIC source of virtio-mmio slot `slot`.
+pub fn virtio_slot_irq(slot: u8) -> u32 {
+    fv_bootpkg::GUEST_VIRTIO_FIRST_IRQ + u32::from(slot)
+}
+
 /// Why a VM stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StopReason {
@@ -174,6 +220,8 @@ pub struct VmInner {
     /// The virtio-console on the device bus (`console: virtio`): it gets the
     /// console input then, and the UART none.
     pub hvc: Option<DeviceId>,
+    /// Its virtio-net NICs.
+    pub nics: Vec<Nic>,
     /// Console input not yet taken by the console device (the UART's receive
     /// FIFO or the virtio-console's input buffer was full).
     pub input: VecDeque<u8>,
@@ -234,6 +282,10 @@ pub struct Vm {
     /// Its virtio-console has work a bounded `device_side_effects` left
     /// (finished from the boot hart's loop: `sched::service_virtio`).
     pub hvc_pending: AtomicBool,
+    /// Frames wait for one of its NICs, or a NIC has work a bounded
+    /// `device_side_effects` left (done by whoever can take its lock next:
+    /// a sender, or the boot hart's poll).
+    pub net_pending: AtomicBool,
 }
 
 /// Why creating a VM failed.
@@ -269,9 +321,13 @@ impl Vm {
         vmid_bits: u32,
         mode: Mode,
         spec: VmSpec<'static>,
-        dtb: Vec<u8>,
+        guest: GuestSetup,
         cpus: &mut impl FnMut() -> usize,
     ) -> Result<Self, CreateError> {
+        let GuestSetup {
+            dtb,
+            nics: nic_specs,
+        } = guest;
         let ram = Range::<GuestPhysAddr>::new(fv_bootpkg::GUEST_RAM_BASE, spec.memory_bytes)
             .map_err(|_| CreateError::BadImage("RAM range overflows"))?;
         let nchunks = spec.memory_bytes / CHUNK;
@@ -300,6 +356,20 @@ impl Vm {
         } else {
             None
         };
+        let mut nics = Vec::new();
+        for n in &nic_specs {
+            let net = Net::new(n.mac, crate::net::SwitchPort::new(n.switch));
+            let dev: NicDevice = VirtioMmio::new(net, virtio_slot_irq(n.slot))
+                .map_err(|_| CreateError::BadImage("virtio-net queues"))?;
+            let id = devices
+                .add_device(virtio_slot_base(n.slot), Box::new(dev))
+                .map_err(|_| CreateError::BadImage("virtio-net placement"))?;
+            nics.push(Nic {
+                dev: id,
+                switch: n.switch,
+                mac: n.mac,
+            });
+        }
         let hgatp = memory.hgatp(vmid);
         let hsm = HsmStates::new(spec.vcpus as usize, 0)
             .map_err(|_| CreateError::BadImage("bad vCPU count"))?;
@@ -339,6 +409,7 @@ impl Vm {
                 devices,
                 uart: Some(uart),
                 hvc,
+                nics,
                 input: VecDeque::new(),
                 history: Ring::with_capacity(HISTORY_BYTES)
                     .map_err(|_| CreateError::OutOfMemory)?,
@@ -349,6 +420,7 @@ impl Vm {
             overhead_bytes: AtomicU64::new(0),
             images_pending: AtomicBool::new(true),
             hvc_pending: AtomicBool::new(false),
+            net_pending: AtomicBool::new(false),
         };
         let tables = vm
             .inner
@@ -484,6 +556,11 @@ impl Vm {
             let _ = inner.devices.with_device::<HvcDevice, _>(id, |d, _| {
                 d.transport_mut().device_mut().clear_input();
                 d.transport_mut().device_mut().output_mut().clear();
+            });
+        }
+        for n in inner.nics.clone() {
+            let _ = inner.devices.with_device::<NicDevice, _>(n.dev, |d, _| {
+                d.transport().device().backend().clear();
             });
         }
         let _ = inner.hsm.reset(0);

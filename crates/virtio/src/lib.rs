@@ -16,8 +16,9 @@
 //!   only: the register file, feature negotiation, device status, queue set-up,
 //!   interrupt status, and the device-specific configuration space at `0x100`.
 //! * Device models: [`rng`] (virtio-rng, §5.4), [`console`] (virtio-console,
-//!   §5.3, one port) and [`blk`] (virtio-blk request handling, §5.2) over a
-//!   [`blk::BlockBackend`].
+//!   §5.3, one port), [`blk`] (virtio-blk request handling, §5.2) over a
+//!   [`blk::BlockBackend`] and [`net`] (virtio-net, §5.1, no offloads) over a
+//!   [`net::NetBackend`] (a switch port).
 //!
 //! # Guest memory
 //!
@@ -51,9 +52,9 @@
 //!
 //! Packed virtqueues (`VIRTIO_F_RING_PACKED`), `VIRTIO_F_RING_RESET`,
 //! `VIRTIO_F_NOTIFICATION_DATA`, shared memory regions, the legacy (version 1)
-//! MMIO interface, virtio-net, and zero-copy hand-over of guest buffers to
-//! physical devices. The hypervisor maps only the console so far (`console:
-//! virtio`).
+//! MMIO interface, virtio-net offloads (checksum, TSO, mergeable receive
+//! buffers, multiqueue), and zero-copy hand-over of guest buffers to
+//! physical devices.
 #![no_std]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -68,6 +69,7 @@ pub mod buffer;
 pub mod console;
 pub mod device;
 pub mod mmio;
+pub mod net;
 pub mod queue;
 pub mod rng;
 

@@ -10,7 +10,6 @@
 mod common;
 
 use common::*;
-use fv_addr::GuestPhysAddr;
 use fv_virtio::blk::{Blk, MemDisk, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP};
 use fv_virtio::buffer::Buffer;
 use fv_virtio::feature::{bit, VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC};
@@ -20,30 +19,13 @@ use fv_virtio::queue::{
 };
 use fv_virtio::rng::Rng;
 use fv_virtio::status;
-use fv_vm::{AccessWidth, GuestMemory, GuestMemoryError, VecMemory};
+use fv_vm::{AccessWidth, GuestMemory, VecMemory};
 use proptest::prelude::*;
 
 /// Where random indirect tables live.
 const IND: u64 = RAM + 0x4_0000;
 /// Size of the area random buffers start in, at `DATA`.
 const DATA_SIZE: u64 = 0x1_0000;
-
-/// Guest memory that records every successful write.
-struct Recorder {
-    mem: VecMemory,
-    writes: Vec<(u64, usize)>,
-}
-
-impl GuestMemory for Recorder {
-    fn read(&mut self, gpa: GuestPhysAddr, buf: &mut [u8]) -> Result<(), GuestMemoryError> {
-        self.mem.read(gpa, buf)
-    }
-    fn write(&mut self, gpa: GuestPhysAddr, data: &[u8]) -> Result<(), GuestMemoryError> {
-        self.mem.write(gpa, data)?;
-        self.writes.push((gpa.raw(), data.len()));
-        Ok(())
-    }
-}
 
 /// A buffer address: mostly in the buffer area, sometimes at the very end of
 /// RAM, below it, or anywhere.

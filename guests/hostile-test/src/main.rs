@@ -46,6 +46,11 @@
 //!   bogus queue addresses (0, random, past and across the end of RAM,
 //!   misaligned) and rings of random contents in a scratch buffer, then
 //!   queue notifications;
+//! - `net`: on the boot vCPU, each virtio-net NIC the DTB lists is set up as
+//!   a driver would (its rings in this guest's own buffers) and sent `count`
+//!   frames: runts, oversize frames, frames with another source MAC, headers
+//!   asking for a checksum offload that was not negotiated and valid
+//!   broadcasts, now and then with a storm of notifications; then reset;
 //! - `spin`: every vCPU masks interrupts (`csrci sstatus, 2`) and loops
 //!   forever (for `spin_ms` with `spin_ms=N`);
 //! - `die`: the other vCPUs spin, then the boot vCPU shuts the VM down with SBI
@@ -70,6 +75,7 @@
 
 mod console;
 mod mmio;
+mod net;
 mod rng;
 mod sbicalls;
 mod smp;
@@ -118,10 +124,12 @@ pub enum Phase {
     Mmio = 9,
     /// Console abuse through DBCN.
     Console = 10,
+    /// Bad frames through this VM's virtio-net NICs.
+    Net = 11,
 }
 
 impl Phase {
-    const ALL: [Phase; 10] = [
+    const ALL: [Phase; 11] = [
         Phase::Wild,
         Phase::Sbi,
         Phase::Ipi,
@@ -132,6 +140,7 @@ impl Phase {
         Phase::Reboot,
         Phase::Mmio,
         Phase::Console,
+        Phase::Net,
     ];
 
     /// The name used on the command line and in progress lines.
@@ -147,6 +156,7 @@ impl Phase {
             Phase::Reboot => "reboot",
             Phase::Mmio => "mmio",
             Phase::Console => "console",
+            Phase::Net => "net",
         }
     }
 
@@ -482,7 +492,7 @@ fn worker(_me: usize, phase: usize) {
             SPINNING.fetch_add(1, Ordering::SeqCst);
             spin_forever()
         }
-        Some(Phase::Hsm) | None => {}
+        Some(Phase::Hsm | Phase::Net) | None => {}
     }
     FINISHED.fetch_add(1, Ordering::SeqCst);
 }
@@ -734,6 +744,15 @@ fn main(p: &'static Platform, r: &'static Reporter) {
                     smp::report_storm(round, n, fin);
                 }
                 Phase::Hsm => smp::hsm_phase(round),
+                Phase::Net => {
+                    if !strict {
+                        println!("INFO: hostile-test: phase net done: round {round}, skipped (not Ferrovisor: the devices are real)");
+                        continue;
+                    }
+                    net::reset_stats();
+                    net::body();
+                    net::report(round);
+                }
                 Phase::Spin if cfg.spin_ms != 0 => {
                     SPIN_TICKS.store(ms(cfg.spin_ms), Ordering::SeqCst);
                     let (n, fin) = on_all_vcpus(ph, spin_timed);

@@ -142,28 +142,38 @@ pub fn write_config_with_memory(name: &str, cpus: u32, memory_mib: u64, vms: &[V
     let mut yaml =
         format!("machine:\n  arch: riscv64\n  cpus: {cpus}\n  memory: {memory_mib}M\nvms:\n");
     for vm in vms {
-        let _ = write!(
-            yaml,
-            "  - name: {}\n    vcpus: {}\n    memory: {}M\n    kernel: {}\n    command_line: \"{}\"\n",
-            vm.name,
-            vm.vcpus,
-            vm.memory_mib,
-            vm.kernel.display(),
-            vm.command_line
-        );
-        if let Some(rd) = &vm.initrd {
-            let _ = writeln!(yaml, "    initrd: {}", rd.display());
-        }
-        if let Some(w) = vm.weight {
-            let _ = writeln!(yaml, "    weight: {w}");
-        }
-        if let Some(p) = vm.pin {
-            let _ = writeln!(yaml, "    pin: {p}");
-        }
-        if let Some(c) = vm.console {
-            let _ = writeln!(yaml, "    console: {c}");
-        }
+        vm_yaml(&mut yaml, vm);
     }
+    write_yaml(name, &yaml)
+}
+
+/// Appends `vm` as an entry of a config's `vms:` list.
+pub fn vm_yaml(yaml: &mut String, vm: &Vm) {
+    let _ = write!(
+        yaml,
+        "  - name: {}\n    vcpus: {}\n    memory: {}M\n    kernel: {}\n    command_line: \"{}\"\n",
+        vm.name,
+        vm.vcpus,
+        vm.memory_mib,
+        vm.kernel.display(),
+        vm.command_line
+    );
+    if let Some(rd) = &vm.initrd {
+        let _ = writeln!(yaml, "    initrd: {}", rd.display());
+    }
+    if let Some(w) = vm.weight {
+        let _ = writeln!(yaml, "    weight: {w}");
+    }
+    if let Some(p) = vm.pin {
+        let _ = writeln!(yaml, "    pin: {p}");
+    }
+    if let Some(c) = vm.console {
+        let _ = writeln!(yaml, "    console: {c}");
+    }
+}
+
+/// Writes `yaml` to `target/qemu-cases/<name>.yaml` and returns the path.
+pub fn write_yaml(name: &str, yaml: &str) -> PathBuf {
     let path = paths::target_dir()
         .join("qemu-cases")
         .join(format!("{name}.yaml"));
@@ -264,10 +274,6 @@ impl Console {
     /// ([`standard_failure_patterns`]), `Kernel panic`, `Oops`, `Unable to
     /// handle kernel` and a VM `stopped by the hypervisor`.
     pub fn spawn(name: &str, config: &Path, timeout_s: u64, vms: &[Vm]) -> Console {
-        let logs = paths::qemu_log_dir();
-        fs::create_dir_all(&logs).unwrap();
-        let transcript_path = logs.join(format!("{name}.log"));
-        let transcript = File::create(&transcript_path).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferrovisor"));
         // Instances of these tests live under this worktree's target
         // directory (unless the test chose a place), so test runs of other
@@ -279,8 +285,19 @@ impl Console {
             .arg("--config")
             .arg(config)
             .arg("--timeout")
-            .arg(timeout_s.to_string())
-            .stdin(Stdio::piped())
+            .arg(timeout_s.to_string());
+        let what = format!("ferrovisor run --config {}", config.display());
+        Console::spawn_command(name, cmd, &what, vms)
+    }
+
+    /// Starts `cmd` (`ferrovisor run`, or QEMU itself with a package a test
+    /// built) with its standard streams piped, as [`Console::spawn`] does.
+    pub fn spawn_command(name: &str, mut cmd: Command, what: &str, vms: &[Vm]) -> Console {
+        let logs = paths::qemu_log_dir();
+        fs::create_dir_all(&logs).unwrap();
+        let transcript_path = logs.join(format!("{name}.log"));
+        let transcript = File::create(&transcript_path).unwrap();
+        cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let start = Instant::now();
@@ -342,10 +359,7 @@ impl Console {
             qemu_started: None,
             vms: vms.iter().map(|v| v.name.to_string()).collect(),
         };
-        c.note(&format!(
-            "started ferrovisor run --config {}",
-            config.display()
-        ));
+        c.note(&format!("started {what}"));
         c
     }
 

@@ -21,7 +21,9 @@
 //! [`fv_virtio::mmio::MmioTransport::notify`] and `process`.
 //!
 //! The hypervisor puts a virtio-console here for VMs configured with
-//! `console: virtio` (see `docs/ARCHITECTURE.md`, "VirtIO (device side)").
+//! `console: virtio` (see `docs/ARCHITECTURE.md`, "VirtIO (device side)"),
+//! and a virtio-net NIC for each NIC in a VM's boot package records (see
+//! "Networking" there).
 
 use fv_virtio::device::VirtioDevice;
 use fv_virtio::mmio::{MmioTransport, TransportError, MMIO_SIZE};

@@ -10,7 +10,7 @@ use fv_virtio::feature::{bit, VIRTIO_F_VERSION_1};
 use fv_virtio::mmio::{self, MmioTransport};
 use fv_virtio::queue::{Descriptor, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE};
 use fv_virtio::status;
-use fv_vm::{AccessWidth, GuestMemory, VecMemory};
+use fv_vm::{AccessWidth, GuestMemory, GuestMemoryError, VecMemory};
 
 /// Guest RAM base, as on QEMU `virt`.
 pub const RAM: u64 = 0x8000_0000;
@@ -261,5 +261,22 @@ impl fv_virtio::rng::EntropySource for Counter {
             self.0 = self.0.wrapping_add(1);
         }
         buf.len()
+    }
+}
+
+/// Guest memory that records every successful write.
+pub struct Recorder {
+    pub mem: VecMemory,
+    pub writes: Vec<(u64, usize)>,
+}
+
+impl GuestMemory for Recorder {
+    fn read(&mut self, gpa: GuestPhysAddr, buf: &mut [u8]) -> Result<(), GuestMemoryError> {
+        self.mem.read(gpa, buf)
+    }
+    fn write(&mut self, gpa: GuestPhysAddr, data: &[u8]) -> Result<(), GuestMemoryError> {
+        self.mem.write(gpa, data)?;
+        self.writes.push((gpa.raw(), data.len()));
+        Ok(())
     }
 }
