@@ -16,8 +16,13 @@
 //!   only: the register file, feature negotiation, device status, queue set-up,
 //!   interrupt status, and the device-specific configuration space at `0x100`.
 //! * Device models: [`rng`] (virtio-rng, §5.4), [`console`] (virtio-console,
-//!   §5.3, one port) and [`blk`] (virtio-blk request handling, §5.2) over a
-//!   [`blk::BlockBackend`].
+//!   §5.3, one port) and [`blk`] (virtio-blk request handling, §5.2): over a
+//!   synchronous [`blk::BlockBackend`] ([`blk::Blk`]), or handing checked
+//!   requests to a physical disk and completing them later
+//!   ([`blk::AsyncBlk`], [`device::Handled::InFlight`],
+//!   [`mmio::MmioTransport::complete`]).
+//! * [`dma`]: a request's data as guest-physical segments, translated into
+//!   host-physical ones for a physical device to use without copying.
 //!
 //! # Guest memory
 //!
@@ -51,9 +56,7 @@
 //!
 //! Packed virtqueues (`VIRTIO_F_RING_PACKED`), `VIRTIO_F_RING_RESET`,
 //! `VIRTIO_F_NOTIFICATION_DATA`, shared memory regions, the legacy (version 1)
-//! MMIO interface, virtio-net, and zero-copy hand-over of guest buffers to
-//! physical devices. The hypervisor maps only the console so far (`console:
-//! virtio`).
+//! MMIO interface and virtio-net.
 #![no_std]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -67,6 +70,7 @@ pub mod blk;
 pub mod buffer;
 pub mod console;
 pub mod device;
+pub mod dma;
 pub mod mmio;
 pub mod queue;
 pub mod rng;
