@@ -126,6 +126,7 @@ fn add_vm(builder: &mut PackageBuilder, vm: &VmConfig) -> Result<VmSummary> {
             cmdline: &vm.command_line,
             flags: vm_flags(vm),
             segments: &segments,
+            devices: &[],
         })
         .map_err(|e| anyhow!("boot package: {e}"))?;
     Ok(VmSummary {

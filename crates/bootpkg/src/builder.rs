@@ -4,9 +4,11 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use crate::check::{check_vm, Extent, Facts};
+use crate::devices::{self, encode_device};
 use crate::{
-    package_checksum, BootPkgError, GuestPhysAddr, Segment, VmFlags, CHECKSUM_OFFSET,
-    FORMAT_VERSION, HEADER_SIZE, MAGIC, MAX_VMS, PAGE_SIZE, SEGMENT_RECORD_SIZE, VM_RECORD_SIZE,
+    package_checksum, BootPkgError, GuestPhysAddr, Segment, SwitchSpec, VmDevice, VmFlags,
+    CHECKSUM_OFFSET, FORMAT_VERSION, HEADER_SIZE, MAGIC, MAX_SWITCHES, MAX_VMS, PAGE_SIZE,
+    SEGMENT_RECORD_SIZE, SWITCH_RECORD_SIZE, VM_RECORD_SIZE,
 };
 
 /// One VM to put in a package: the same information [`crate::VmSpec`] gives back.
@@ -32,6 +34,9 @@ pub struct VmDescriptor<'a> {
     pub sched: crate::VmSched,
     /// The kernel image's pieces.
     pub segments: &'a [Segment<'a>],
+    /// Devices beyond the console (disks, NICs, rng), in guest-slot order by
+    /// convention; NICs index switches added with [`PackageBuilder::add_switch`].
+    pub devices: &'a [VmDevice],
 }
 
 #[derive(Debug)]
@@ -63,12 +68,20 @@ struct OwnedVm {
     dtb_gpa: u64,
     initrd: Option<Blob>,
     segments: Vec<Blob>,
+    devices: Vec<VmDevice>,
+}
+
+#[derive(Debug)]
+struct OwnedSwitch {
+    name: String,
+    uplink: Option<u64>,
 }
 
 /// Collects VMs (checking each as the parser would) and writes the package.
 #[derive(Debug, Default)]
 pub struct PackageBuilder {
     vms: Vec<OwnedVm>,
+    switches: Vec<OwnedSwitch>,
 }
 
 impl PackageBuilder {
@@ -80,6 +93,27 @@ impl PackageBuilder {
     /// Number of VMs added so far.
     pub fn vm_count(&self) -> usize {
         self.vms.len()
+    }
+
+    /// Checks a switch with the parser's rules (name, uplink base, both unique)
+    /// and adds it; returns its index, which NICs name. Add switches before
+    /// the VMs whose NICs use them.
+    pub fn add_switch(&mut self, name: &str, uplink: Option<u64>) -> Result<u16, BootPkgError> {
+        let index = u32::try_from(self.switches.len()).unwrap_or(u32::MAX);
+        if self.switches.len() >= MAX_SWITCHES {
+            return Err(BootPkgError::TooManySwitches(index.saturating_add(1)));
+        }
+        let spec = SwitchSpec { name, uplink };
+        let earlier = self.switches.iter().map(|s| SwitchSpec {
+            name: &s.name,
+            uplink: s.uplink,
+        });
+        devices::check_switch(index, &spec, earlier)?;
+        self.switches.push(OwnedSwitch {
+            name: name.into(),
+            uplink,
+        });
+        u16::try_from(index).map_err(|_| BootPkgError::TooManySwitches(index))
     }
 
     /// Checks `vm` with the parser's rules and adds a copy of it.
@@ -114,6 +148,28 @@ impl PackageBuilder {
         if self.vms.iter().any(|v| v.name == vm.name) {
             return Err(BootPkgError::DuplicateName { vm: index });
         }
+        if vm.devices.len() > crate::MAX_DEVICES {
+            return Err(BootPkgError::TooManyDevices {
+                vm: index,
+                count: u32::try_from(vm.devices.len()).unwrap_or(u32::MAX),
+            });
+        }
+        devices::check_vm_devices(
+            index,
+            vm.devices.iter().copied(),
+            vm.flags.contains(VmFlags::CONSOLE_VIRTIO),
+            self.switches.len(),
+        )?;
+        for (k, d) in vm.devices.iter().enumerate() {
+            let earlier = self
+                .vms
+                .iter()
+                .flat_map(|v| v.devices.iter().copied())
+                .chain(vm.devices.iter().copied().take(k));
+            let uplinks = self.switches.iter().filter_map(|s| s.uplink);
+            let device = u32::try_from(k).unwrap_or(u32::MAX);
+            devices::check_against(index, device, d, earlier, uplinks)?;
+        }
         self.vms.push(OwnedVm {
             name: vm.name.into(),
             cmdline: vm.cmdline.into(),
@@ -125,6 +181,7 @@ impl PackageBuilder {
             dtb_gpa: vm.dtb_gpa.raw(),
             initrd: vm.initrd.as_ref().map(Blob::from_segment),
             segments: vm.segments.iter().map(Blob::from_segment).collect(),
+            devices: vm.devices.to_vec(),
         });
         Ok(())
     }
@@ -138,12 +195,44 @@ impl PackageBuilder {
         put(&mut out, 8, &FORMAT_VERSION.to_le_bytes());
         put(&mut out, 12, &(self.vms.len() as u32).to_le_bytes());
 
-        // Segment tables and strings first; blob offsets are patched in later.
+        // Switch table, segment and device tables and strings first; blob
+        // offsets are patched in later.
+        if !self.switches.is_empty() {
+            let table = out.len();
+            out.resize(table + self.switches.len() * SWITCH_RECORD_SIZE, 0);
+            put(&mut out, 28, &(self.switches.len() as u32).to_le_bytes());
+            put_u64(&mut out, 32, table as u64);
+            for (k, sw) in self.switches.iter().enumerate() {
+                let name = out.len();
+                out.extend_from_slice(sw.name.as_bytes());
+                let rec = table + k * SWITCH_RECORD_SIZE;
+                put_u64(&mut out, rec, name as u64);
+                put_u64(&mut out, rec + 8, sw.name.len() as u64);
+                put_u64(&mut out, rec + 16, sw.uplink.unwrap_or(0));
+            }
+        }
         let mut seg_tables = Vec::with_capacity(self.vms.len());
         for vm in &self.vms {
             seg_tables.push(out.len());
             out.resize(out.len() + vm.segments.len() * SEGMENT_RECORD_SIZE, 0);
         }
+        for (i, vm) in self.vms.iter().enumerate() {
+            if vm.devices.is_empty() {
+                continue;
+            }
+            let rec = HEADER_SIZE + i * VM_RECORD_SIZE;
+            let table = out.len() as u64;
+            put_u64(&mut out, rec + 120, table);
+            put(
+                &mut out,
+                rec + 128,
+                &(vm.devices.len() as u32).to_le_bytes(),
+            );
+            for d in &vm.devices {
+                out.extend_from_slice(&encode_device(d));
+            }
+        }
+
         let mut strings = Vec::with_capacity(self.vms.len());
         for vm in &self.vms {
             let name = out.len();

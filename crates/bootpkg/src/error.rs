@@ -19,6 +19,8 @@ pub enum Part {
     Dtb,
     /// The entry point.
     Entry,
+    /// The table of device records.
+    DeviceTable,
 }
 
 impl fmt::Display for Part {
@@ -31,6 +33,7 @@ impl fmt::Display for Part {
             Part::Initrd => f.write_str("initrd"),
             Part::Dtb => f.write_str("DTB slot"),
             Part::Entry => f.write_str("entry point"),
+            Part::DeviceTable => f.write_str("device table"),
         }
     }
 }
@@ -185,6 +188,43 @@ pub enum BootPkgError {
         /// The VM record.
         vm: u32,
     },
+    /// More than [`crate::MAX_DEVICES`] devices in one VM.
+    TooManyDevices {
+        /// The VM record.
+        vm: u32,
+        /// The count found.
+        count: u32,
+    },
+    /// A device record has an unknown kind, or flags or fields its kind does not use.
+    BadDevice {
+        /// The VM record.
+        vm: u32,
+        /// The device record (0-based within the VM).
+        device: u32,
+    },
+    /// A device breaks a rule of [`crate::DeviceRule`].
+    DeviceRule {
+        /// The VM record.
+        vm: u32,
+        /// The device record (0-based within the VM).
+        device: u32,
+        /// The rule.
+        reason: crate::DeviceRule,
+    },
+    /// More than [`crate::MAX_SWITCHES`] switches.
+    TooManySwitches(u32),
+    /// A switch record points outside the package or its name is not UTF-8.
+    SwitchOutOfBounds {
+        /// The switch record.
+        switch: u32,
+    },
+    /// A switch breaks a rule of [`crate::SwitchRule`].
+    BadSwitch {
+        /// The switch record.
+        switch: u32,
+        /// The rule.
+        reason: crate::SwitchRule,
+    },
 }
 
 impl fmt::Display for BootPkgError {
@@ -258,6 +298,25 @@ impl fmt::Display for BootPkgError {
             E::EntryNotInImage { vm } => {
                 write!(f, "VM {vm}: entry point is not inside the kernel image")
             }
+            E::TooManyDevices { vm, count } => write!(
+                f,
+                "VM {vm}: {count} devices (at most {})",
+                crate::MAX_DEVICES
+            ),
+            E::BadDevice { vm, device } => {
+                write!(f, "VM {vm}: device {device}: malformed device record")
+            }
+            E::DeviceRule { vm, device, reason } => {
+                write!(f, "VM {vm}: device {device}: {reason}")
+            }
+            E::TooManySwitches(n) => write!(f, "{n} switches (at most {})", crate::MAX_SWITCHES),
+            E::SwitchOutOfBounds { switch } => {
+                write!(
+                    f,
+                    "switch {switch}: name lies outside the package or is not UTF-8"
+                )
+            }
+            E::BadSwitch { switch, reason } => write!(f, "switch {switch}: {reason}"),
         }
     }
 }

@@ -5,17 +5,19 @@
 //! and calls [`Package::parse`]. Parsing validates everything up front (with checked
 //! arithmetic and without allocating), so iterating afterwards cannot fail.
 //!
-//! # Format, version 1 (all integers little-endian)
+//! # Format, version 2 (all integers little-endian)
 //!
 //! ```text
 //! offset  size  header
 //!      0     8  magic b"FVBOOTPK"
-//!      8     4  version (1)
+//!      8     4  version (2)
 //!     12     4  vm_count (1..=MAX_VMS)
 //!     16     8  total_size: bytes of the package (the input may be longer; the rest is ignored)
 //!     24     4  checksum: CRC-32 (IEEE, as in zlib) of bytes [0, total_size) with this field as zero
-//!     28     4  reserved, zero
-//!     32        vm_count VM records of VM_RECORD_SIZE (128) bytes each
+//!     28     4  switch_count (0..=MAX_SWITCHES)
+//!     32     8  switch table offset (0 when switch_count is 0): switch_count records (see `devices`)
+//!     40     8  reserved, zero
+//!     48        vm_count VM records of VM_RECORD_SIZE (160) bytes each
 //!
 //! VM record
 //!      0     8  name offset         8  name length        (UTF-8, 1..=MAX_NAME_LEN bytes, no control characters)
@@ -31,7 +33,9 @@
 //!     80    32  initrd: a segment record (all zero when has_initrd is 0; mem_size = data length > 0)
 //!    112     4  scheduling weight (0 = the default, DEFAULT_WEIGHT; else 1..=MAX_WEIGHT)
 //!    116     4  pinned hart + 1 (0 = not pinned; else the vCPUs run only on hart value - 1, < MAX_PIN_HART)
-//!    120     8  reserved, zero
+//!    120     8  device table offset (0 when the device count is 0)
+//!    128     4  device count (0..=MAX_DEVICES): device records (see `devices`)
+//!    132    28  reserved, zero
 //!
 //! segment record (SEGMENT_RECORD_SIZE = 32 bytes)
 //!      0     8  gpa
@@ -40,7 +44,10 @@
 //!     24     8  mem_size (>= data length, > 0; the rest is zero-filled: ELF bss)
 //! ```
 //!
-//! Everything a VM record points at (strings, segment tables, blobs) lies after the
+//! Version 2 added the device and switch tables (VirtIO devices served from the
+//! machine's own, issue #9); version 1 packages are refused.
+//!
+//! Everything a VM record points at (strings, segment and device tables, blobs) lies after the
 //! VM table and inside `total_size`. Records may point at the same blob: VMs
 //! booting the same kernel or initrd share one copy (the builder writes each
 //! distinct blob once).
@@ -63,6 +70,7 @@ extern crate alloc;
 mod builder;
 mod check;
 mod crc;
+mod devices;
 mod error;
 
 use core::fmt;
@@ -72,14 +80,19 @@ pub use fv_addr::GuestPhysAddr;
 #[cfg(any(test, feature = "alloc"))]
 pub use builder::{PackageBuilder, VmDescriptor};
 pub use crc::{crc32, Crc32};
+pub use devices::{
+    mac_is_valid, slot_gpa, DeviceKind, DeviceRule, SwitchRule, SwitchSpec, VmDevice, CONSOLE_SLOT,
+    DEVICE_RECORD_SIZE, GUEST_VIRTIO_BASE, GUEST_VIRTIO_FIRST_IRQ, GUEST_VIRTIO_SLOTS,
+    GUEST_VIRTIO_STRIDE, MAX_DEVICES, MAX_SWITCHES, SWITCH_RECORD_SIZE,
+};
 pub use error::{BootPkgError, Part};
 
 /// The 8 bytes every package starts with.
 pub const MAGIC: [u8; 8] = *b"FVBOOTPK";
 /// The format version this crate reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// Size of the package header in bytes.
-pub const HEADER_SIZE: usize = 32;
+pub const HEADER_SIZE: usize = 48;
 /// Scheduling weight of a VM that asks for none.
 pub const DEFAULT_WEIGHT: u32 = 100;
 /// Largest scheduling weight.
@@ -106,7 +119,7 @@ impl Default for VmSched {
 }
 
 /// Size of one VM record in bytes.
-pub const VM_RECORD_SIZE: usize = 128;
+pub const VM_RECORD_SIZE: usize = 160;
 /// Size of one segment record in bytes.
 pub const SEGMENT_RECORD_SIZE: usize = 32;
 /// Most VMs one package may describe.
@@ -195,6 +208,8 @@ pub struct VmSpec<'a> {
     pub sched: VmSched,
     /// The VM's segment records (validated), `SEGMENT_RECORD_SIZE` bytes each.
     segment_table: &'a [u8],
+    /// The VM's device records (validated), `DEVICE_RECORD_SIZE` bytes each.
+    device_table: &'a [u8],
     /// The whole package, which the segment records point into.
     package: &'a [u8],
 }
@@ -216,6 +231,19 @@ impl<'a> VmSpec<'a> {
     pub fn segment_count(&self) -> usize {
         self.segment_table.len() / SEGMENT_RECORD_SIZE
     }
+
+    /// The VM's devices beyond the console, in package order (the host tool
+    /// writes them in config order: disks, NICs, rng).
+    pub fn devices(&self) -> impl Iterator<Item = VmDevice> + Clone + 'a {
+        self.device_table
+            .chunks_exact(DEVICE_RECORD_SIZE)
+            .filter_map(|r| devices::decode_device(0, 0, r).ok())
+    }
+
+    /// Number of devices beyond the console.
+    pub fn device_count(&self) -> usize {
+        self.device_table.len() / DEVICE_RECORD_SIZE
+    }
 }
 
 impl fmt::Debug for VmSpec<'_> {
@@ -231,6 +259,7 @@ impl fmt::Debug for VmSpec<'_> {
             .field("flags", &self.flags)
             .field("sched", &self.sched)
             .field("segments", &self.segment_count())
+            .field("devices", &self.device_count())
             .finish()
     }
 }
@@ -241,6 +270,8 @@ pub struct Package<'a> {
     /// The package bytes, exactly `total_size` long.
     bytes: &'a [u8],
     vm_count: usize,
+    /// The switch records (validated), `SWITCH_RECORD_SIZE` bytes each.
+    switch_table: &'a [u8],
 }
 
 impl<'a> Package<'a> {
@@ -260,7 +291,9 @@ impl<'a> Package<'a> {
         let vm_count = read_u32(header, 12)?;
         let total_size = read_u64(header, 16)?;
         let stored_checksum = read_u32(header, CHECKSUM_OFFSET)?;
-        if read_u32(header, 28)? != 0 {
+        let switch_count = read_u32(header, 28)?;
+        let switch_offset = read_u64(header, 32)?;
+        if read_u64(header, 40)? != 0 {
             return Err(BootPkgError::ReservedNonZero { vm: None });
         }
         let total = usize::try_from(total_size).map_err(|_| BootPkgError::Truncated)?;
@@ -283,10 +316,15 @@ impl<'a> Package<'a> {
         if total < data_start {
             return Err(BootPkgError::BadTotalSize);
         }
+        let switch_table = decode_switch_table(bytes, switch_offset, switch_count, data_start)?;
         let package = Package {
             bytes,
             vm_count: count,
+            switch_table,
         };
+        for (k, sw) in package.switches().enumerate() {
+            devices::check_switch(vm_index(k), &sw, package.switches().take(k))?;
+        }
         for i in 0..count {
             let vm = decode_vm(bytes, i, data_start)?;
             let index = vm_index(i);
@@ -299,6 +337,25 @@ impl<'a> Package<'a> {
                 decode_blob(bytes, rec, data_start, index, Part::Segment(vm_index(k)))?;
             }
             check::check_vm(index, &check::facts(&vm))?;
+            // Device records: structure, then the VM's own rules, then the
+            // package-wide ones against every device before each.
+            for (k, rec) in vm.device_table.chunks_exact(DEVICE_RECORD_SIZE).enumerate() {
+                devices::decode_device(index, vm_index(k), rec)?;
+            }
+            devices::check_vm_devices(
+                index,
+                vm.devices(),
+                vm.flags.contains(VmFlags::CONSOLE_VIRTIO),
+                package.switch_count(),
+            )?;
+            for (k, d) in vm.devices().enumerate() {
+                let earlier = (0..i)
+                    .filter_map(|j| decode_vm(bytes, j, data_start).ok())
+                    .flat_map(|o| o.devices())
+                    .chain(vm.devices().take(k));
+                let uplinks = package.switches().filter_map(|s| s.uplink);
+                devices::check_against(index, vm_index(k), &d, earlier, uplinks)?;
+            }
             // Names are unique: compare with the VMs before this one.
             for j in 0..i {
                 let other = decode_vm(bytes, j, data_start)?;
@@ -320,6 +377,20 @@ impl<'a> Package<'a> {
     /// Number of VMs in the package.
     pub fn vm_count(&self) -> usize {
         self.vm_count
+    }
+
+    /// The machine's switches, in package order (a NIC's `switch` indexes this).
+    pub fn switches(&self) -> impl Iterator<Item = SwitchSpec<'a>> + Clone + 'a {
+        let bytes = self.bytes;
+        self.switch_table
+            .chunks_exact(SWITCH_RECORD_SIZE)
+            .enumerate()
+            .filter_map(move |(k, r)| decode_switch(bytes, vm_index(k), r).ok())
+    }
+
+    /// Number of switches.
+    pub fn switch_count(&self) -> usize {
+        self.switch_table.len() / SWITCH_RECORD_SIZE
     }
 
     /// The package's bytes (`total_size` long).
@@ -473,9 +544,35 @@ fn decode_vm(package: &[u8], i: usize, data_start: usize) -> Result<VmSpec<'_>, 
         )?),
         value => return Err(BootPkgError::BadInitrdMarker { vm, value }),
     };
-    if rec.get(120..).is_none_or(|r| r.iter().any(|&b| b != 0)) {
+    if rec.get(132..).is_none_or(|r| r.iter().any(|&b| b != 0)) {
         return Err(BootPkgError::ReservedNonZero { vm: Some(vm) });
     }
+    let dev_off = read_u64(rec, 120)?;
+    let dev_count = read_u32(rec, 128)?;
+    let too_many = BootPkgError::TooManyDevices {
+        vm,
+        count: dev_count,
+    };
+    let dev_n = usize::try_from(dev_count).map_err(|_| too_many)?;
+    if dev_n > MAX_DEVICES {
+        return Err(too_many);
+    }
+    let device_table = if dev_n == 0 {
+        if dev_off != 0 {
+            return Err(BootPkgError::ReservedNonZero { vm: Some(vm) });
+        }
+        &[][..]
+    } else {
+        // dev_n <= MAX_DEVICES: no overflow.
+        region(
+            package,
+            dev_off,
+            (dev_n * DEVICE_RECORD_SIZE) as u64,
+            data_start,
+            vm,
+            Part::DeviceTable,
+        )?
+    };
     let weight = match read_u32(rec, 112)? {
         0 => DEFAULT_WEIGHT,
         w if w <= MAX_WEIGHT => w,
@@ -498,8 +595,65 @@ fn decode_vm(package: &[u8], i: usize, data_start: usize) -> Result<VmSpec<'_>, 
         cmdline,
         flags,
         segment_table,
+        device_table,
         package,
     })
+}
+
+/// The switch table: `count` records at `offset`, in the data area.
+fn decode_switch_table(
+    package: &[u8],
+    offset: u64,
+    count: u32,
+    data_start: usize,
+) -> Result<&[u8], BootPkgError> {
+    let n = usize::try_from(count).map_err(|_| BootPkgError::TooManySwitches(count))?;
+    if n > MAX_SWITCHES {
+        return Err(BootPkgError::TooManySwitches(count));
+    }
+    if n == 0 {
+        if offset != 0 {
+            return Err(BootPkgError::ReservedNonZero { vm: None });
+        }
+        return Ok(&[]);
+    }
+    let oob = BootPkgError::SwitchOutOfBounds { switch: 0 };
+    let start = usize::try_from(offset).map_err(|_| oob)?;
+    // n <= MAX_SWITCHES: no overflow.
+    let end = start.checked_add(n * SWITCH_RECORD_SIZE).ok_or(oob)?;
+    if start < data_start {
+        return Err(oob);
+    }
+    let table = package.get(start..end).ok_or(oob)?;
+    for (k, r) in table.chunks_exact(SWITCH_RECORD_SIZE).enumerate() {
+        decode_switch(package, vm_index(k), r)?;
+    }
+    Ok(table)
+}
+
+/// Decodes switch record `index` (structure: name in bounds and UTF-8,
+/// reserved zero).
+fn decode_switch<'a>(
+    package: &'a [u8],
+    index: u32,
+    r: &[u8],
+) -> Result<SwitchSpec<'a>, BootPkgError> {
+    let oob = BootPkgError::SwitchOutOfBounds { switch: index };
+    if read_u64(r, 24)? != 0 {
+        return Err(BootPkgError::ReservedNonZero { vm: None });
+    }
+    let start = usize::try_from(read_u64(r, 0)?).map_err(|_| oob)?;
+    let len = usize::try_from(read_u64(r, 8)?).map_err(|_| oob)?;
+    let end = start.checked_add(len).ok_or(oob)?;
+    let name = package
+        .get(start..end)
+        .and_then(|b| core::str::from_utf8(b).ok())
+        .ok_or(oob)?;
+    let uplink = match read_u64(r, 16)? {
+        0 => None,
+        base => Some(base),
+    };
+    Ok(SwitchSpec { name, uplink })
 }
 
 /// Decodes a segment record and checks its blob: in bounds, congruent to its GPA

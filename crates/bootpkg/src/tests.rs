@@ -48,6 +48,7 @@ fn alpha<'a>(s: &'a Sample, segs: &'a [Segment<'a>]) -> VmDescriptor<'a> {
         cmdline: "console=ttyS0 earlycon",
         flags: VmFlags::CONSOLE_UART | VmFlags::AUTOSTART,
         segments: segs,
+        devices: &[],
     }
 }
 
@@ -88,6 +89,7 @@ fn build_sample() -> Vec<u8> {
         cmdline: "",
         flags: VmFlags::empty(),
         segments: &beta_segs,
+        devices: &[],
     })
     .unwrap();
     b.build()
@@ -231,7 +233,7 @@ fn blobs_are_congruent_to_their_gpa_and_zero_padded() {
 fn header_layout_is_pinned() {
     let bytes = build_sample();
     assert_eq!(&bytes[0..8], b"FVBOOTPK");
-    assert_eq!(read_u32(&bytes, 8).unwrap(), 1);
+    assert_eq!(read_u32(&bytes, 8).unwrap(), 2);
     assert_eq!(read_u32(&bytes, 12).unwrap(), 2);
     assert_eq!(get64(&bytes, 16), bytes.len() as u64);
     let mut zeroed = bytes.clone();
@@ -304,8 +306,8 @@ fn header_errors() {
     b[0] = b'X';
     assert_eq!(Package::parse(&b).unwrap_err(), BootPkgError::BadMagic);
     assert_eq!(
-        parse_edited(|b| put32(b, 8, 2)),
-        Err(BootPkgError::UnsupportedVersion(2))
+        parse_edited(|b| put32(b, 8, 1)),
+        Err(BootPkgError::UnsupportedVersion(1))
     );
     assert_eq!(parse_edited(|b| put32(b, 12, 0)), Err(BootPkgError::NoVms));
     assert_eq!(
@@ -313,7 +315,7 @@ fn header_errors() {
         Err(BootPkgError::TooManyVms(17))
     );
     assert_eq!(
-        parse_edited(|b| put32(b, 28, 1)),
+        parse_edited(|b| put32(b, 40, 1)),
         Err(BootPkgError::ReservedNonZero { vm: None })
     );
     // total_size larger than the input.
@@ -884,5 +886,332 @@ fn scheduling_fields_round_trip_and_are_checked() {
             PackageBuilder::new().add_vm(&d3),
             Err(BootPkgError::BadWeight { .. } | BootPkgError::BadPin { .. })
         ));
+    }
+}
+
+mod device_tests {
+    use super::*;
+
+    const DISK0: u64 = 0x1000_8000;
+    const DISK1: u64 = 0x1000_7000;
+    const RNG: u64 = 0x1000_6000;
+    const NET: u64 = 0x1000_5000;
+    const MAC_A: [u8; 6] = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
+    const MAC_B: [u8; 6] = [0x52, 0x54, 0, 0x12, 0x34, 0x57];
+
+    fn blk(slot: u8, host_base: u64, read_only: bool) -> VmDevice {
+        VmDevice {
+            slot,
+            kind: DeviceKind::Block {
+                host_base,
+                read_only,
+            },
+        }
+    }
+
+    fn nic(slot: u8, switch: u16, mac: [u8; 6]) -> VmDevice {
+        VmDevice {
+            slot,
+            kind: DeviceKind::Net { switch, mac },
+        }
+    }
+
+    fn rng(slot: u8) -> VmDevice {
+        VmDevice {
+            slot,
+            kind: DeviceKind::Rng { host_base: RNG },
+        }
+    }
+
+    /// A package with a switch "lan" (uplink NET) and "back", VM alpha with a
+    /// read-write disk, a NIC and rng, VM beta with a read-only disk, a NIC
+    /// on "back" and rng.
+    fn build(alpha_devs: &[VmDevice], beta_devs: &[VmDevice]) -> Result<Vec<u8>, BootPkgError> {
+        let s = sample_data();
+        let segs = alpha_segments(&s);
+        let beta_segs = [Segment {
+            gpa: gpa(RAM + 0x20_0000),
+            data: &s.beta,
+            mem_size: 4,
+        }];
+        let mut b = PackageBuilder::new();
+        assert_eq!(b.add_switch("lan", Some(NET))?, 0);
+        assert_eq!(b.add_switch("back", None)?, 1);
+        b.add_vm(&VmDescriptor {
+            devices: alpha_devs,
+            ..alpha(&s, &segs)
+        })?;
+        b.add_vm(&VmDescriptor {
+            sched: crate::VmSched::default(),
+            name: "beta",
+            vcpus: 1,
+            memory_bytes: 16 * MIB,
+            entry: gpa(RAM + 0x20_0000),
+            dtb_gpa: gpa(RAM + 14 * MIB),
+            initrd: None,
+            cmdline: "",
+            flags: VmFlags::CONSOLE_VIRTIO,
+            segments: &beta_segs,
+            devices: beta_devs,
+        })?;
+        Ok(b.build())
+    }
+
+    fn good() -> (Vec<VmDevice>, Vec<VmDevice>) {
+        (
+            vec![blk(1, DISK0, false), nic(2, 0, MAC_A), rng(3)],
+            vec![blk(1, DISK1, true), nic(2, 1, MAC_B), rng(3)],
+        )
+    }
+
+    #[test]
+    fn devices_and_switches_round_trip() {
+        let (a, b) = good();
+        let bytes = build(&a, &b).unwrap();
+        let pkg = Package::parse(&bytes).unwrap();
+        let sw: Vec<_> = pkg.switches().collect();
+        assert_eq!(
+            sw,
+            [
+                SwitchSpec {
+                    name: "lan",
+                    uplink: Some(NET)
+                },
+                SwitchSpec {
+                    name: "back",
+                    uplink: None
+                }
+            ]
+        );
+        let vms: Vec<_> = pkg.vms().collect();
+        assert_eq!(vms[0].devices().collect::<Vec<_>>(), a);
+        assert_eq!(vms[1].devices().collect::<Vec<_>>(), b);
+        assert_eq!(vms[0].device_count(), 3);
+        assert_eq!(pkg.switch_count(), 2);
+    }
+
+    #[test]
+    fn records_are_pinned() {
+        let (a, b) = good();
+        let bytes = build(&a, &b).unwrap();
+        // Header: switch count and table.
+        assert_eq!(read_u32(&bytes, 28).unwrap(), 2);
+        let table = get64(&bytes, 32) as usize;
+        assert_eq!(&bytes[get64(&bytes, table) as usize..][..3], b"lan");
+        assert_eq!(get64(&bytes, table + 8), 3);
+        assert_eq!(get64(&bytes, table + 16), NET);
+        assert_eq!(get64(&bytes, table + SWITCH_RECORD_SIZE + 16), 0);
+        // VM beta's devices: count at 128, table at 120.
+        let dev = get64(&bytes, VM1 + 120) as usize;
+        assert_eq!(read_u32(&bytes, VM1 + 128).unwrap(), 3);
+        let rec = &bytes[dev..dev + 3 * DEVICE_RECORD_SIZE];
+        // Block: kind 1, slot 1, flags read-only, host base at 16.
+        assert_eq!(&rec[..4], &[1, 1, 1, 0]);
+        assert_eq!(get64(rec, 16), DISK1);
+        // Net: kind 2, slot 2, switch 1, MAC at 6.
+        assert_eq!(&rec[32..38], &[2, 2, 0, 0, 1, 0]);
+        assert_eq!(&rec[38..44], &MAC_B);
+        // Rng: kind 3, slot 3, host base.
+        assert_eq!(&rec[64..66], &[3, 3]);
+        assert_eq!(get64(rec, 64 + 16), RNG);
+        // Guest slot layout (QEMU virt's).
+        assert_eq!(slot_gpa(0).raw(), 0x1000_1000);
+        assert_eq!(slot_gpa(7).raw(), 0x1000_8000);
+        assert_eq!(rng(3).irq(), 4);
+        assert_eq!(rng(3).gpa().raw(), 0x1000_4000);
+    }
+
+    #[test]
+    fn device_rules_are_enforced_by_builder_and_parser() {
+        use DeviceRule as R;
+        let (a, b) = good();
+        type Case = (Vec<VmDevice>, Vec<VmDevice>, u32, u32, R);
+        let cases: Vec<Case> = vec![
+            (
+                vec![blk(8, DISK0, false)],
+                b.clone(),
+                0,
+                0,
+                R::SlotOutOfRange,
+            ),
+            (
+                vec![blk(1, DISK0, false), rng(1)],
+                b.clone(),
+                0,
+                1,
+                R::SlotTaken,
+            ),
+            (a.clone(), vec![rng(0)], 1, 0, R::ConsoleSlot),
+            (vec![nic(1, 2, MAC_A)], b.clone(), 0, 0, R::NoSuchSwitch),
+            (
+                vec![nic(1, 0, [1, 0, 0, 0, 0, 1])],
+                b.clone(),
+                0,
+                0,
+                R::BadMac,
+            ),
+            (vec![nic(1, 0, [0; 6])], b.clone(), 0, 0, R::BadMac),
+            (a.clone(), vec![nic(1, 0, MAC_A)], 1, 0, R::DuplicateMac),
+            (
+                vec![blk(1, 0x1000_8004, false)],
+                b.clone(),
+                0,
+                0,
+                R::BadHostBase,
+            ),
+            (
+                a.clone(),
+                vec![blk(1, DISK0, true)],
+                1,
+                0,
+                R::HostDeviceShared,
+            ),
+            (
+                vec![blk(1, NET, false)],
+                b.clone(),
+                0,
+                0,
+                R::HostDeviceShared,
+            ),
+            (
+                vec![blk(1, RNG, false), rng(2)],
+                b.clone(),
+                0,
+                1,
+                R::HostDeviceShared,
+            ),
+        ];
+        for (alpha_devs, beta_devs, vm, device, reason) in cases {
+            let want = BootPkgError::DeviceRule { vm, device, reason };
+            assert_eq!(
+                build(&alpha_devs, &beta_devs),
+                Err(want),
+                "builder: {reason}"
+            );
+            // The same package written without the builder's checks: the
+            // parser refuses it too. Encode the bad devices over good ones.
+            let mut bytes = build(&a, &b).unwrap();
+            let (rec, devs) = if vm == 0 {
+                (VM0, &alpha_devs)
+            } else {
+                (VM1, &beta_devs)
+            };
+            let at = get64(&bytes, rec + 120) as usize;
+            if devs.len() > 3 {
+                continue;
+            }
+            for (k, d) in devs.iter().enumerate() {
+                let r = crate::devices::encode_device(d);
+                bytes[at + k * DEVICE_RECORD_SIZE..][..DEVICE_RECORD_SIZE].copy_from_slice(&r);
+            }
+            put32(&mut bytes, rec + 128, devs.len() as u32);
+            reseal(&mut bytes);
+            assert_eq!(
+                Package::parse(&bytes).unwrap_err(),
+                want,
+                "parser: {reason}"
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_device_records_and_switches_are_refused() {
+        let (a, b) = good();
+        let bytes = build(&a, &b).unwrap();
+        let dev = get64(&bytes, VM0 + 120) as usize;
+        let edit = |f: &dyn Fn(&mut Vec<u8>)| {
+            let mut c = bytes.clone();
+            f(&mut c);
+            reseal(&mut c);
+            Package::parse(&c).map(|_| ())
+        };
+        let bad = Err(BootPkgError::BadDevice { vm: 0, device: 0 });
+        assert_eq!(edit(&|c| c[dev] = 9), bad); // unknown kind
+        assert_eq!(edit(&|c| c[dev + 2] = 2), bad); // unknown block flag
+        assert_eq!(edit(&|c| c[dev + 6] = 0x52), bad); // MAC on a disk
+        assert_eq!(
+            edit(&|c| c[dev + 12] = 1),
+            Err(BootPkgError::ReservedNonZero { vm: Some(0) })
+        );
+        assert_eq!(
+            edit(&|c| put32(c, VM0 + 128, 9)),
+            Err(BootPkgError::TooManyDevices { vm: 0, count: 9 })
+        );
+        assert_eq!(
+            edit(&|c| put64(c, VM0 + 120, u64::MAX)),
+            Err(BootPkgError::OutOfBounds {
+                vm: 0,
+                part: Part::DeviceTable
+            })
+        );
+        assert_eq!(
+            edit(&|c| put32(c, 28, 17)),
+            Err(BootPkgError::TooManySwitches(17))
+        );
+        assert_eq!(
+            edit(&|c| put64(c, 32, 8)),
+            Err(BootPkgError::SwitchOutOfBounds { switch: 0 })
+        );
+        let table = get64(&bytes, 32) as usize;
+        let name = get64(&bytes, table) as usize;
+        assert_eq!(edit(&|c| c[name..name + 3].copy_from_slice(b"bac")), Ok(()));
+        // "back" renamed "lan\0"-like duplicate: make switch 1's name "lan".
+        let name1 = get64(&bytes, table + SWITCH_RECORD_SIZE) as usize;
+        assert_eq!(
+            edit(&|c| {
+                c[name1..name1 + 3].copy_from_slice(b"lan");
+                put64(c, table + SWITCH_RECORD_SIZE + 8, 3);
+            }),
+            Err(BootPkgError::BadSwitch {
+                switch: 1,
+                reason: SwitchRule::DuplicateName
+            })
+        );
+        assert_eq!(
+            edit(&|c| put64(c, table + SWITCH_RECORD_SIZE + 16, NET)),
+            Err(BootPkgError::BadSwitch {
+                switch: 1,
+                reason: SwitchRule::DuplicateUplink
+            })
+        );
+        let mut b2 = PackageBuilder::new();
+        assert_eq!(
+            b2.add_switch("", None),
+            Err(BootPkgError::BadSwitch {
+                switch: 0,
+                reason: SwitchRule::BadName
+            })
+        );
+        assert_eq!(
+            b2.add_switch("x", Some(0x123)),
+            Err(BootPkgError::BadSwitch {
+                switch: 0,
+                reason: SwitchRule::BadUplink
+            })
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        /// Any bytes in the device and switch tables: parse never panics, and
+        /// what it accepts iterates to exactly the counted records.
+        #[test]
+        fn device_tables_never_panic(noise in proptest::collection::vec(any::<u8>(), 96), at in 0usize..64) {
+            let (a, b) = good();
+            let mut bytes = build(&a, &b).unwrap();
+            let dev = get64(&bytes, VM0 + 120) as usize;
+            let table = get64(&bytes, 32) as usize;
+            let start = if at % 2 == 0 { dev } else { table };
+            let end = (start + at + noise.len()).min(bytes.len());
+            let n = end - start - at;
+            bytes[start + at..end].copy_from_slice(&noise[..n]);
+            reseal(&mut bytes);
+            if let Ok(pkg) = Package::parse(&bytes) {
+                prop_assert_eq!(pkg.switches().count(), pkg.switch_count());
+                for vm in pkg.vms() {
+                    prop_assert_eq!(vm.devices().count(), vm.device_count());
+                }
+            }
+        }
     }
 }
