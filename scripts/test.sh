@@ -72,7 +72,7 @@ step fmt cargo fmt --all --check
 # --all-targets skips test targets marked `test = false` (the QEMU tests): lint them too.
 clippy_host() {
     cargo clippy --all-targets -- -D warnings &&
-        cargo clippy -p ferrovisor --test qemu --test linux --test containment --test lifecycle -- -D warnings
+        cargo clippy -p ferrovisor --test qemu --test linux --test containment --test lifecycle --test devices -- -D warnings
 }
 
 step clippy-host clippy_host
@@ -88,6 +88,9 @@ step linux-tests cargo test -p ferrovisor --test linux -- --test-threads=1 --noc
 # Several VMs at once, pause/resume, destroy/start, fairness, overcommit (Linux
 # and cpu-hog), driven through the management shell.
 step lifecycle-tests cargo test -p ferrovisor --test lifecycle -- --test-threads=1 --nocapture
+# VM disks (ext4 images, reboot, read-only, two VMs) and virtio-rng, served
+# from QEMU's own devices; the images checked with debugfs afterwards.
+step device-tests cargo test -p ferrovisor --test devices -- --test-threads=1
 
 echo
 echo "=== summary"

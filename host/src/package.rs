@@ -43,10 +43,18 @@ pub struct Built {
 /// Checks that the VMs plus the package plus [`HYPERVISOR_RESERVE`] fit in the
 /// machine's memory.
 pub fn build(config: &Config) -> Result<Built> {
+    build_with_devices(config, &[])
+}
+
+/// [`build`], giving VM `i` the device records `devices[i]` (VMs past the
+/// end get none). For tests of the hypervisor's VM devices until the config
+/// carries them.
+pub fn build_with_devices(config: &Config, devices: &[Vec<fv_bootpkg::VmDevice>]) -> Result<Built> {
     let mut builder = PackageBuilder::new();
     let mut vms = Vec::new();
-    for vm in &config.vms {
-        let summary = add_vm(&mut builder, vm)
+    for (i, vm) in config.vms.iter().enumerate() {
+        let devs = devices.get(i).map_or(&[][..], Vec::as_slice);
+        let summary = add_vm(&mut builder, vm, devs)
             .with_context(|| format!("{}: VM `{}`", config.path.display(), vm.name))?;
         vms.push(summary);
     }
@@ -72,7 +80,11 @@ pub fn build(config: &Config) -> Result<Built> {
     Ok(Built { bytes, vms })
 }
 
-fn add_vm(builder: &mut PackageBuilder, vm: &VmConfig) -> Result<VmSummary> {
+fn add_vm(
+    builder: &mut PackageBuilder,
+    vm: &VmConfig,
+    devices: &[fv_bootpkg::VmDevice],
+) -> Result<VmSummary> {
     let kernel_bytes =
         fs::read(&vm.kernel).with_context(|| format!("reading kernel {}", vm.kernel.display()))?;
     let kernel = loader::load_kernel_as(&kernel_bytes, vm.kernel_format)
@@ -126,7 +138,7 @@ fn add_vm(builder: &mut PackageBuilder, vm: &VmConfig) -> Result<VmSummary> {
             cmdline: &vm.command_line,
             flags: vm_flags(vm),
             segments: &segments,
-            devices: &[],
+            devices,
         })
         .map_err(|e| anyhow!("boot package: {e}"))?;
     Ok(VmSummary {

@@ -21,6 +21,7 @@ mod pmu;
 mod sbi;
 mod sched;
 mod vconsole;
+mod vdisk;
 mod vm;
 
 use alloc::vec::Vec;
@@ -496,17 +497,34 @@ fn guest_dtb(
         .and_then(|s| Range::new(s.gpa, s.data.len() as u64).ok());
     let cmdline = (!spec.cmdline.is_empty()).then_some(spec.cmdline);
     let seed = guest_rng_seed(plat.rng_seed.as_deref().unwrap_or(&[]), spec.name);
-    let virtio = [fv_platform::GuestVirtioMmio {
-        base: vm::GUEST_VIRTIO_CONSOLE_BASE,
-        size: fv_virtio::mmio::MMIO_SIZE,
-        irq: vm::GUEST_VIRTIO_CONSOLE_IRQ,
-    }];
-    let virtio_mmio: &[fv_platform::GuestVirtioMmio] =
-        if spec.flags.contains(fv_bootpkg::VmFlags::CONSOLE_VIRTIO) {
-            &virtio
-        } else {
-            &[]
-        };
+    // The console in slot 0 (if any), then the devices in slot order: Linux
+    // probes them in device-tree order, so the disk in the lowest slot is vda.
+    let console = spec
+        .flags
+        .contains(fv_bootpkg::VmFlags::CONSOLE_VIRTIO)
+        .then_some(fv_platform::GuestVirtioMmio {
+            base: vm::GUEST_VIRTIO_CONSOLE_BASE,
+            size: fv_virtio::mmio::MMIO_SIZE,
+            irq: vm::GUEST_VIRTIO_CONSOLE_IRQ,
+        });
+    let mut slots: Vec<u8> = spec
+        .devices()
+        .filter(|d| !matches!(d.kind, fv_bootpkg::DeviceKind::Net { .. }))
+        .map(|d| d.slot)
+        .collect();
+    slots.sort_unstable();
+    let virtio: Vec<fv_platform::GuestVirtioMmio> = console
+        .into_iter()
+        .chain(slots.into_iter().map(|s| {
+            let (base, irq) = vdisk::slot_place(s);
+            fv_platform::GuestVirtioMmio {
+                base,
+                size: fv_virtio::mmio::MMIO_SIZE,
+                irq,
+            }
+        }))
+        .collect();
+    let virtio_mmio: &[fv_platform::GuestVirtioMmio] = &virtio;
     let cfg = fv_platform::GuestFdtConfig {
         vcpus: spec.vcpus,
         memory,

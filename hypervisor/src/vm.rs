@@ -182,6 +182,10 @@ pub struct VmInner {
     pub history: Ring,
     /// Why the VM stopped, once it has.
     pub stop_reason: Option<StopReason>,
+    /// Its disks (virtio-blk served from host block devices).
+    pub disks: Vec<crate::vdisk::VmDisk>,
+    /// Its entropy devices (virtio-rng fed by host entropy devices).
+    pub rngs: Vec<crate::vdisk::VmRng>,
     /// Counters.
     pub stats: VmStats,
 }
@@ -234,6 +238,10 @@ pub struct Vm {
     /// Its virtio-console has work a bounded `device_side_effects` left
     /// (finished from the boot hart's loop: `sched::service_virtio`).
     pub hvc_pending: AtomicBool,
+    /// Its disks or entropy devices have work left: requests at a host
+    /// device, waiting for one, or waiting for entropy (polled from the boot
+    /// hart's loop: `sched::service_virtio`).
+    pub io_pending: AtomicBool,
 }
 
 /// Why creating a VM failed.
@@ -245,6 +253,14 @@ pub enum CreateError {
     Memory(MemoryError),
     /// A bad boot package entry.
     BadImage(&'static str),
+    /// A device the VM's record asks for cannot be made (e.g. its host
+    /// device is missing, of another type, or taken).
+    Device {
+        /// The guest slot of the device.
+        slot: u8,
+        /// Why.
+        why: &'static str,
+    },
 }
 
 impl core::fmt::Display for CreateError {
@@ -253,6 +269,7 @@ impl core::fmt::Display for CreateError {
             CreateError::OutOfMemory => f.write_str("no heap left for the VM's descriptors"),
             CreateError::Memory(e) => write!(f, "{e}"),
             CreateError::BadImage(what) => write!(f, "bad boot package entry: {what}"),
+            CreateError::Device { slot, why } => write!(f, "device in guest slot {slot}: {why}"),
         }
     }
 }
@@ -300,6 +317,7 @@ impl Vm {
         } else {
             None
         };
+        let (disks, rngs) = crate::vdisk::create(&spec, &mut devices)?;
         let hgatp = memory.hgatp(vmid);
         let hsm = HsmStates::new(spec.vcpus as usize, 0)
             .map_err(|_| CreateError::BadImage("bad vCPU count"))?;
@@ -343,12 +361,15 @@ impl Vm {
                 history: Ring::with_capacity(HISTORY_BYTES)
                     .map_err(|_| CreateError::OutOfMemory)?,
                 stop_reason: None,
+                disks,
+                rngs,
                 stats: VmStats::default(),
             }),
             dtb,
             overhead_bytes: AtomicU64::new(0),
             images_pending: AtomicBool::new(true),
             hvc_pending: AtomicBool::new(false),
+            io_pending: AtomicBool::new(false),
         };
         let tables = vm
             .inner
@@ -410,6 +431,12 @@ impl Vm {
         // handed to someone else: every hart fences before anything is freed.
         crate::sched::fence_gstage_all_harts();
         let mut inner = self.inner.lock();
+        // The host disks may still write this RAM: it goes only once they
+        // handed every request back (else it is leaked, never reused).
+        if !crate::vdisk::drain(self, &mut inner) {
+            core::mem::forget(inner.memory.take());
+            return 0;
+        }
         // No vCPU of this VM runs, and each fences its VMID before it runs
         // again (see `Vm::recreate`), so the frames can go at once.
         inner.memory.take().map_or(0, VmMemory::release)
@@ -478,6 +505,14 @@ impl Vm {
         let mut inner = self.inner.lock();
         crate::sched::device_side_effects(self, &mut inner);
         crate::sched::hvc_flush(self, &mut inner);
+        // Nothing the host disks still do may land in the RAM about to be
+        // reloaded: wait for them (a disk that never answers stays with it).
+        if !crate::vdisk::drain(self, &mut inner) {
+            crate::log!(
+                "VM '{}': reset while a host disk holds its requests",
+                self.name
+            );
+        }
         inner.devices.reset();
         inner.input.clear();
         if let Some(id) = inner.hvc {

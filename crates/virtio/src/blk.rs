@@ -246,13 +246,13 @@ fn features(read_only: bool) -> u64 {
     ro | bit(VIRTIO_BLK_F_FLUSH) | bit(VIRTIO_BLK_F_SEG_MAX)
 }
 
-/// `struct virtio_blk_config` of a disk of `capacity` sectors, `data.len()`
-/// bytes at `offset`.
-fn read_config(capacity: u64, offset: u32, data: &mut [u8]) {
+/// `struct virtio_blk_config` of a disk of `capacity` sectors taking
+/// `seg_max` data segments per request, `data.len()` bytes at `offset`.
+fn read_config(capacity: u64, seg_max: u32, offset: u32, data: &mut [u8]) {
     let mut cfg = [0u8; CONFIG_LEN as usize];
     let fields: [(usize, &[u8]); 2] = [
         (CONFIG_CAPACITY, &capacity.to_le_bytes()),
-        (CONFIG_SEG_MAX, &SEG_MAX.to_le_bytes()),
+        (CONFIG_SEG_MAX, &seg_max.to_le_bytes()),
     ];
     for (off, bytes) in fields {
         if let Some(dst) = cfg.get_mut(off..off + bytes.len()) {
@@ -391,7 +391,7 @@ impl<B: BlockBackend> VirtioDevice for Blk<B> {
     }
 
     fn read_config(&self, offset: u32, data: &mut [u8]) {
-        read_config(self.backend.capacity(), offset, data);
+        read_config(self.backend.capacity(), SEG_MAX, offset, data);
     }
 
     fn handle(
@@ -480,6 +480,7 @@ pub struct AsyncBlk {
     capacity: u64,
     read_only: bool,
     id: [u8; ID_LEN],
+    seg_max: u32,
     epoch: u64,
     outstanding: u32,
     submitted: VecDeque<BlkRequest>,
@@ -493,11 +494,20 @@ impl AsyncBlk {
             capacity,
             read_only,
             id,
+            seg_max: SEG_MAX,
             epoch: 0,
             outstanding: 0,
             submitted: VecDeque::new(),
             stats: BlkStats::default(),
         }
+    }
+
+    /// Offers `seg_max` (1 ..= [`SEG_MAX`]) data segments per request
+    /// instead of [`SEG_MAX`] (a physical disk that takes fewer descriptors);
+    /// a request with more is answered `VIRTIO_BLK_S_IOERR`.
+    pub fn with_seg_max(mut self, seg_max: u32) -> Self {
+        self.seg_max = seg_max.clamp(1, SEG_MAX);
+        self
     }
 
     /// Refused requests.
@@ -556,6 +566,9 @@ impl AsyncBlk {
             }
             _ => return Err(Fail::Status(VIRTIO_BLK_S_UNSUPP)),
         };
+        if data.len() > self.seg_max as usize {
+            return Err(Fail::Status(VIRTIO_BLK_S_IOERR));
+        }
         let data_len: u64 = data.iter().map(|s| u64::from(s.len)).sum();
         if op != BlkOp::Flush && data_len == 0 {
             // Nothing to move: done (a physical device takes no empty buffer).
@@ -635,7 +648,7 @@ impl VirtioDevice for AsyncBlk {
     }
 
     fn read_config(&self, offset: u32, data: &mut [u8]) {
-        read_config(self.capacity, offset, data);
+        read_config(self.capacity, self.seg_max, offset, data);
     }
 
     fn handle(

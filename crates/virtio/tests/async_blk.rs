@@ -212,6 +212,22 @@ fn outstanding_requests_are_bounded_by_the_queue_size() {
     assert_eq!(t.device().outstanding(), u32::from(QUEUE_SIZE));
 }
 
+#[test]
+fn seg_max_is_offered_and_enforced() {
+    let mut t: T =
+        MmioTransport::new(AsyncBlk::new(SECTORS as u64, false, [0; ID_LEN]).with_seg_max(1))
+            .unwrap();
+    assert_eq!(t.read(mmio::CONFIG + 12, fv_vm::AccessWidth::Word), 1);
+    let mut mem = new_mem();
+    let mut qs = init(&mut t, 0, 16);
+    // Two data segments where one is allowed: refused, never at the disk.
+    let h = send(&mut mem, &mut qs[0], 0, VIRTIO_BLK_T_IN, 0, 1024);
+    kick(&mut t, &mut mem, 0);
+    assert_eq!(qs[0].pop_used(&mut mem), Some((u32::from(h), 1)));
+    assert_eq!(status(&mut mem, DATA + 0x100), VIRTIO_BLK_S_IOERR);
+    assert!(!t.device().has_submitted());
+}
+
 #[derive(Clone, Debug)]
 struct Op {
     ty: u32,
