@@ -371,3 +371,173 @@ poweroff
     assert!(image_file(&imgs[0], "/from-b").is_empty());
     assert!(image_file(&imgs[1], "/from-a").is_empty());
 }
+
+/// hostile-test's `vblk` phase (three rounds, then it shuts itself down
+/// reporting a failure) against its own two disks (one read-only), beside a
+/// Linux VM writing, re-reading and checking 4 MiB on its disk: the Linux
+/// VM's data is intact (in the guest after dropping its caches, and in the
+/// image afterwards), no breach is seen, and the hostile VM's refusals are
+/// counted in the log.
+#[test]
+fn hostile_vblk_beside_linux_io() {
+    let name = "devices-hostile-vblk";
+    let img = ext4_image(name, 32, &[("known.txt", "linux-disk\n")]);
+    let hostile_rw = testing::scratch_file(&format!("{name}-h0.img"), &vec![0u8; 1 << 20]).unwrap();
+    let hostile_ro_bytes: Vec<u8> = (0..1u32 << 20).map(|i| (i % 251) as u8).collect();
+    let hostile_ro = testing::scratch_file(&format!("{name}-h1.img"), &hostile_ro_bytes).unwrap();
+    let script = format!(
+        "{PRELUDE}{}",
+        r#"for i in 1 2 3; do
+    dd if=/dev/urandom of=/mnt/big$i bs=64k count=64 2>/dev/null || fail "dd"
+    md5sum /mnt/big$i | cut -d' ' -f1 > /mnt/big$i.md5
+done
+sync
+echo 3 > /proc/sys/vm/drop_caches
+for i in 1 2 3; do
+    [ "$(md5sum /mnt/big$i | cut -d' ' -f1)" = "$(cat /mnt/big$i.md5)" ] || fail "big$i differs"
+done
+echo "FV-TEST: data intact"
+umount /mnt
+poweroff
+"#
+    );
+    let initrd = initrd_with(name, &script);
+    let mut hostile = testing::guest_vm("hostile-test", 1, 64 * MIB);
+    if let Err(e) = testing::require_built(&hostile.kernel) {
+        panic!("{e}");
+    }
+    hostile.command_line = "phase=vblk,vblk,vblk,die".into();
+    let mut args = drive("d0", &img, false);
+    args.extend(drive("d1", &hostile_rw, false));
+    args.extend(drive("d2", &hostile_ro, false));
+    let mut case = Case::new(
+        name,
+        CaseVms::List(vec![linux_vm("linux", initrd), hostile]),
+    );
+    case.machine.cpus = Some(2);
+    case.timeout = TIMEOUT;
+    args.extend(["-global".into(), "virtio-mmio.force-legacy=false".into()]);
+    case.qemu_args = args;
+    case.vm_devices = vec![
+        vec![block(1, host_slot(0), false)],
+        vec![block(1, host_slot(1), false), block(2, host_slot(2), true)],
+    ];
+    // The hostile VM ends with a reported failure: the machine's exit status says so.
+    case.require_clean_exit = false;
+    case.success_patterns = [
+        "[linux] FV-TEST: data intact",
+        "ferrovisor: VM 'linux' powered off",
+        ", 2 virtio-blk, 36 requests: ",
+        "ferrovisor: VM 'hostile-test' virtio-blk slot 2 (host 0x10006000)",
+        "ferrovisor: all VMs stopped",
+    ]
+    .iter()
+    .map(|p| Pattern::Contains((*p).into()))
+    .collect();
+    case.failure_patterns
+        .push(Pattern::Contains("FV-TEST: FAIL".into()));
+    let report = testing::run_and_report(&case).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let log = fs::read_to_string(&report.log_path).unwrap();
+    let rounds = log
+        .lines()
+        .filter(|l| {
+            l.contains("INFO: hostile-test: phase vblk done: ") && l.contains(", 2 virtio-blk, ")
+        })
+        .count();
+    assert_eq!(rounds, 3, "three vblk rounds against both disks");
+    // Its refusals are counted: read-only writes on slot 2, bad chains and
+    // refused DMA on both.
+    let line = |slot: u8| {
+        log.lines()
+            .find(|l| l.contains(&format!("VM 'hostile-test' virtio-blk slot {slot} ")))
+            .unwrap_or_else(|| panic!("no counters of hostile slot {slot}"))
+            .to_string()
+    };
+    let count = |l: &str, what: &str| -> u64 {
+        let i = l.find(what).unwrap_or_else(|| panic!("`{what}` in {l}"));
+        let before = l[..i].trim_end();
+        let n = before.rsplit([' ', ',']).next().unwrap();
+        n.parse()
+            .unwrap_or_else(|_| panic!("number before `{what}` in {l}"))
+    };
+    let (s1, s2) = (line(1), line(2));
+    for l in [&s1, &s2] {
+        assert!(count(l, "refused DMA") > 0, "{l}");
+        assert!(count(l, "bad chains") > 0, "{l}");
+    }
+    let ro_writes: u64 = s2
+        .rsplit("read-only writes ")
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        ro_writes >= 3,
+        "the read-only disk refused the writes: {s2}"
+    );
+    assert_eq!(
+        fs::read(&hostile_ro).unwrap(),
+        hostile_ro_bytes,
+        "read-only image unchanged"
+    );
+    // Linux's data is in its image.
+    for i in 1..=3 {
+        let big = image_file(&img, &format!("/big{i}"));
+        assert_eq!(big.len(), 4 << 20, "big{i} in the image");
+        let md5 = Command::new("md5sum")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().unwrap().write_all(&big)?;
+                c.wait_with_output()
+            })
+            .unwrap();
+        let host_md5 = String::from_utf8_lossy(&md5.stdout);
+        let guest_md5 = String::from_utf8(image_file(&img, &format!("/big{i}.md5"))).unwrap();
+        assert_eq!(
+            host_md5.split_whitespace().next(),
+            Some(guest_md5.trim()),
+            "big{i}: what the guest wrote is what the image holds"
+        );
+    }
+}
+
+/// A VM whose records name a host device that is not there, or of another
+/// type, is not created (the reason logged); the other VM runs.
+#[test]
+fn missing_or_wrong_host_device_fails_only_that_vm() {
+    let name = "devices-missing-host";
+    let good = testing::guest_vm("sbi-test", 1, 32 * MIB);
+    let mut missing = testing::guest_vm("sbi-test", 1, 32 * MIB);
+    missing.name = "nodisk".into();
+    let mut wrong = testing::guest_vm("sbi-test", 1, 32 * MIB);
+    wrong.name = "wrongtype".into();
+    if let Err(e) = testing::require_built(&good.kernel) {
+        panic!("{e}");
+    }
+    let mut case = Case::new(name, CaseVms::List(vec![good, missing, wrong]));
+    case.machine.cpus = Some(1);
+    case.timeout = TIMEOUT;
+    // Only a virtio-rng (at 0x1000_8000): no virtio-blk at all.
+    case.qemu_args = vec!["-device".into(), "virtio-rng-device".into()];
+    case.vm_devices = vec![
+        Vec::new(),
+        vec![block(1, host_slot(1), false)],
+        vec![block(1, host_slot(0), false)],
+    ];
+    case.success_patterns = [
+        "ferrovisor: VM 'nodisk' not created: device in guest slot 1: no free host virtio-blk at that address",
+        "ferrovisor: VM 'wrongtype' not created: device in guest slot 1: no free host virtio-blk at that address",
+        "DONE: sbi-test passed=",
+        "ferrovisor: all VMs stopped",
+    ]
+    .iter()
+    .map(|p| Pattern::Contains((*p).into()))
+    .collect();
+    if let Err(e) = testing::run_and_report(&case) {
+        panic!("{name}: {e}");
+    }
+}

@@ -46,6 +46,12 @@
 //!   bogus queue addresses (0, random, past and across the end of RAM,
 //!   misaligned) and rings of random contents in a scratch buffer, then
 //!   queue notifications;
+//! - `vblk` (boot vCPU only): every virtio-blk the DTB lists gets a driver
+//!   gone bad: buffers outside this VM's RAM, overflowing lengths, sectors
+//!   past the end, looping and over-long chains, writes to a read-only disk,
+//!   bad queue sizes, a reset and a renegotiation mid-request, a
+//!   notification storm, beside good requests that must work (see
+//!   `vblk.rs`);
 //! - `spin`: every vCPU masks interrupts (`csrci sstatus, 2`) and loops
 //!   forever (for `spin_ms` with `spin_ms=N`);
 //! - `die`: the other vCPUs spin, then the boot vCPU shuts the VM down with SBI
@@ -73,6 +79,7 @@ mod mmio;
 mod rng;
 mod sbicalls;
 mod smp;
+mod vblk;
 mod wild;
 
 use core::arch::asm;
@@ -118,10 +125,12 @@ pub enum Phase {
     Mmio = 9,
     /// Console abuse through DBCN.
     Console = 10,
+    /// A virtio-blk driver gone bad.
+    Vblk = 11,
 }
 
 impl Phase {
-    const ALL: [Phase; 10] = [
+    const ALL: [Phase; 11] = [
         Phase::Wild,
         Phase::Sbi,
         Phase::Ipi,
@@ -132,6 +141,7 @@ impl Phase {
         Phase::Reboot,
         Phase::Mmio,
         Phase::Console,
+        Phase::Vblk,
     ];
 
     /// The name used on the command line and in progress lines.
@@ -147,6 +157,7 @@ impl Phase {
             Phase::Reboot => "reboot",
             Phase::Mmio => "mmio",
             Phase::Console => "console",
+            Phase::Vblk => "vblk",
         }
     }
 
@@ -482,7 +493,7 @@ fn worker(_me: usize, phase: usize) {
             SPINNING.fetch_add(1, Ordering::SeqCst);
             spin_forever()
         }
-        Some(Phase::Hsm) | None => {}
+        Some(Phase::Hsm | Phase::Vblk) | None => {}
     }
     FINISHED.fetch_add(1, Ordering::SeqCst);
 }
@@ -727,6 +738,13 @@ fn main(p: &'static Platform, r: &'static Reporter) {
                     console::reset_stats();
                     let (n, fin) = on_all_vcpus(ph, console::body);
                     console::report(round, n, fin);
+                }
+                Phase::Vblk => {
+                    if !strict {
+                        println!("INFO: hostile-test: phase vblk done: round {round}, skipped (not Ferrovisor: the devices are real)");
+                        continue;
+                    }
+                    vblk::phase(round);
                 }
                 Phase::Ipi => {
                     smp::storm_prepare(cfg.storm_ms);
