@@ -18,7 +18,18 @@
 //!   is read-only to Linux (`/sys/block/vdb/ro` is 1), a direct write to it
 //!   fails, its image is unchanged; the writable vda works beside it.
 //! - `two_vms_separate_disks`: two VMs, each with its own disk, write
-//!   different files; each image has its VM's file and not the other's.
+//!   different files; each image has its VM's file and not the other's. Both
+//!   read `/dev/hwrng` from one shared machine virtio-rng: different bytes.
+//! - `reboot_under_io`: the VM reboots (`reboot -f`) while four direct
+//!   writes to a raw second disk run; it boots again and its ext4 disk reads
+//!   back. (Whether requests were still at the machine's disk at that moment
+//!   depends on QEMU's timing: the hypervisor logs `waited for N request(s)`
+//!   when it had to wait; the test does not require it.)
+//! - `hostile_vblk_beside_linux_io`: hostile-test's `vblk` phase against its
+//!   own two disks beside a Linux VM doing disk I/O (see that test).
+//! - `missing_or_wrong_host_device_fails_only_that_vm`: records naming a
+//!   host virtio-blk that is not there or a virtio-rng: those VMs are not
+//!   created, the reason logged; the other VM runs.
 //!
 //! Device records go into the boot package directly (`Case::vm_devices`)
 //! and QEMU gets the host devices through `Case::qemu_args` (QEMU `virt`
@@ -346,6 +357,7 @@ fn two_vms_separate_disks() {
         "{PRELUDE}{}",
         r#"who=$(cat /mnt/who)
 echo "FV-TEST: disk of $who"
+echo "FV-TEST: hwrng of $who: $(head -c 32 /dev/hwrng | od -An -tx1 | tr -d ' \n')"
 echo "from-$who" > "/mnt/from-$who"
 sync
 umount /mnt
@@ -356,16 +368,39 @@ poweroff
     let vms = vec![linux_vm("vma", initrd.clone()), linux_vm("vmb", initrd)];
     let mut args = drive("d0", &imgs[0], false);
     args.extend(drive("d1", &imgs[1], false));
+    // One machine virtio-rng shared by both VMs.
+    args.extend(["-device".into(), "virtio-rng-device".into()]);
+    let rng = VmDevice {
+        slot: 2,
+        kind: DeviceKind::Rng {
+            host_base: host_slot(2),
+        },
+    };
     run(
         name,
         vms,
         args,
         vec![
-            vec![block(1, host_slot(0), false)],
-            vec![block(1, host_slot(1), false)],
+            vec![block(1, host_slot(0), false), rng],
+            vec![block(1, host_slot(1), false), rng],
         ],
-        &["[vma] FV-TEST: disk of a", "[vmb] FV-TEST: disk of b"],
+        &[
+            "[vma] FV-TEST: disk of a",
+            "[vmb] FV-TEST: disk of b",
+            "[vma] FV-TEST: hwrng of a: ",
+            "[vmb] FV-TEST: hwrng of b: ",
+        ],
     );
+    // Each VM got its own bytes: 32 of them, not the other's.
+    let log = fs::read_to_string(paths::qemu_log_dir().join(format!("{name}.log"))).unwrap();
+    let bytes = |who: &str| {
+        let tag = format!("FV-TEST: hwrng of {who}: ");
+        let l = log.lines().find(|l| l.contains(&tag)).unwrap();
+        l[l.find(&tag).unwrap() + tag.len()..].trim().to_string()
+    };
+    let (a, b) = (bytes("a"), bytes("b"));
+    assert_eq!((a.len(), b.len()), (64, 64), "32 bytes each: {a} / {b}");
+    assert_ne!(a, b, "the VMs share no entropy");
     assert_eq!(image_file(&imgs[0], "/from-a"), b"from-a\n");
     assert_eq!(image_file(&imgs[1], "/from-b"), b"from-b\n");
     assert!(image_file(&imgs[0], "/from-b").is_empty());
@@ -540,4 +575,50 @@ fn missing_or_wrong_host_device_fails_only_that_vm() {
     if let Err(e) = testing::run_and_report(&case) {
         panic!("{name}: {e}");
     }
+}
+
+/// A VM reboots while its direct writes to a raw disk are in flight: the
+/// hypervisor waits for the machine's disk before reloading the VM's RAM,
+/// the VM boots again and its ext4 disk still reads back.
+#[test]
+fn reboot_under_io() {
+    let name = "devices-reboot-under-io";
+    let img = ext4_image(name, 16, &[("known.txt", "still-here\n")]);
+    let raw = testing::scratch_file(&format!("{name}-raw.img"), &vec![0u8; 64 << 20]).unwrap();
+    let script = format!(
+        "{PRELUDE}{}",
+        r#"if [ -f /mnt/rebooted ]; then
+    echo "FV-TEST: after reboot: $(cat /mnt/known.txt)"
+    umount /mnt
+    poweroff
+else
+    touch /mnt/rebooted
+    sync
+    umount /mnt
+    for i in 1 2 3 4; do
+        dd if=/dev/urandom of=/dev/vdb bs=1M count=16 seek=$((i * 12)) oflag=direct 2>/dev/null &
+    done
+    sleep 1
+    echo "FV-TEST: rebooting under I/O"
+    reboot -f
+fi
+"#
+    );
+    let initrd = initrd_with(name, &script);
+    let mut args = drive("d0", &img, false);
+    args.extend(drive("d1", &raw, false));
+    run(
+        name,
+        vec![linux_vm("linux", initrd)],
+        args,
+        vec![vec![
+            block(1, host_slot(0), false),
+            block(2, host_slot(1), false),
+        ]],
+        &[
+            "FV-TEST: rebooting under I/O",
+            "ferrovisor: VM 'linux' rebooting",
+            "FV-TEST: after reboot: still-here",
+        ],
+    );
 }

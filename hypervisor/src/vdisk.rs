@@ -495,6 +495,7 @@ pub fn drain(vm: &Vm, inner: &mut VmInner) -> bool {
     for d in disks.iter_mut() {
         d.waiting.clear();
     }
+    let held: usize = disks.iter().map(|d| d.at_host).sum();
     let timebase = crate::sched::host().timebase;
     let deadline = fv_arch_riscv64::csr::time()
         .saturating_add(timebase.saturating_mul(DRAIN_TIMEOUT_MS) / 1000);
@@ -513,6 +514,13 @@ pub fn drain(vm: &Vm, inner: &mut VmInner) -> bool {
         core::hint::spin_loop();
     }
     let clean = disks.iter().all(|d| d.at_host == 0);
+    if held > 0 && clean {
+        crate::log!(
+            "VM '{}': waited for {} request(s) at its host disks before its RAM is reused",
+            vm.name,
+            held
+        );
+    }
     if !clean {
         crate::log!(
             "VM '{}': a host disk kept requests past {} ms: its RAM is never reused",
