@@ -232,6 +232,24 @@ fn run(
     }
 }
 
+/// One Linux VM running `script` with `imgs[0]` as vda and `imgs[1]` as vdb
+/// (read-only to the VM if `vdb_ro`).
+fn linux_two_disks(name: &str, script: &str, imgs: [&Path; 2], vdb_ro: bool, expect: &[&str]) {
+    let initrd = initrd_with(name, script);
+    let mut args = drive("d0", imgs[0], false);
+    args.extend(drive("d1", imgs[1], false));
+    run(
+        name,
+        vec![linux_vm("linux", initrd)],
+        args,
+        vec![vec![
+            block(1, host_slot(0), false),
+            block(2, host_slot(1), vdb_ro),
+        ]],
+        expect,
+    );
+}
+
 /// The part of a test script every test shares: helpers and the mount of vda.
 const PRELUDE: &str = r#"#!/bin/sh
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
@@ -320,18 +338,12 @@ echo "FV-TEST: done"
 poweroff
 "#
     );
-    let initrd = initrd_with(name, &script);
-    let mut args = drive("d0", &rw, false);
     // The host device itself is writable: the VM's record alone makes it read-only.
-    args.extend(drive("d1", &ro, false));
-    run(
+    linux_two_disks(
         name,
-        vec![linux_vm("linux", initrd)],
-        args,
-        vec![vec![
-            block(1, host_slot(0), false),
-            block(2, host_slot(1), true),
-        ]],
+        &script,
+        [&rw, &ro],
+        true,
         &[
             "FV-TEST: vdb ro=1",
             "FV-TEST: vdb says ro-disk",
@@ -604,17 +616,11 @@ else
 fi
 "#
     );
-    let initrd = initrd_with(name, &script);
-    let mut args = drive("d0", &img, false);
-    args.extend(drive("d1", &raw, false));
-    run(
+    linux_two_disks(
         name,
-        vec![linux_vm("linux", initrd)],
-        args,
-        vec![vec![
-            block(1, host_slot(0), false),
-            block(2, host_slot(1), false),
-        ]],
+        &script,
+        [&img, &raw],
+        false,
         &[
             "FV-TEST: rebooting under I/O",
             "ferrovisor: VM 'linux' rebooting",

@@ -317,10 +317,13 @@ impl Vm {
         } else {
             None
         };
-        let (disks, rngs) = crate::vdisk::create(&spec, &mut devices)?;
         let hgatp = memory.hgatp(vmid);
         let hsm = HsmStates::new(spec.vcpus as usize, 0)
             .map_err(|_| CreateError::BadImage("bad vCPU count"))?;
+        let history = Ring::with_capacity(HISTORY_BYTES).map_err(|_| CreateError::OutOfMemory)?;
+        // Last of what can fail: host devices taken here go back to the
+        // registry if this fails, and nothing after it fails.
+        let (disks, rngs) = crate::vdisk::create(&spec, &mut devices)?;
         let vcpus = (0..spec.vcpus)
             .map(|_| VcpuShared {
                 cpu: AtomicUsize::new(cpus()),
@@ -358,8 +361,7 @@ impl Vm {
                 uart: Some(uart),
                 hvc,
                 input: VecDeque::new(),
-                history: Ring::with_capacity(HISTORY_BYTES)
-                    .map_err(|_| CreateError::OutOfMemory)?,
+                history,
                 stop_reason: None,
                 disks,
                 rngs,
