@@ -20,6 +20,7 @@
 //! - `two_vms_separate_disks`: two VMs, each with its own disk, write
 //!   different files; each image has its VM's file and not the other's. Both
 //!   read `/dev/hwrng` from one shared machine virtio-rng: different bytes.
+//!   The second VM's console is a virtio-console (slot 0) beside its disk.
 //! - `reboot_under_io`: the VM reboots (`reboot -f`) while four direct
 //!   writes to a raw second disk run; it boots again and its ext4 disk reads
 //!   back. (Whether requests were still at the machine's disk at that moment
@@ -377,7 +378,11 @@ poweroff
 "#
     );
     let initrd = initrd_with(name, &script);
-    let vms = vec![linux_vm("vma", initrd.clone()), linux_vm("vmb", initrd)];
+    // vmb has a virtio-console in slot 0 beside its disk (slot 1) and rng (slot 2).
+    let mut vmb = linux_vm("vmb", initrd.clone());
+    vmb.console = ConsoleChoice::Virtio;
+    vmb.command_line = "console=hvc0 quiet".into();
+    let vms = vec![linux_vm("vma", initrd), vmb];
     let mut args = drive("d0", &imgs[0], false);
     args.extend(drive("d1", &imgs[1], false));
     // One machine virtio-rng shared by both VMs.
