@@ -5,6 +5,8 @@
 #   scripts/setup.sh         QEMU and the pinned Rust toolchain (quick when present)
 #   scripts/fetch-linux.sh   Debian's riscv64 kernel + a busybox initramfs (cached
 #                            under ~/.cache/ferrovisor/linux/; quick when present)
+#   scripts/make-disks.sh    the example disk images, if the config uses them
+#                            (~/.cache/ferrovisor/disks/; kept once made)
 #   cargo build              the hypervisor (bare metal) and the host tool
 #   ferrovisor run           boots examples/linux.yaml; your terminal is the console
 #
@@ -13,8 +15,9 @@
 #
 # Usage: scripts/run.sh [--config FILE] [ferrovisor run options, e.g. --timeout 600]
 #   --config FILE   another VM config (default examples/linux.yaml), e.g.
-#                   examples/linux-multi.yaml or examples/default.yaml (the
-#                   latter needs the test guests: scripts/build.sh)
+#                   examples/linux-multi.yaml, examples/linux-devices.yaml (a
+#                   disk, a network and the virtio-console) or
+#                   examples/default.yaml (needs the test guests: scripts/build.sh)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -35,6 +38,9 @@ say "1/4 setup"
 scripts/setup.sh
 say "2/4 fetching Linux (cached after the first time)"
 scripts/fetch-linux.sh >/dev/null
+if grep -q 'ferrovisor/disks/' "$config"; then
+    scripts/make-disks.sh
+fi
 say "3/4 building the hypervisor and the host tool"
 cargo build --release --target riscv64gc-unknown-none-elf -p ferrovisor-hv
 cargo build --release -p ferrovisor

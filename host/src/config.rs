@@ -13,6 +13,11 @@
 //! console: uart         # optional: uart (default) or virtio (see ConsoleChoice)
 //! weight: 200           # optional scheduling weight, 1..=10000 (default 100)
 //! pin: 0                # optional: run every vCPU on this host hart only
+//! disks:                # optional: raw disk images (see below)
+//!   - { path: disk.img, read_only: false }
+//! nics:                 # optional: ports on switches of machine.switches
+//!   - { switch: lan, mac: "52:54:00:12:34:56" }   # mac optional
+//! rng: true             # optional: a virtio-rng (default false)
 //! machine: { ... }      # optional, see below
 //! ```
 //!
@@ -25,12 +30,28 @@
 //!   memory: 1G          # QEMU -m
 //!   cpu: rv64,sstc=false   # optional QEMU -cpu (default rv64)
 //!   options: aia=aplic-imsic  # optional extra -machine properties
+//!   switches:           # optional: L2 switches inside the hypervisor
+//!     - name: lan
+//!       uplink: true    # optional: the machine's virtio-net (QEMU user networking)
+//!       forwards: ["tcp:8080:80"]   # optional, needs uplink (see PortForward)
 //! vms:
 //!   - { name: a, memory: 64M, kernel: a.elf }
 //!   - { name: b, memory: 64M, kernel: b.elf, vcpus: 2 }
 //! ```
 //!
-//! In `kernel` and `initrd`, a leading `~/` (or a lone `~`) stands for `$HOME`, and
+//! Devices (see [`crate::devices`] for where each lands): a disk is a raw
+//! image file whose size is a non-zero multiple of 512 bytes; a read-write
+//! disk's file must be writable (its mode must let someone write it, and this
+//! user must be able to open it for writing), and an image given read-write
+//! may be used by no other disk (of any VM, not even read-only). `read_only:
+//! true` disks may share an image. A NIC names a switch of `machine.switches`;
+//! its MAC is unicast, non-zero and unique among all NICs, and defaults to
+//! [`MacAddr::derived`] from the VM's name and the NIC's index. The machine
+//! has 8 virtio-mmio slots for disks (one each), one virtio-rng (if any VM
+//! has `rng: true`) and one virtio-net per switch with an uplink; each VM has
+//! 7 slots for its disks, NICs and virtio-rng. At most 16 switches.
+//!
+//! In `kernel`, `initrd` and disk paths, a leading `~/` (or a lone `~`) stands for `$HOME`, and
 //! `${VAR}` for the environment variable `VAR` (it must be set and non-empty; `$$`
 //! is a literal `$`), e.g. `kernel: ~/.cache/ferrovisor/linux/current/Image` or
 //! `initrd: ${FV_LINUX_INITRD}`. Expansion happens first; a path that is still
@@ -55,6 +76,11 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_saphyr::{DefaultMessageFormatter, MessageFormatter, Spanned};
 
+use crate::devices::{
+    self, DevicePlan, Devices, Disk, HostDeviceKind, MacAddr, Nic, PlanError, PortForward, Switch,
+    VmDevices, VmItem, MACHINE_VIRTIO_SLOTS, MAX_SWITCHES, MAX_VM_DEVICES, RESERVED_HOST_SLOTS,
+    SECTOR_SIZE,
+};
 use crate::loader::{self, FormatChoice, KernelFormat};
 pub use crate::package::HYPERVISOR_RESERVE;
 use crate::qemu::HostMemory;
@@ -231,6 +257,14 @@ pub struct Config {
     pub vms: Vec<VmConfig>,
     /// Where `machine.memory_bytes` came from.
     pub memory_origin: MemoryOrigin,
+    /// The VMs' disks, NICs and virtio-rng and the machine's switches
+    /// (`devices.vms[i]` belongs to `vms[i]`).
+    pub devices: Devices,
+    /// Where each device goes: the machine's virtio-mmio slots (QEMU's
+    /// command line) and each VM's (see [`crate::devices`]).
+    pub plan: DevicePlan,
+    /// Lines of the switches' fields, for [`Config::check_host_ports`].
+    switch_lines: Vec<SwitchLines>,
 }
 
 /// Reads and validates the config file at `path`.
@@ -375,12 +409,31 @@ impl Config {
         machine: Machine,
         vms: Vec<VmConfig>,
     ) -> Result<Config, ConfigError> {
+        let devices = Devices::none(vms.len());
+        Config::from_parts_with_devices(path, machine, vms, devices)
+    }
+
+    /// [`Config::from_parts`] with devices (`devices.vms[i]` for `vms[i]`),
+    /// checked like a file's: image files, MACs, switches, slots.
+    pub fn from_parts_with_devices(
+        path: &Path,
+        machine: Machine,
+        vms: Vec<VmConfig>,
+        devices: Devices,
+    ) -> Result<Config, ConfigError> {
         let ctx = Ctx {
             file: path,
             base: Path::new(""),
         };
         let lines = vec![VmLines::default(); vms.len()];
         let machine_lines = MachineLines::default();
+        if devices.vms.len() != vms.len() {
+            return Err(ctx.err(
+                None,
+                "vms",
+                format!("{} VMs but devices for {}", vms.len(), devices.vms.len()),
+            ));
+        }
         for (i, vm) in vms.iter().enumerate() {
             let field = |f: &str| format!("vms[{i}].{f}");
             ctx.check_vcpus(vm.vcpus, None, &field("vcpus"))?;
@@ -392,14 +445,25 @@ impl Config {
                 check_input_file(initrd, "initrd")
                     .map_err(|p| ctx.err(None, &field("initrd"), p))?;
             }
+            for (j, d) in devices.vms[i].disks.iter().enumerate() {
+                check_disk_image(&d.path, d.read_only)
+                    .map_err(|p| ctx.err(None, &field(&format!("disks[{j}].path")), p))?;
+            }
         }
+        let dev_lines = vec![VmDevLines::default(); vms.len()];
+        let switch_lines = vec![SwitchLines::default(); devices.switches.len()];
+        ctx.check_switches(&devices.switches, &switch_lines)?;
         ctx.check_machine_values(&machine, &machine_lines)?;
         ctx.cross_checks(&machine, &machine_lines, &vms, &lines, false)?;
+        let plan = ctx.check_devices(&vms, &devices, &dev_lines, &switch_lines, false)?;
         Ok(Config {
             path: path.to_path_buf(),
             machine,
             vms,
             memory_origin: MemoryOrigin::Given(None),
+            devices,
+            plan,
+            switch_lines,
         })
     }
 }
@@ -443,6 +507,93 @@ impl Config {
             ),
         })
     }
+}
+
+impl Config {
+    /// Checks that every port forward's host port is free on 127.0.0.1 now
+    /// (binding it for a moment), so that QEMU will not fail to set it up;
+    /// the error names the forward's line and field. `ferrovisor run` calls it
+    /// before building anything. (Someone may still take the port before QEMU
+    /// does; QEMU then fails and says which rule.)
+    pub fn check_host_ports(&self) -> Result<(), ConfigError> {
+        let addr = devices::FORWARD_HOST_ADDR;
+        for (s, sw) in self.devices.switches.iter().enumerate() {
+            for (k, f) in sw.forwards.iter().enumerate() {
+                let bound = match f.protocol {
+                    devices::Protocol::Tcp => {
+                        std::net::TcpListener::bind((addr, f.host_port)).map(drop)
+                    }
+                    devices::Protocol::Udp => {
+                        std::net::UdpSocket::bind((addr, f.host_port)).map(drop)
+                    }
+                };
+                if let Err(e) = bound {
+                    let line = self
+                        .switch_lines
+                        .get(s)
+                        .and_then(|l| l.forwards.get(k).copied().flatten());
+                    return Err(ConfigError {
+                        file: self.path.clone(),
+                        line,
+                        field: format!("machine.switches[{s}].forwards[{k}]"),
+                        problem: format!(
+                            "host port {addr}:{} ({}) of `{f}` cannot be used: {e}; another program has it, so QEMU could not forward it. Pick another host port",
+                            f.host_port,
+                            f.protocol.name()
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks disk image `path` for a disk that is `read_only` or not: a regular,
+/// readable, non-empty file (see [`open_input_file`]) whose size is a whole
+/// number of 512-byte sectors; for a read-write disk also writable, both by
+/// its mode (some write bit set: root could write a mode 0444 file, but it is
+/// marked read-only) and for this user (opened for reading and writing, as
+/// QEMU will). Returns its size.
+pub fn check_disk_image(path: &Path, read_only: bool) -> Result<u64, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let shown = path.display();
+    let (file, len) = open_input_file(path, "disk image")?;
+    if !len.is_multiple_of(SECTOR_SIZE) {
+        return Err(format!(
+            "disk image {shown} is {len} bytes, not a whole number of {SECTOR_SIZE}-byte sectors (its size must be a multiple of {SECTOR_SIZE}); pad it, e.g. `truncate -s {} {shown}`",
+            len.next_multiple_of(SECTOR_SIZE)
+        ));
+    }
+    if read_only {
+        return Ok(len);
+    }
+    let mode = file
+        .metadata()
+        .map_err(|e| format!("disk image {shown}: {}", io_problem(&e)))?
+        .permissions()
+        .mode();
+    if mode & 0o222 == 0 {
+        return Err(format!(
+            "disk image {shown} is a read-only file (mode {:04o}: no one may write it) but the disk is read-write; give the disk `read_only: true`, or make the file writable (chmod u+w)",
+            mode & 0o7777
+        ));
+    }
+    if let Err(e) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+    {
+        let why = match (e.kind(), e.raw_os_error()) {
+            (io::ErrorKind::PermissionDenied, _) => "permission denied".to_string(),
+            (_, Some(libc::EROFS)) => "it is on a read-only file system".to_string(),
+            _ => e.to_string(),
+        };
+        return Err(format!(
+            "disk image {shown} cannot be opened for writing ({why}) but the disk is read-write: for this user it is a read-only file; give the disk `read_only: true`, or make the file writable"
+        ));
+    }
+    Ok(len)
 }
 
 /// Parses a size: digits with an optional suffix `K`, `M`, `G`, `T` (case-insensitive,
@@ -511,6 +662,9 @@ struct RawFile {
     console: Option<Spanned<String>>,
     weight: Option<Spanned<u32>>,
     pin: Option<Spanned<u32>>,
+    disks: Option<Spanned<Vec<Spanned<RawDisk>>>>,
+    nics: Option<Spanned<Vec<Spanned<RawNic>>>>,
+    rng: Option<Spanned<bool>>,
     machine: Option<Spanned<RawMachine>>,
     vms: Option<Spanned<Vec<Spanned<RawVm>>>>,
 }
@@ -528,6 +682,23 @@ struct RawVm {
     console: Option<Spanned<String>>,
     weight: Option<Spanned<u32>>,
     pin: Option<Spanned<u32>>,
+    disks: Option<Spanned<Vec<Spanned<RawDisk>>>>,
+    nics: Option<Spanned<Vec<Spanned<RawNic>>>>,
+    rng: Option<Spanned<bool>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDisk {
+    path: Option<Spanned<String>>,
+    read_only: Option<Spanned<bool>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNic {
+    switch: Option<Spanned<String>>,
+    mac: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -538,6 +709,15 @@ struct RawMachine {
     memory: Option<Spanned<String>>,
     cpu: Option<Spanned<String>>,
     options: Option<Spanned<String>>,
+    switches: Option<Spanned<Vec<Spanned<RawSwitch>>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSwitch {
+    name: Option<Spanned<String>>,
+    uplink: Option<Spanned<bool>>,
+    forwards: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 fn line_of<T>(s: &Spanned<T>) -> Option<u32> {
@@ -551,6 +731,39 @@ struct VmLines {
     start: Option<u32>,
     name: Option<u32>,
     memory: Option<u32>,
+}
+
+/// Lines of one disk's fields.
+#[derive(Clone, Copy, Debug, Default)]
+struct DiskLines {
+    start: Option<u32>,
+    path: Option<u32>,
+}
+
+/// Lines of one NIC's fields.
+#[derive(Clone, Copy, Debug, Default)]
+struct NicLines {
+    start: Option<u32>,
+    switch: Option<u32>,
+    mac: Option<u32>,
+}
+
+/// Lines of a VM's device fields.
+#[derive(Clone, Debug, Default)]
+struct VmDevLines {
+    start: Option<u32>,
+    disks: Vec<DiskLines>,
+    nics: Vec<NicLines>,
+    rng: Option<u32>,
+}
+
+/// Lines of one switch's fields.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct SwitchLines {
+    start: Option<u32>,
+    name: Option<u32>,
+    uplink: Option<u32>,
+    forwards: Vec<Option<u32>>,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -576,9 +789,11 @@ impl Ctx<'_> {
         }
     }
 
-    fn build(&self, raw: RawFile) -> Result<Config, ConfigError> {
+    fn build(&self, mut raw: RawFile) -> Result<Config, ConfigError> {
         let mut vms = Vec::new();
         let mut lines = Vec::new();
+        let mut vm_devices = Vec::new();
+        let mut dev_lines = Vec::new();
         let single_form = raw.vms.is_none();
         match raw.vms {
             Some(list) => {
@@ -597,6 +812,9 @@ impl Ctx<'_> {
                     ("console", raw.console.as_ref().and_then(line_of)),
                     ("weight", raw.weight.as_ref().and_then(line_of)),
                     ("pin", raw.pin.as_ref().and_then(line_of)),
+                    ("disks", raw.disks.as_ref().and_then(line_of)),
+                    ("nics", raw.nics.as_ref().and_then(line_of)),
+                    ("rng", raw.rng.as_ref().and_then(line_of)),
                 ];
                 let present = [
                     raw.name.is_some(),
@@ -609,6 +827,9 @@ impl Ctx<'_> {
                     raw.console.is_some(),
                     raw.weight.is_some(),
                     raw.pin.is_some(),
+                    raw.disks.is_some(),
+                    raw.nics.is_some(),
+                    raw.rng.is_some(),
                 ];
                 if let Some(((key, line), _)) =
                     stray.iter().zip(present).find(|(_, present)| *present)
@@ -631,9 +852,11 @@ impl Ctx<'_> {
                 }
                 for (i, vm) in list.value.into_iter().enumerate() {
                     let start = line_of(&vm);
-                    let (cfg, l) = self.vm(vm.value, &format!("vms[{i}]."), i, start)?;
+                    let (cfg, l, d, dl) = self.vm(vm.value, &format!("vms[{i}]."), i, start)?;
                     vms.push(cfg);
                     lines.push(l);
+                    vm_devices.push(d);
+                    dev_lines.push(dl);
                 }
             }
             None => {
@@ -648,14 +871,27 @@ impl Ctx<'_> {
                     console: raw.console,
                     weight: raw.weight,
                     pin: raw.pin,
+                    disks: raw.disks,
+                    nics: raw.nics,
+                    rng: raw.rng,
                 };
-                let (cfg, l) = self.vm(vm, "", 0, Some(1))?;
+                let (cfg, l, d, dl) = self.vm(vm, "", 0, Some(1))?;
                 vms.push(cfg);
                 lines.push(l);
+                vm_devices.push(d);
+                dev_lines.push(dl);
             }
         }
+        let raw_switches = raw.machine.as_mut().and_then(|m| m.value.switches.take());
+        let (switches, switch_lines) = self.switches(raw_switches)?;
+        self.check_switches(&switches, &switch_lines)?;
         let (machine, machine_lines) = self.machine(raw.machine, &vms)?;
         self.cross_checks(&machine, &machine_lines, &vms, &lines, single_form)?;
+        let devices = Devices {
+            vms: vm_devices,
+            switches,
+        };
+        let plan = self.check_devices(&vms, &devices, &dev_lines, &switch_lines, single_form)?;
         let memory_origin = if machine_lines.given {
             MemoryOrigin::Given(machine_lines.memory)
         } else {
@@ -666,6 +902,9 @@ impl Ctx<'_> {
             machine,
             vms,
             memory_origin,
+            devices,
+            plan,
+            switch_lines,
         })
     }
 
@@ -675,7 +914,7 @@ impl Ctx<'_> {
         prefix: &str,
         index: usize,
         start: Option<u32>,
-    ) -> Result<(VmConfig, VmLines), ConfigError> {
+    ) -> Result<(VmConfig, VmLines, VmDevices, VmDevLines), ConfigError> {
         let field = |f: &str| format!("{prefix}{f}");
         let name = match &raw.name {
             Some(n) => {
@@ -761,6 +1000,7 @@ impl Ctx<'_> {
             name: raw.name.as_ref().and_then(line_of),
             memory: line_of(memory),
         };
+        let (devices, dev_lines) = self.vm_devices(&raw, prefix, &name, start)?;
         Ok((
             VmConfig {
                 name,
@@ -775,7 +1015,409 @@ impl Ctx<'_> {
                 pin,
             },
             lines,
+            devices,
+            dev_lines,
         ))
+    }
+
+    /// A VM's `disks`, `nics` and `rng`: each disk's image checked
+    /// ([`check_disk_image`]), each given MAC parsed and checked, the others
+    /// derived from `vm_name`.
+    fn vm_devices(
+        &self,
+        raw: &RawVm,
+        prefix: &str,
+        vm_name: &str,
+        start: Option<u32>,
+    ) -> Result<(VmDevices, VmDevLines), ConfigError> {
+        let mut devices = VmDevices::default();
+        let mut lines = VmDevLines {
+            start,
+            ..VmDevLines::default()
+        };
+        for (j, d) in raw.disks.iter().flat_map(|l| l.value.iter()).enumerate() {
+            let field = format!("{prefix}disks[{j}].path");
+            let path = d.value.path.as_ref().ok_or_else(|| {
+                self.err(
+                    line_of(d),
+                    &field,
+                    "missing (the disk's raw image file, e.g. `path: disk.img`)",
+                )
+            })?;
+            let resolved = self.resolve(&path.value, line_of(path), &field)?;
+            let read_only = d.value.read_only.as_ref().is_some_and(|r| r.value);
+            check_disk_image(&resolved, read_only)
+                .map_err(|p| self.err(line_of(path), &field, p))?;
+            devices.disks.push(Disk {
+                path: resolved,
+                read_only,
+            });
+            lines.disks.push(DiskLines {
+                start: line_of(d),
+                path: line_of(path),
+            });
+        }
+        for (j, n) in raw.nics.iter().flat_map(|l| l.value.iter()).enumerate() {
+            let switch = n.value.switch.as_ref().ok_or_else(|| {
+                self.err(
+                    line_of(n),
+                    &format!("{prefix}nics[{j}].switch"),
+                    "missing (the name of a switch of machine.switches, e.g. `switch: lan`)",
+                )
+            })?;
+            let (mac, mac_given) = match &n.value.mac {
+                Some(m) => {
+                    let field = format!("{prefix}nics[{j}].mac");
+                    let mac = MacAddr::parse(m.value.trim())
+                        .map_err(|p| self.err(line_of(m), &field, p))?;
+                    if let Some(p) = mac.nic_problem() {
+                        return Err(self.err(line_of(m), &field, p));
+                    }
+                    (mac, true)
+                }
+                None => (MacAddr::derived(vm_name, j), false),
+            };
+            devices.nics.push(Nic {
+                switch: switch.value.clone(),
+                mac,
+                mac_given,
+            });
+            lines.nics.push(NicLines {
+                start: line_of(n),
+                switch: line_of(switch),
+                mac: n.value.mac.as_ref().and_then(line_of),
+            });
+        }
+        if let Some(r) = &raw.rng {
+            devices.rng = r.value;
+            lines.rng = line_of(r);
+        }
+        Ok((devices, lines))
+    }
+
+    /// `machine.switches`: names given, forwards parsed (see
+    /// [`Ctx::check_switches`] for the rules between them).
+    fn switches(
+        &self,
+        raw: Option<Spanned<Vec<Spanned<RawSwitch>>>>,
+    ) -> Result<(Vec<Switch>, Vec<SwitchLines>), ConfigError> {
+        let mut switches = Vec::new();
+        let mut lines = Vec::new();
+        for (s, sw) in raw.into_iter().flat_map(|l| l.value).enumerate() {
+            let start = line_of(&sw);
+            let sw = sw.value;
+            let name = sw.name.as_ref().ok_or_else(|| {
+                self.err(
+                    start,
+                    &format!("machine.switches[{s}].name"),
+                    "missing (the name NICs refer to, e.g. `name: lan`)",
+                )
+            })?;
+            let mut forwards = Vec::new();
+            let mut forward_lines = Vec::new();
+            for (k, f) in sw.forwards.iter().flat_map(|l| l.value.iter()).enumerate() {
+                let parsed = PortForward::parse(f.value.trim()).map_err(|p| {
+                    self.err(
+                        line_of(f),
+                        &format!("machine.switches[{s}].forwards[{k}]"),
+                        p,
+                    )
+                })?;
+                forwards.push(parsed);
+                forward_lines.push(line_of(f));
+            }
+            switches.push(Switch {
+                name: name.value.clone(),
+                uplink: sw.uplink.as_ref().is_some_and(|u| u.value),
+                forwards,
+            });
+            lines.push(SwitchLines {
+                start,
+                name: line_of(name),
+                uplink: sw.uplink.as_ref().and_then(line_of),
+                forwards: forward_lines,
+            });
+        }
+        Ok((switches, lines))
+    }
+
+    /// Rules between switches: at most [`MAX_SWITCHES`]; valid, unique names;
+    /// forwards only with an uplink; no host port (per protocol) forwarded
+    /// twice.
+    fn check_switches(
+        &self,
+        switches: &[Switch],
+        lines: &[SwitchLines],
+    ) -> Result<(), ConfigError> {
+        let line = |s: usize, pick: &dyn Fn(&SwitchLines) -> Option<u32>| {
+            lines.get(s).and_then(|l| pick(l).or(l.start))
+        };
+        if switches.len() > MAX_SWITCHES {
+            return Err(self.err(
+                line(MAX_SWITCHES, &|l| l.name),
+                &format!("machine.switches[{MAX_SWITCHES}]"),
+                format!(
+                    "{} switches; a machine may have at most {MAX_SWITCHES}",
+                    switches.len()
+                ),
+            ));
+        }
+        let mut forwarded: Vec<(usize, usize)> = Vec::new();
+        for (s, sw) in switches.iter().enumerate() {
+            let field = |f: &str| format!("machine.switches[{s}].{f}");
+            self.check_label(&sw.name, "switch", line(s, &|l| l.name), &field("name"))?;
+            if let Some(o) = switches[..s].iter().position(|o| o.name == sw.name) {
+                return Err(self.err(
+                    line(s, &|l| l.name),
+                    &field("name"),
+                    format!(
+                        "duplicate switch name `{}` (also machine.switches[{o}])",
+                        sw.name
+                    ),
+                ));
+            }
+            for (k, f) in sw.forwards.iter().enumerate() {
+                let fline = lines
+                    .get(s)
+                    .and_then(|l| l.forwards.get(k).copied().flatten())
+                    .or(line(s, &|l| l.start));
+                let ffield = field(&format!("forwards[{k}]"));
+                if !sw.uplink {
+                    return Err(self.err(
+                        fline,
+                        &ffield,
+                        format!(
+                            "port forward `{f}` on switch `{}`, which has no uplink: forwards are QEMU user networking's, which only an uplink switch is connected to; add `uplink: true` to the switch",
+                            sw.name
+                        ),
+                    ));
+                }
+                let clash = forwarded.iter().find(|&&(os, ok)| {
+                    let o = &switches[os].forwards[ok];
+                    o.protocol == f.protocol && o.host_port == f.host_port
+                });
+                if let Some(&(os, ok)) = clash {
+                    return Err(self.err(
+                        fline,
+                        &ffield,
+                        format!(
+                            "port forward `{f}` collides with machine.switches[{os}].forwards[{ok}] (`{}`): host port {} ({}) is forwarded twice",
+                            switches[os].forwards[ok],
+                            f.host_port,
+                            f.protocol.name()
+                        ),
+                    ));
+                }
+                forwarded.push((s, k));
+            }
+        }
+        Ok(())
+    }
+
+    /// Rules between the VMs' devices and the machine: NICs on defined
+    /// switches with valid, unique MACs; no image given read-write to one disk
+    /// and to any other; the slots of the machine and of each VM (see
+    /// [`devices::plan`]). Returns the plan.
+    fn check_devices(
+        &self,
+        vms: &[VmConfig],
+        devices: &Devices,
+        dev_lines: &[VmDevLines],
+        switch_lines: &[SwitchLines],
+        single_form: bool,
+    ) -> Result<DevicePlan, ConfigError> {
+        let prefix = |i: usize| {
+            if single_form {
+                String::new()
+            } else {
+                format!("vms[{i}].")
+            }
+        };
+        let vm_line = |i: usize| dev_lines.get(i).and_then(|l| l.start);
+        let disk_line = |i: usize, j: usize| {
+            dev_lines
+                .get(i)
+                .and_then(|l| l.disks.get(j))
+                .and_then(|d| d.path.or(d.start))
+                .or(vm_line(i))
+        };
+        let nic_line = |i: usize, j: usize, pick: fn(&NicLines) -> Option<u32>| {
+            dev_lines
+                .get(i)
+                .and_then(|l| l.nics.get(j))
+                .and_then(|n| pick(n).or(n.start))
+                .or(vm_line(i))
+        };
+        let uplink_macs: Vec<MacAddr> = (0..devices.uplink_count())
+            .map(devices::uplink_mac)
+            .collect();
+        let mut macs: Vec<(MacAddr, usize, usize)> = Vec::new();
+        for (i, vd) in devices.vms.iter().enumerate() {
+            let vm_name = vms.get(i).map_or("", |v| v.name.as_str());
+            for (j, nic) in vd.nics.iter().enumerate() {
+                if !devices.switches.iter().any(|s| s.name == nic.switch) {
+                    let defined: Vec<&str> =
+                        devices.switches.iter().map(|s| s.name.as_str()).collect();
+                    let known = if defined.is_empty() {
+                        "no switch is defined; add it under machine.switches (e.g. `switches: [{ name: lan }]`)".to_string()
+                    } else {
+                        format!("machine.switches defines: {}", defined.join(", "))
+                    };
+                    return Err(self.err(
+                        nic_line(i, j, |n| n.switch),
+                        &format!("{}nics[{j}].switch", prefix(i)),
+                        format!("switch `{}` is not defined; {known}", nic.switch),
+                    ));
+                }
+                let mac_field = format!("{}nics[{j}].mac", prefix(i));
+                let mac_line = nic_line(i, j, |n| n.mac);
+                let how = if nic.mac_given {
+                    String::new()
+                } else {
+                    format!(" (derived from the VM name `{vm_name}` and the NIC's index {j})")
+                };
+                if let Some(p) = nic.mac.nic_problem() {
+                    return Err(self.err(mac_line, &mac_field, p));
+                }
+                if let Some(&(_, oi, oj)) = macs.iter().find(|(m, _, _)| *m == nic.mac) {
+                    return Err(self.err(
+                        mac_line,
+                        &mac_field,
+                        format!(
+                            "duplicate MAC address {}{how}: {}nics[{oj}] (VM `{}`) has it too; every NIC needs its own",
+                            nic.mac,
+                            prefix(oi),
+                            vms.get(oi).map_or("", |v| v.name.as_str())
+                        ),
+                    ));
+                }
+                if uplink_macs.contains(&nic.mac) {
+                    return Err(self.err(
+                        mac_line,
+                        &mac_field,
+                        format!(
+                            "MAC address {}{how} is that of the machine's virtio-net for an uplink; pick another",
+                            nic.mac
+                        ),
+                    ));
+                }
+                macs.push((nic.mac, i, j));
+            }
+        }
+        // The same file given read-write to one disk and to any other.
+        let mut files: Vec<((u64, u64), usize, usize, bool)> = Vec::new();
+        for (i, vd) in devices.vms.iter().enumerate() {
+            for (j, d) in vd.disks.iter().enumerate() {
+                let Ok(meta) = std::fs::metadata(&d.path) else {
+                    continue;
+                };
+                let id = {
+                    use std::os::unix::fs::MetadataExt;
+                    (meta.dev(), meta.ino())
+                };
+                let other = files
+                    .iter()
+                    .find(|&&(fid, _, _, ro)| fid == id && !(ro && d.read_only));
+                if let Some(&(_, oi, oj, other_ro)) = other {
+                    let (first, then) = if other_ro {
+                        ("read-only", "and here read-write")
+                    } else if d.read_only {
+                        ("read-write", "and here read-only")
+                    } else {
+                        ("read-write", "and here read-write again")
+                    };
+                    return Err(self.err(
+                        disk_line(i, j),
+                        &format!("{}disks[{j}].path", prefix(i)),
+                        format!(
+                            "disk image {} is already {}disks[{oj}] (VM `{}`, {first}), {then}: an image given read-write may be used by no other disk, not even read-only (they would see or make inconsistent writes); give every read-write disk its own image, or make all users `read_only: true`",
+                            d.path.display(),
+                            prefix(oi),
+                            vms.get(oi).map_or("", |v| v.name.as_str())
+                        ),
+                    ));
+                }
+                files.push((id, i, j, d.read_only));
+            }
+        }
+        devices::plan(devices).map_err(|e| match e {
+            PlanError::MachineSlots {
+                needed,
+                first_unplaced,
+            } => {
+                let (line, field) = match first_unplaced {
+                    HostDeviceKind::Disk { vm, disk, .. } => {
+                        (disk_line(vm, disk), format!("{}disks[{disk}]", prefix(vm)))
+                    }
+                    HostDeviceKind::Rng => {
+                        let vm = devices.vms.iter().position(|v| v.rng).unwrap_or(0);
+                        (
+                            dev_lines.get(vm).and_then(|l| l.rng).or(vm_line(vm)),
+                            format!("{}rng", prefix(vm)),
+                        )
+                    }
+                    HostDeviceKind::Uplink { switch, .. } => (
+                        switch_lines
+                            .get(switch)
+                            .and_then(|l| l.uplink.or(l.start)),
+                        format!("machine.switches[{switch}].uplink"),
+                    ),
+                    HostDeviceKind::Reserved => (None, "machine".to_string()),
+                };
+                let rng = if devices.any_rng() {
+                    " + 1 virtio-rng (one, shared by the VMs with `rng: true`)"
+                } else {
+                    ""
+                };
+                let reserved = match RESERVED_HOST_SLOTS {
+                    0 => String::new(),
+                    n => format!(" + {n} kept for the hypervisor"),
+                };
+                self.err(
+                    line,
+                    &field,
+                    format!(
+                        "too many devices for the machine: it has {MACHINE_VIRTIO_SLOTS} virtio-mmio slots, and this config needs {needed}: {} disk(s) (one physical virtio-blk each){rng} + {} uplink(s){reserved}. VM NICs need no slot; remove disks",
+                        devices.disk_count(),
+                        devices.uplink_count()
+                    ),
+                )
+            }
+            PlanError::VmSlots {
+                vm,
+                needed,
+                first_unplaced,
+            } => {
+                let (line, field) = match first_unplaced {
+                    VmItem::Disk(j) => (disk_line(vm, j), format!("{}disks[{j}]", prefix(vm))),
+                    VmItem::Nic(j) => (
+                        nic_line(vm, j, |n| n.start),
+                        format!("{}nics[{j}]", prefix(vm)),
+                    ),
+                    VmItem::Rng => (
+                        dev_lines.get(vm).and_then(|l| l.rng).or(vm_line(vm)),
+                        format!("{}rng", prefix(vm)),
+                    ),
+                };
+                let v = &devices.vms[vm];
+                self.err(
+                    line,
+                    &field,
+                    format!(
+                        "too many devices for VM `{}`: {needed} ({} disk(s) + {} NIC(s) + {} virtio-rng), but a VM has {MAX_VM_DEVICES} virtio-mmio slots for them (0x10002000..=0x10008000; 0x10001000 is the console's)",
+                        vms.get(vm).map_or("", |v| v.name.as_str()),
+                        v.disks.len(),
+                        v.nics.len(),
+                        usize::from(v.rng)
+                    ),
+                )
+            }
+            PlanError::UnknownSwitch { vm, nic } => self.err(
+                nic_line(vm, nic, |n| n.switch),
+                &format!("{}nics[{nic}].switch", prefix(vm)),
+                "switch not defined",
+            ),
+        })
     }
 
     fn machine(
@@ -988,6 +1630,18 @@ impl Ctx<'_> {
     }
 
     fn check_name(&self, name: &str, line: Option<u32>, field: &str) -> Result<(), ConfigError> {
+        self.check_label(name, "VM", line, field)
+    }
+
+    /// A VM or switch (`what`) name: 1..=MAX_NAME_LEN characters of A-Z a-z
+    /// 0-9 - _ . starting with a letter or digit.
+    fn check_label(
+        &self,
+        name: &str,
+        what: &str,
+        line: Option<u32>,
+        field: &str,
+    ) -> Result<(), ConfigError> {
         let ok_chars = name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
@@ -1000,7 +1654,7 @@ impl Ctx<'_> {
                 line,
                 field,
                 format!(
-                    "bad VM name `{name}`: use 1..={} characters from A-Z a-z 0-9 - _ . starting with a letter or digit",
+                    "bad {what} name `{name}`: use 1..={} characters from A-Z a-z 0-9 - _ . starting with a letter or digit",
                     fv_bootpkg::MAX_NAME_LEN
                 ),
             ));
@@ -1190,7 +1844,10 @@ mod tests {
 
     impl Dir {
         fn new(tag: &str) -> Dir {
-            let d = std::env::temp_dir().join(format!("fv-config-{tag}-{}", std::process::id()));
+            // Under target/tmp: the tests' files stay in this tree.
+            let d = crate::paths::target_dir()
+                .join("tmp")
+                .join(format!("fv-config-{tag}-{}", std::process::id()));
             let _ = fs::remove_dir_all(&d);
             fs::create_dir_all(&d).unwrap();
             fs::write(d.join("k.elf"), riscv_elf()).unwrap();
@@ -2037,5 +2694,658 @@ mod tests {
             cpu: None,
             options: None,
         }
+    }
+
+    // --- Devices: disks, NICs, rng, switches -----------------------------------
+
+    /// `sectors` sectors of zeros at `name` in the test directory.
+    fn image(d: &Dir, name: &str, sectors: u64) -> PathBuf {
+        let p = d.0.join(name);
+        fs::write(&p, vec![0u8; (sectors * SECTOR_SIZE) as usize]).unwrap();
+        p
+    }
+
+    fn set_mode(p: &Path, mode: u32) {
+        let mut perms = fs::metadata(p).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, mode);
+        fs::set_permissions(p, perms).unwrap();
+    }
+
+    /// Two VMs and two switches: every device field, its defaults, and the
+    /// plan they give.
+    #[test]
+    fn devices_multi_vm_form() {
+        let d = Dir::new("dev-multi");
+        image(&d, "a.img", 2048);
+        image(&d, "shared.img", 8);
+        let yaml = "machine:
+  memory: 1G
+  switches:
+    - name: lan
+      uplink: true
+      forwards: [\"tcp:8080:80\", udp:5353:10.0.2.16:53]
+    - name: back
+vms:
+  - name: a
+    memory: 64M
+    kernel: k.elf
+    disks:
+      - path: a.img
+      - path: shared.img
+        read_only: true
+    nics:
+      - switch: lan
+        mac: 52:54:00:12:34:56
+      - { switch: back }
+    rng: true
+  - name: b
+    memory: 64M
+    kernel: k.elf
+    disks: [{ path: shared.img, read_only: true }]
+    nics: [{ switch: back, mac: \"02:AA:bb:00:00:01\" }]
+    rng: false
+  - name: c
+    memory: 64M
+    kernel: k.elf
+";
+        let c = d.parse(yaml).unwrap();
+        let devs = &c.devices;
+        assert_eq!(devs.vms.len(), 3);
+        assert_eq!(
+            devs.vms[0].disks,
+            [
+                Disk {
+                    path: d.0.join("a.img"),
+                    read_only: false
+                },
+                Disk {
+                    path: d.0.join("shared.img"),
+                    read_only: true
+                }
+            ]
+        );
+        assert_eq!(devs.vms[0].nics[0].mac.to_string(), "52:54:00:12:34:56");
+        assert!(devs.vms[0].nics[0].mac_given);
+        assert_eq!(devs.vms[0].nics[1].mac, MacAddr::derived("a", 1));
+        assert!(!devs.vms[0].nics[1].mac_given);
+        assert_eq!(devs.vms[0].nics[1].switch, "back");
+        assert!(devs.vms[0].rng && !devs.vms[1].rng && !devs.vms[2].rng);
+        assert_eq!(devs.vms[1].nics[0].mac.to_string(), "02:aa:bb:00:00:01");
+        assert_eq!(devs.vms[2], VmDevices::default());
+        assert_eq!(devs.switches.len(), 2);
+        assert!(devs.switches[0].uplink && !devs.switches[1].uplink);
+        let fw: Vec<String> = devs.switches[0]
+            .forwards
+            .iter()
+            .map(PortForward::hostfwd)
+            .collect();
+        assert_eq!(
+            fw,
+            [
+                "tcp:127.0.0.1:8080-10.0.2.15:80",
+                "udp:127.0.0.1:5353-10.0.2.16:53"
+            ]
+        );
+        // Three disks, one rng, one uplink; VM a: 2 disks, 2 NICs, rng.
+        let bases: Vec<u64> = c.plan.host.iter().map(|h| h.slot.base).collect();
+        assert_eq!(
+            bases,
+            [
+                0x1000_8000,
+                0x1000_7000,
+                0x1000_6000,
+                0x1000_5000,
+                0x1000_4000
+            ]
+        );
+        assert_eq!(c.plan.vms[0].len(), 5);
+        assert_eq!(c.plan.vms[1].len(), 2);
+        assert!(c.plan.vms[2].is_empty());
+        assert_eq!(c.switch_lines[0].forwards, [Some(6), Some(6)]);
+    }
+
+    /// The single-VM form takes `disks`, `nics` and `rng` at the top level,
+    /// with fields named without `vms[0].`; disk paths expand like kernel's.
+    #[test]
+    fn devices_single_vm_form() {
+        let d = Dir::new("dev-single");
+        image(&d, "d.img", 1);
+        fs::create_dir_all(d.0.join("sub")).unwrap();
+        image(&d, "sub/e.img", 4);
+        let c = d
+            .parse("name: x\nmemory: 64M\nkernel: k.elf\ndisks: [{ path: d.img }, { path: sub/e.img, read_only: true }]\nnics: [{ switch: s }]\nrng: true\nmachine:\n  switches: [{ name: s }]\n")
+            .unwrap();
+        assert_eq!(c.devices.vms[0].disks.len(), 2);
+        assert_eq!(c.devices.vms[0].disks[1].path, d.0.join("sub/e.img"));
+        assert_eq!(c.devices.vms[0].nics[0].mac, MacAddr::derived("x", 0));
+        assert_eq!(c.plan.host.len(), 3);
+        d.expect_error(
+            "name: x\nmemory: 64M\nkernel: k.elf\ndisks:\n  - path: nope.img\n",
+            5,
+            "disks[0].path",
+            "disk image file",
+        );
+        d.expect_error(
+            "name: x\nmemory: 64M\nkernel: k.elf\nnics:\n  - switch: lan\n",
+            5,
+            "nics[0].switch",
+            "switch `lan` is not defined; no switch is defined",
+        );
+        d.expect_error(
+            "disks: []\nvms:\n  - name: a\n    memory: 64M\n    kernel: k.elf\n",
+            1,
+            "disks",
+            "single-VM key at the top level",
+        );
+        d.expect_error(
+            "rng: true\nvms:\n  - name: a\n    memory: 64M\n    kernel: k.elf\n",
+            1,
+            "rng",
+            "move it into a VM",
+        );
+        // Paths expand `~/` and `${VAR}`: an unset variable is named.
+        d.expect_error(
+            "name: x\nmemory: 64M\nkernel: k.elf\ndisks:\n  - path: ${FV_TEST_SURELY_UNSET_DISK}/d.img\n",
+            5,
+            "disks[0].path",
+            "`FV_TEST_SURELY_UNSET_DISK` is not set",
+        );
+    }
+
+    /// Bad images: missing, directory, empty, not whole sectors, read-only
+    /// file used read-write; each names file, line and field.
+    #[test]
+    fn bad_disk_images() {
+        let d = Dir::new("dev-img");
+        fs::create_dir_all(d.0.join("dir.img")).unwrap();
+        fs::write(d.0.join("empty.img"), b"").unwrap();
+        fs::write(d.0.join("odd.img"), vec![0u8; 1000]).unwrap();
+        let ro = image(&d, "ro.img", 2);
+        set_mode(&ro, 0o444);
+        let vm = |disk: &str| {
+            format!("vms:\n  - name: a\n    memory: 64M\n    kernel: k.elf\n    disks:\n      - read_only: false\n        path: {disk}\n")
+        };
+        d.expect_error(
+            &vm("gone.img"),
+            7,
+            "vms[0].disks[0].path",
+            "gone.img: does not exist",
+        );
+        d.expect_error(&vm("dir.img"), 7, "vms[0].disks[0].path", "is a directory");
+        d.expect_error(
+            &vm("empty.img"),
+            7,
+            "vms[0].disks[0].path",
+            "empty.img is empty",
+        );
+        let e = d.parse(&vm("odd.img")).unwrap_err();
+        assert_error(
+            &e,
+            7,
+            "vms[0].disks[0].path",
+            "is 1000 bytes, not a whole number of 512-byte sectors",
+        );
+        assert!(e.problem.contains("truncate -s 1024"), "{e}");
+        let e = d.parse(&vm("ro.img")).unwrap_err();
+        assert_error(
+            &e,
+            7,
+            "vms[0].disks[0].path",
+            "is a read-only file (mode 0444",
+        );
+        assert!(e.problem.contains("read_only: true"), "{e}");
+        // Read-only use of the same file is fine.
+        d.parse("vms:\n  - name: a\n    memory: 64M\n    kernel: k.elf\n    disks:\n      - path: ro.img\n        read_only: true\n")
+            .unwrap();
+        d.expect_error(
+            "vms:\n  - name: a\n    memory: 64M\n    kernel: k.elf\n    disks:\n      - read_only: true\n",
+            6,
+            "vms[0].disks[0].path",
+            "missing",
+        );
+        d.expect_error(
+            "vms:\n  - name: a\n    memory: 64M\n    kernel: k.elf\n    disks:\n      - path: ro.img\n        readonly: true\n",
+            7,
+            "readonly",
+            "unknown field",
+        );
+        d.expect_error(
+            "vms:\n  - name: a\n    memory: 64M\n    kernel: k.elf\n    disks:\n      - path: ro.img\n        read_only: yes please\n",
+            7,
+            "read_only",
+            "",
+        );
+    }
+
+    /// A file this user cannot open for writing although its mode allows it
+    /// (immutable, `chattr +i`, which stops even root): refused for a
+    /// read-write disk, accepted read-only. Skipped where chattr does not work.
+    #[test]
+    fn unwritable_image_used_read_write() {
+        let d = Dir::new("dev-immutable");
+        let p = image(&d, "imm.img", 2);
+        let chattr = |flag: &str| {
+            std::process::Command::new("chattr")
+                .arg(flag)
+                .arg(&p)
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
+        if !chattr("+i") {
+            eprintln!("unwritable_image_used_read_write: chattr +i failed here; skipped");
+            return;
+        }
+        let rw = d.parse("name: a\nmemory: 64M\nkernel: k.elf\ndisks:\n  - path: imm.img\n");
+        let ro = d.parse(
+            "name: a\nmemory: 64M\nkernel: k.elf\ndisks:\n  - { path: imm.img, read_only: true }\n",
+        );
+        assert!(chattr("-i"), "could not undo chattr +i on {}", p.display());
+        let e = rw.unwrap_err();
+        assert_error(
+            &e,
+            5,
+            "disks[0].path",
+            "cannot be opened for writing (permission denied) but the disk is read-write",
+        );
+        assert!(ro.is_ok(), "{ro:?}");
+    }
+
+    /// An image given read-write may be used by no other disk: twice in one
+    /// VM, in two VMs, through a symbolic or hard link, or read-only beside it.
+    /// Read-only disks may share one.
+    #[test]
+    fn same_writable_image_twice() {
+        let d = Dir::new("dev-dup");
+        image(&d, "w.img", 8);
+        std::os::unix::fs::symlink(d.0.join("w.img"), d.0.join("sym.img")).unwrap();
+        fs::hard_link(d.0.join("w.img"), d.0.join("hard.img")).unwrap();
+        let two = |a: &str, b: &str| {
+            format!("vms:\n  - name: a\n    memory: 64M\n    kernel: k.elf\n    disks:\n      - {a}\n  - name: b\n    memory: 64M\n    kernel: k.elf\n    disks:\n      - {b}\n")
+        };
+        let e = d.parse(&two("path: w.img", "path: w.img")).unwrap_err();
+        assert_error(
+            &e,
+            11,
+            "vms[1].disks[0].path",
+            "is already vms[0].disks[0] (VM `a`, read-write), and here read-write again",
+        );
+        d.expect_error(
+            &two("path: w.img", "path: sym.img"),
+            11,
+            "vms[1].disks[0].path",
+            "is already vms[0].disks[0]",
+        );
+        d.expect_error(
+            &two("path: hard.img", "path: ./w.img"),
+            11,
+            "vms[1].disks[0].path",
+            "is already vms[0].disks[0]",
+        );
+        d.expect_error(
+            &two("{ path: w.img, read_only: true }", "path: w.img"),
+            11,
+            "vms[1].disks[0].path",
+            "(VM `a`, read-only), and here read-write",
+        );
+        d.expect_error(
+            &two("path: w.img", "{ path: w.img, read_only: true }"),
+            11,
+            "vms[1].disks[0].path",
+            "(VM `a`, read-write), and here read-only",
+        );
+        d.expect_error(
+            "name: a\nmemory: 64M\nkernel: k.elf\ndisks:\n  - path: w.img\n  - path: w.img\n",
+            6,
+            "disks[1].path",
+            "is already disks[0] (VM `a`, read-write)",
+        );
+        let c = d
+            .parse(&two(
+                "{ path: w.img, read_only: true }",
+                "{ path: sym.img, read_only: true }",
+            ))
+            .unwrap();
+        assert_eq!(c.plan.host.len(), 2);
+    }
+
+    /// 8 virtio-mmio slots on the machine: disks (one each), one rng, the
+    /// uplink. The first device without a slot is named.
+    #[test]
+    fn too_many_devices_for_the_machine() {
+        let d = Dir::new("dev-slots");
+        let mut yaml = String::from(
+            "machine:\n  memory: 1G\n  switches:\n    - name: lan\n      uplink: true\nvms:\n",
+        );
+        // Lines 7..: 3 VMs of 5 lines + 3 disks each (lines 12-14, 20-22, 28-30).
+        for v in 0..3 {
+            yaml.push_str(&format!(
+                "  - name: v{v}\n    memory: 64M\n    kernel: k.elf\n    rng: true\n    disks:\n"
+            ));
+            for k in 0..3 {
+                let name = format!("v{v}d{k}.img");
+                image(&d, &name, 1);
+                yaml.push_str(&format!("      - path: {name}\n"));
+            }
+        }
+        let e = d.parse(&yaml).unwrap_err();
+        assert_error(&e, 30, "vms[2].disks[2]", "too many devices for the machine: it has 8 virtio-mmio slots, and this config needs 11: 9 disk(s) (one physical virtio-blk each) + 1 virtio-rng");
+        assert!(e.problem.contains("+ 1 uplink(s)"), "{e}");
+        // 7 disks + rng fill it; the uplink is then the one too many.
+        let cut = yaml.rfind("      - path: v2d1.img").unwrap();
+        let seven = &yaml[..cut];
+        let e = d.parse(seven).unwrap_err();
+        assert_error(&e, 5, "machine.switches[0].uplink", "needs 9: 7 disk(s)");
+        let six = &yaml[..yaml.rfind("      - path: v2d0.img").unwrap()];
+        let c = d.parse(six).unwrap();
+        assert_eq!(c.plan.host.len(), 8);
+        assert_eq!(c.plan.host[7].slot.base, 0x1000_1000);
+    }
+
+    /// 7 slots per VM for disks, NICs and rng.
+    #[test]
+    fn too_many_devices_for_a_vm() {
+        let d = Dir::new("dev-vmslots");
+        image(&d, "d.img", 1);
+        let nics = |n: usize| "      - switch: s\n".repeat(n);
+        let yaml = |n: usize, rng: bool| {
+            format!("machine:\n  switches: [{{ name: s }}]\nvms:\n  - name: a\n    memory: 64M\n    kernel: k.elf\n    disks: [{{ path: d.img, read_only: true }}]\n    rng: {rng}\n    nics:\n{}", nics(n))
+        };
+        assert_eq!(d.parse(&yaml(5, true)).unwrap().plan.vms[0].len(), 7);
+        assert_eq!(d.parse(&yaml(6, false)).unwrap().plan.vms[0].len(), 7);
+        let e = d.parse(&yaml(7, false)).unwrap_err();
+        assert_error(&e, 16, "vms[0].nics[6]", "too many devices for VM `a`: 8 (1 disk(s) + 7 NIC(s) + 0 virtio-rng), but a VM has 7 virtio-mmio slots");
+        d.expect_error(
+            &yaml(6, true),
+            8,
+            "vms[0].rng",
+            "a VM has 7 virtio-mmio slots for them",
+        );
+    }
+
+    /// MACs: syntax, multicast, zero, duplicates among all NICs (given or
+    /// derived), the uplink NIC's.
+    #[test]
+    fn bad_macs() {
+        let d = Dir::new("dev-mac");
+        let one = |mac: &str| {
+            format!("machine:\n  switches: [{{ name: s }}]\nvms:\n  - name: a\n    memory: 64M\n    kernel: k.elf\n    nics:\n      - switch: s\n        mac: {mac}\n")
+        };
+        d.expect_error(
+            &one("\"52:54:00:12:34\""),
+            9,
+            "vms[0].nics[0].mac",
+            "`52:54:00:12:34` is not a MAC address: expected six two-digit hex bytes",
+        );
+        d.expect_error(
+            &one("52-54-00-12-34-56"),
+            9,
+            "vms[0].nics[0].mac",
+            "is not a MAC address",
+        );
+        d.expect_error(
+            &one("\"01:00:5e:00:00:01\""),
+            9,
+            "vms[0].nics[0].mac",
+            "is a multicast address",
+        );
+        d.expect_error(
+            &one("ff:ff:ff:ff:ff:ff"),
+            9,
+            "vms[0].nics[0].mac",
+            "multicast",
+        );
+        d.expect_error(
+            &one("\"00:00:00:00:00:00\""),
+            9,
+            "vms[0].nics[0].mac",
+            "all zero",
+        );
+        // Unquoted is a string too (YAML 1.2 has no base-60 numbers).
+        let c = d.parse(&one("52:54:00:12:34:56")).unwrap();
+        assert_eq!(
+            c.devices.vms[0].nics[0].mac.to_string(),
+            "52:54:00:12:34:56"
+        );
+        let two = "machine:\n  switches: [{ name: s }]\nvms:\n  - name: a\n    memory: 64M\n    kernel: k.elf\n    nics:\n      - { switch: s, mac: \"02:00:00:00:00:01\" }\n  - name: b\n    memory: 64M\n    kernel: k.elf\n    nics:\n      - { switch: s }\n      - { switch: s, mac: \"02:00:00:00:00:01\" }\n";
+        d.expect_error(
+            two,
+            14,
+            "vms[1].nics[1].mac",
+            "duplicate MAC address 02:00:00:00:00:01: vms[0].nics[0] (VM `a`) has it too",
+        );
+        // A given MAC equal to another NIC's derived one: the derived side is explained.
+        let derived = MacAddr::derived("a", 0);
+        let clash = format!("machine:\n  switches: [{{ name: s }}]\nvms:\n  - name: b\n    memory: 64M\n    kernel: k.elf\n    nics:\n      - {{ switch: s, mac: \"{derived}\" }}\n  - name: a\n    memory: 64M\n    kernel: k.elf\n    nics:\n      - {{ switch: s }}\n");
+        d.expect_error(&clash, 13, "vms[1].nics[0].mac", &format!("duplicate MAC address {derived} (derived from the VM name `a` and the NIC's index 0)"));
+        let uplink = "machine:\n  switches: [{ name: s, uplink: true }, { name: t, uplink: true }]\nvms:\n  - name: a\n    memory: 64M\n    kernel: k.elf\n    nics:\n      - switch: s\n        mac: \"52:54:00:fe:00:02\"\n";
+        d.expect_error(
+            uplink,
+            9,
+            "vms[0].nics[0].mac",
+            "MAC address 52:54:00:fe:00:02 is that of the machine's virtio-net for an uplink",
+        );
+        // Without uplinks that address is a VM's like any other.
+        d.parse(&uplink.replace("uplink: true", "uplink: false"))
+            .unwrap();
+        d.expect_error(
+            "machine:\n  switches: [{ name: s }]\nvms:\n  - name: a\n    memory: 64M\n    kernel: k.elf\n    nics:\n      - mac: \"02:00:00:00:00:01\"\n",
+            8,
+            "vms[0].nics[0].switch",
+            "missing",
+        );
+    }
+
+    /// Switches: names, the NICs' references, uplinks and port forwards.
+    #[test]
+    fn bad_switches_and_forwards() {
+        let d = Dir::new("dev-switch");
+        let cfg = |switches: &str, nic: &str| {
+            format!("machine:\n  switches:\n{switches}vms:\n  - name: a\n    memory: 64M\n    kernel: k.elf\n    nics: [{{ switch: {nic} }}]\n")
+        };
+        d.expect_error(
+            &cfg("    - name: lan\n    - name: dmz\n", "wan"),
+            9,
+            "vms[0].nics[0].switch",
+            "switch `wan` is not defined; machine.switches defines: lan, dmz",
+        );
+        d.expect_error(
+            &cfg("    - name: lan\n    - name: lan\n", "lan"),
+            4,
+            "machine.switches[1].name",
+            "duplicate switch name `lan` (also machine.switches[0])",
+        );
+        d.expect_error(
+            &cfg("    - name: \"my lan\"\n", "lan"),
+            3,
+            "machine.switches[0].name",
+            "bad switch name `my lan`",
+        );
+        d.expect_error(
+            &cfg("    - uplink: true\n", "lan"),
+            3,
+            "machine.switches[0].name",
+            "missing",
+        );
+        // Two uplinks: one virtio-net each.
+        let c = d
+            .parse(&cfg(
+                "    - name: lan\n      uplink: true\n    - name: wan\n      uplink: true\n",
+                "lan",
+            ))
+            .unwrap();
+        assert_eq!(
+            c.plan.uplinks,
+            [devices::host_slot(0), devices::host_slot(1)]
+        );
+        let many: String = (0..17).map(|i| format!("    - name: s{i}\n")).collect();
+        d.expect_error(
+            &cfg(&many, "s0"),
+            19,
+            "machine.switches[16]",
+            "17 switches; a machine may have at most 16",
+        );
+        d.expect_error(
+            &cfg(
+                "    - name: lan\n      forwards: [\"tcp:8080:80\"]\n",
+                "lan",
+            ),
+            4,
+            "machine.switches[0].forwards[0]",
+            "port forward `tcp:8080:80` on switch `lan`, which has no uplink",
+        );
+        let fw = |list: &str| {
+            cfg(
+                &format!("    - name: lan\n      uplink: true\n      forwards:\n{list}"),
+                "lan",
+            )
+        };
+        d.expect_error(
+            &fw("        - tcp:8080:80\n        - udp:8080:80\n        - tcp:8080:10.0.2.16:22\n"),
+            8,
+            "machine.switches[0].forwards[2]",
+            "port forward `tcp:8080:10.0.2.16:22` collides with machine.switches[0].forwards[0] (`tcp:8080:80`): host port 8080 (tcp) is forwarded twice",
+        );
+        d.expect_error(
+            &fw("        - tcp:0:80\n"),
+            6,
+            "machine.switches[0].forwards[0]",
+            "host port `0` is not a port number 1..=65535",
+        );
+        d.expect_error(
+            &fw("        - tcp:8080:70000\n"),
+            6,
+            "machine.switches[0].forwards[0]",
+            "guest port `70000`",
+        );
+        d.expect_error(
+            &fw("        - http:8080:80\n"),
+            6,
+            "machine.switches[0].forwards[0]",
+            "unknown protocol `http`; expected tcp or udp",
+        );
+        d.expect_error(
+            &fw("        - \"8080:80\"\n"),
+            6,
+            "machine.switches[0].forwards[0]",
+            "`8080:80` is not a port forward",
+        );
+        d.expect_error(
+            &fw("        - tcp:8080\n"),
+            6,
+            "machine.switches[0].forwards[0]",
+            "is not a port forward: expected PROTO:HOSTPORT:GUESTPORT",
+        );
+        d.expect_error(
+            &fw("        - tcp:8080:10.0.2.2:80\n"),
+            6,
+            "machine.switches[0].forwards[0]",
+            "not a guest address",
+        );
+        let c = d
+            .parse(&fw("        - tcp:8080:80\n        - udp:8080:80\n"))
+            .unwrap();
+        assert_eq!(c.devices.switches[0].forwards.len(), 2);
+        assert_eq!(c.plan.uplinks, [devices::host_slot(0)]);
+    }
+
+    /// A forward to a host port another program listens on is refused by
+    /// `check_host_ports` naming the forward; a free one passes.
+    #[test]
+    fn host_port_in_use() {
+        let d = Dir::new("dev-port");
+        let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = busy.local_addr().unwrap().port();
+        let yaml = format!("machine:\n  switches:\n    - name: lan\n      uplink: true\n      forwards:\n        - udp:{port}:53\n        - tcp:{port}:80\nvms:\n  - name: a\n    memory: 64M\n    kernel: k.elf\n");
+        let c = d.parse(&yaml).unwrap();
+        let e = c.check_host_ports().unwrap_err();
+        assert_error(
+            &e,
+            7,
+            "machine.switches[0].forwards[1]",
+            &format!("host port 127.0.0.1:{port} (tcp) of `tcp:{port}:80` cannot be used"),
+        );
+        drop(busy);
+        c.check_host_ports().unwrap();
+    }
+
+    /// `from_parts_with_devices` applies the same rules (no lines).
+    #[test]
+    fn from_parts_with_devices_checks_like_a_file() {
+        let d = Dir::new("dev-parts");
+        let img = image(&d, "p.img", 4);
+        let disk = |read_only| Disk {
+            path: img.clone(),
+            read_only,
+        };
+        let devs = |disks: Vec<Disk>, nics: Vec<Nic>, switches: Vec<Switch>| Devices {
+            vms: vec![VmDevices {
+                disks,
+                nics,
+                rng: true,
+            }],
+            switches,
+        };
+        let lan = Switch {
+            name: "lan".into(),
+            uplink: false,
+            forwards: Vec::new(),
+        };
+        let nic = |mac: &str| Nic {
+            switch: "lan".into(),
+            mac: MacAddr::parse(mac).unwrap(),
+            mac_given: true,
+        };
+        let path = d.cfg();
+        let c = Config::from_parts_with_devices(
+            &path,
+            machine_of(256),
+            vec![vm_in(&d)],
+            devs(
+                vec![disk(false)],
+                vec![nic("02:00:00:00:00:02")],
+                vec![lan.clone()],
+            ),
+        )
+        .unwrap();
+        assert_eq!(c.plan.host.len(), 2);
+        let e = Config::from_parts_with_devices(
+            &path,
+            machine_of(256),
+            vec![vm_in(&d)],
+            devs(vec![disk(false), disk(true)], Vec::new(), Vec::new()),
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "vms[0].disks[1].path");
+        assert!(e.problem.contains("is already vms[0].disks[0]"), "{e}");
+        let e = Config::from_parts_with_devices(
+            &path,
+            machine_of(256),
+            vec![vm_in(&d)],
+            devs(Vec::new(), vec![nic("03:00:00:00:00:02")], vec![lan]),
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "vms[0].nics[0].mac");
+        assert!(e.problem.contains("multicast"), "{e}");
+        let e = Config::from_parts_with_devices(
+            &path,
+            machine_of(256),
+            vec![vm_in(&d)],
+            Devices::none(2),
+        )
+        .unwrap_err();
+        assert!(e.problem.contains("devices for 2"), "{e}");
+        let missing = Disk {
+            path: d.0.join("nope.img"),
+            read_only: true,
+        };
+        let e = Config::from_parts_with_devices(
+            &path,
+            machine_of(256),
+            vec![vm_in(&d)],
+            devs(vec![missing], Vec::new(), Vec::new()),
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "vms[0].disks[0].path");
+        assert!(e.problem.contains("does not exist"), "{e}");
     }
 }

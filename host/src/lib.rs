@@ -6,6 +6,7 @@
 
 pub mod bench;
 pub mod config;
+pub mod devices;
 pub mod loader;
 pub mod package;
 pub mod paths;

@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
 use ferrovisor::qemu::{self, Control, Input, QemuConfig, RunOptions, Stream};
-use ferrovisor::{bench as benchmark, config, package, paths, ALL_VMS_STOPPED, MIB};
+use ferrovisor::{bench as benchmark, config, devices, package, paths, ALL_VMS_STOPPED, MIB};
 
 /// Ferrovisor host tool: builds the boot package and boots the hypervisor in QEMU.
 #[derive(Parser, Debug)]
@@ -233,9 +233,10 @@ fn run(
 ) -> Result<ExitCode> {
     let t0 = Instant::now();
     // Everything that can be checked is, before a package is written or QEMU
-    // started: the config (files, formats, the machine's memory), the host's
-    // memory, the hypervisor binary.
+    // started: the config (files, formats, devices, the machine's memory), the
+    // host's memory and ports, the hypervisor binary.
     let cfg = config::load(&config_path)?;
+    cfg.check_host_ports()?;
     match qemu::HostMemory::read() {
         Ok(host) => {
             cfg.check_host_memory(&host)?;
@@ -279,6 +280,10 @@ fn run(
                 .unwrap_or_default()
         );
     }
+    let names: Vec<&str> = cfg.vms.iter().map(|v| v.name.as_str()).collect();
+    for line in devices::describe(&cfg.devices, &cfg.plan, &names) {
+        eprintln!("ferrovisor: {line}");
+    }
     eprintln!("ferrovisor: building the boot package ...");
     let built = package::build(&cfg)?;
     let cache = paths::cache_dir();
@@ -308,7 +313,8 @@ fn run(
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "run".into());
     let log = cache.join("logs").join(format!("{stem}.log"));
-    let qemu_cfg = QemuConfig::new(&cfg.machine, &hypervisor, Some(&pkg_path));
+    let qemu_cfg =
+        QemuConfig::new(&cfg.machine, &hypervisor, Some(&pkg_path)).with_devices(&cfg.plan);
     eprintln!("ferrovisor: {}", qemu_cfg.command_line());
     let interactive = std::io::stdin().is_terminal();
     let first = cfg.vms.first().map_or("", |v| v.name.as_str());

@@ -4,9 +4,12 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context, Result};
-use fv_bootpkg::{GuestPhysAddr, PackageBuilder, Segment, VmDescriptor, VmFlags};
+use fv_bootpkg::{
+    DeviceKind, GuestPhysAddr, PackageBuilder, Segment, VmDescriptor, VmDevice, VmFlags,
+};
 
 use crate::config::{Config, VmConfig};
+use crate::devices::{DevicePlan, VmDeviceKind};
 use crate::loader::{self, KernelFormat, VmLayout};
 use crate::MIB;
 
@@ -42,19 +45,44 @@ pub struct Built {
 /// Loads every VM's kernel (and initrd), places them and builds the package.
 /// Checks that the VMs plus the package plus [`HYPERVISOR_RESERVE`] fit in the
 /// machine's memory.
+///
+/// The switches and every VM's devices (disks, NICs, rng) go in as
+/// `config.plan` places them ([`package_devices`]): each device in its guest
+/// slot, a disk or rng with the base of the machine's virtio-mmio device that
+/// serves it, each switch with its uplink's base.
 pub fn build(config: &Config) -> Result<Built> {
     build_with_devices(config, &[])
 }
 
-/// [`build`], giving VM `i` the device records `devices[i]` (VMs past the
-/// end get none). For tests of the hypervisor's VM devices until the config
-/// carries them.
+/// [`build`], giving VM `i` the device records `devices[i]` instead of the
+/// plan's (VMs past the end get the plan's). For tests that attach the
+/// machine's devices themselves (`testing::Case::vm_devices`).
 pub fn build_with_devices(config: &Config, devices: &[Vec<fv_bootpkg::VmDevice>]) -> Result<Built> {
     let mut builder = PackageBuilder::new();
+    for (s, sw) in config.devices.switches.iter().enumerate() {
+        let uplink = config
+            .plan
+            .uplinks
+            .get(s)
+            .copied()
+            .flatten()
+            .map(|u| u.base);
+        builder.add_switch(&sw.name, uplink).map_err(|e| {
+            anyhow!(
+                "{}: switch `{}`: boot package: {e}",
+                config.path.display(),
+                sw.name
+            )
+        })?;
+    }
     let mut vms = Vec::new();
     for (i, vm) in config.vms.iter().enumerate() {
-        let devs = devices.get(i).map_or(&[][..], Vec::as_slice);
-        let summary = add_vm(&mut builder, vm, devs)
+        let devices = match devices.get(i) {
+            Some(given) => given.clone(),
+            None => package_devices(&config.plan, i)
+                .with_context(|| format!("{}: VM `{}`", config.path.display(), vm.name))?,
+        };
+        let summary = add_vm(&mut builder, vm, &devices)
             .with_context(|| format!("{}: VM `{}`", config.path.display(), vm.name))?;
         vms.push(summary);
     }
@@ -80,11 +108,36 @@ pub fn build_with_devices(config: &Config, devices: &[Vec<fv_bootpkg::VmDevice>]
     Ok(Built { bytes, vms })
 }
 
-fn add_vm(
-    builder: &mut PackageBuilder,
-    vm: &VmConfig,
-    devices: &[fv_bootpkg::VmDevice],
-) -> Result<VmSummary> {
+/// The boot package's device records of VM `vm` in `plan` (slot order).
+pub fn package_devices(plan: &DevicePlan, vm: usize) -> Result<Vec<VmDevice>> {
+    let placed = plan.vms.get(vm).map_or(&[][..], Vec::as_slice);
+    placed
+        .iter()
+        .map(|d| {
+            let slot = u8::try_from(d.slot.index)
+                .map_err(|_| anyhow!("guest slot {} out of range", d.slot.index))?;
+            let kind = match d.kind {
+                VmDeviceKind::Disk {
+                    host, read_only, ..
+                } => DeviceKind::Block {
+                    host_base: host.base,
+                    read_only,
+                },
+                VmDeviceKind::Nic { switch, mac, .. } => DeviceKind::Net {
+                    switch: u16::try_from(switch)
+                        .map_err(|_| anyhow!("switch index {switch} out of range"))?,
+                    mac: mac.0,
+                },
+                VmDeviceKind::Rng { host } => DeviceKind::Rng {
+                    host_base: host.base,
+                },
+            };
+            Ok(VmDevice { slot, kind })
+        })
+        .collect()
+}
+
+fn add_vm(builder: &mut PackageBuilder, vm: &VmConfig, devices: &[VmDevice]) -> Result<VmSummary> {
     let kernel_bytes =
         fs::read(&vm.kernel).with_context(|| format!("reading kernel {}", vm.kernel.display()))?;
     let kernel = loader::load_kernel_as(&kernel_bytes, vm.kernel_format)
@@ -241,6 +294,96 @@ mod tests {
         let pkg = Package::parse(&built.bytes).unwrap();
         let flags: Vec<u32> = pkg.vms().map(|v| v.flags.bits()).collect();
         assert_eq!(flags, [0b111, 0b011]);
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    /// Switches and devices go into the package as the plan places them:
+    /// guest slots from 1 (disks, NICs, rng), the disks' and rng's machine
+    /// bases from 0x10008000 down, the uplink's base on its switch.
+    #[test]
+    fn devices_and_switches_go_into_the_package() {
+        let d = tmp("devices");
+        fs::write(d.join("a.bin"), [0x6f, 0, 0, 0]).unwrap();
+        fs::write(d.join("rw.img"), vec![0u8; 4096]).unwrap();
+        fs::write(d.join("ro.img"), vec![0u8; 512]).unwrap();
+        let yaml = "machine:\n  memory: 512M\n  switches:\n    - { name: lan, uplink: true, forwards: [\"tcp:18080:80\"] }\n    - { name: back }\nvms:\n  - name: a\n    memory: 64M\n    kernel: a.bin\n    kernel_format: flat\n    console: virtio\n    disks: [{ path: rw.img }, { path: ro.img, read_only: true }]\n    nics: [{ switch: back, mac: \"02:00:00:00:00:0a\" }, { switch: lan }]\n    rng: true\n  - name: b\n    memory: 64M\n    kernel: a.bin\n    kernel_format: flat\n    disks: [{ path: ro.img, read_only: true }]\n    rng: true\n  - name: c\n    memory: 64M\n    kernel: a.bin\n    kernel_format: flat\n";
+        let cfg = config::parse(yaml, &d.join("dev.yaml")).unwrap();
+        let built = build(&cfg).unwrap();
+        let pkg = Package::parse(&built.bytes).unwrap();
+        let switches: Vec<(String, Option<u64>)> = pkg
+            .switches()
+            .map(|s| (s.name.to_string(), s.uplink))
+            .collect();
+        // Disks at 0x10008000..0x10006000, rng 0x10005000, uplink 0x10004000.
+        assert_eq!(
+            switches,
+            [
+                ("lan".to_string(), Some(0x1000_4000)),
+                ("back".to_string(), None)
+            ]
+        );
+        let vms: Vec<_> = pkg.vms().collect();
+        let a: Vec<VmDevice> = vms[0].devices().collect();
+        assert_eq!(
+            a,
+            [
+                VmDevice {
+                    slot: 1,
+                    kind: DeviceKind::Block {
+                        host_base: 0x1000_8000,
+                        read_only: false
+                    }
+                },
+                VmDevice {
+                    slot: 2,
+                    kind: DeviceKind::Block {
+                        host_base: 0x1000_7000,
+                        read_only: true
+                    }
+                },
+                VmDevice {
+                    slot: 3,
+                    kind: DeviceKind::Net {
+                        switch: 1,
+                        mac: [2, 0, 0, 0, 0, 0x0a]
+                    }
+                },
+                VmDevice {
+                    slot: 4,
+                    kind: DeviceKind::Net {
+                        switch: 0,
+                        mac: crate::devices::MacAddr::derived("a", 1).0
+                    }
+                },
+                VmDevice {
+                    slot: 5,
+                    kind: DeviceKind::Rng {
+                        host_base: 0x1000_5000
+                    }
+                },
+            ]
+        );
+        assert_eq!(vms[0].devices().next().unwrap().gpa().raw(), 0x1000_2000);
+        let b: Vec<VmDevice> = vms[1].devices().collect();
+        assert_eq!(
+            b,
+            [
+                VmDevice {
+                    slot: 1,
+                    kind: DeviceKind::Block {
+                        host_base: 0x1000_6000,
+                        read_only: true
+                    }
+                },
+                VmDevice {
+                    slot: 2,
+                    kind: DeviceKind::Rng {
+                        host_base: 0x1000_5000
+                    }
+                },
+            ]
+        );
+        assert_eq!(vms[2].device_count(), 0);
         let _ = fs::remove_dir_all(&d);
     }
 

@@ -6,6 +6,10 @@
 //!
 //! [`HostMemory`] says how much guest RAM this host can give QEMU; [`run_with`]
 //! refuses a larger `-m` before starting anything.
+//!
+//! The machine's own VirtIO devices that a config asks for (disks, entropy,
+//! uplinks; see [`crate::devices`]) go on the command line through
+//! [`device_args`], in the order that decides their virtio-mmio slots.
 
 use std::fs::{self, File};
 use std::io::{self, IsTerminal, Read, Write};
@@ -18,6 +22,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::config::Machine;
+use crate::devices::{DevicePlan, HostDeviceKind};
 use crate::MIB;
 
 /// The QEMU binary.
@@ -128,7 +133,9 @@ pub struct QemuConfig {
     pub kernel: PathBuf,
     /// `-initrd`: the boot package.
     pub initrd: Option<PathBuf>,
-    /// Anything else, appended verbatim.
+    /// The machine's VirtIO devices ([`device_args`]), after `-initrd`.
+    pub devices: Vec<String>,
+    /// Anything else, appended verbatim after the devices.
     pub extra_args: Vec<String>,
 }
 
@@ -143,8 +150,15 @@ impl QemuConfig {
             memory_bytes: machine.memory_bytes,
             kernel: kernel.to_path_buf(),
             initrd: initrd.map(Path::to_path_buf),
+            devices: Vec::new(),
             extra_args: Vec::new(),
         }
+    }
+
+    /// The same command with the devices of `plan` ([`device_args`]).
+    pub fn with_devices(mut self, plan: &DevicePlan) -> Self {
+        self.devices = device_args(plan);
+        self
     }
 
     /// The arguments (without the binary).
@@ -183,6 +197,7 @@ impl QemuConfig {
             a.push("-initrd".into());
             a.push(initrd.display().to_string());
         }
+        a.extend(self.devices.iter().cloned());
         a.extend(self.extra_args.iter().cloned());
         a
     }
@@ -195,6 +210,84 @@ impl QemuConfig {
             .collect::<Vec<_>>()
             .join(" ")
     }
+}
+
+/// QEMU arguments for the machine's devices of `plan`, one `-device` per
+/// virtio-mmio slot in [`DevicePlan::host`] order, which is what puts each in
+/// the slot the plan says (QEMU gives the first `-device` the highest free slot;
+/// see [`crate::devices::host_slot`]). Empty when there are none.
+///
+/// - `-global virtio-mmio.force-legacy=false` first: QEMU 10's virtio-mmio
+///   transports default to the legacy interface (version 1); this makes them
+///   virtio-mmio version 2 (VirtIO 1.x, modern), which the hypervisor's driver
+///   (`virtio-drivers`' modern MMIO transport) is meant to use. The hypervisor
+///   drives either and logs which one it found (`hypervisor/src/hostdev.rs`).
+/// - A disk: `-drive file=PATH,format=raw,if=none,id=diskV-D,readonly=on|off,cache=writeback`
+///   and `-device virtio-blk-device,drive=diskV-D` (V: the VM's index, D: the
+///   disk's). `format=raw` so that QEMU never probes the image's content;
+///   commas in the path are doubled (QEMU's escape). `cache=writeback` is
+///   QEMU's default, written out: a completed write is in the host's page cache,
+///   i.e. in the image file for anyone reading it, even if QEMU is killed, and
+///   the device offers `VIRTIO_BLK_F_FLUSH`, which QEMU honours with
+///   `fdatasync` on the image (only `cache=unsafe` or `cache.no-flush=on`
+///   would ignore it). QEMU locks the image: no other program (or second
+///   QEMU) may write it while this one runs; read-only disks take a shared lock.
+/// - The virtio-rng: `-device virtio-rng-device`, on QEMU's default backend
+///   (`rng-builtin`: the host's `getrandom(2)`), so no `-object` is needed.
+/// - An uplink: `-netdev user,id=uplinkS[,hostfwd=tcp:127.0.0.1:H-10.0.2.15:G...]`
+///   (QEMU's user-mode network: the guest side is 10.0.2.0/24, the gateway
+///   10.0.2.2 is the host's loopback) and `-device virtio-net-device,netdev=uplinkS,mac=M`
+///   (S: the switch's index, M: [`crate::devices::uplink_mac`]).
+pub fn device_args(plan: &DevicePlan) -> Vec<String> {
+    if !plan.has_host_devices() {
+        return Vec::new();
+    }
+    let mut a: Vec<String> = vec!["-global".into(), "virtio-mmio.force-legacy=false".into()];
+    for d in &plan.host {
+        match &d.kind {
+            // A device of the hypervisor's own, after the config's (none yet):
+            // its owner adds its `-device` here, as the position decides its slot.
+            HostDeviceKind::Reserved => {}
+            HostDeviceKind::Disk {
+                vm,
+                disk,
+                path,
+                read_only,
+            } => {
+                let id = format!("disk{vm}-{disk}");
+                let path = std::path::absolute(path).unwrap_or_else(|_| path.clone());
+                a.push("-drive".into());
+                a.push(format!(
+                    "file={},format=raw,if=none,id={id},readonly={},cache=writeback",
+                    path.display().to_string().replace(',', ",,"),
+                    if *read_only { "on" } else { "off" }
+                ));
+                a.push("-device".into());
+                a.push(format!("virtio-blk-device,drive={id}"));
+            }
+            HostDeviceKind::Rng => {
+                a.push("-device".into());
+                a.push("virtio-rng-device".into());
+            }
+            HostDeviceKind::Uplink {
+                switch,
+                forwards,
+                mac,
+            } => {
+                let id = format!("uplink{switch}");
+                let mut netdev = format!("user,id={id}");
+                for f in forwards {
+                    netdev.push_str(",hostfwd=");
+                    netdev.push_str(&f.hostfwd());
+                }
+                a.push("-netdev".into());
+                a.push(netdev);
+                a.push("-device".into());
+                a.push(format!("virtio-net-device,netdev={id},mac={mac}"));
+            }
+        }
+    }
+    a
 }
 
 fn shell_quote(s: &str) -> String {
@@ -683,6 +776,96 @@ mod tests {
         assert_eq!(args[6..8], ["-m", "512M"]);
         assert!(!args.contains(&"-initrd".to_string()));
         assert_eq!(args[args.len() - 2..], ["-d", "guest_errors"]);
+    }
+
+    /// The devices of a plan: the modern-transport switch, then one `-device`
+    /// per slot in plan order (disks, rng, uplink), each disk's `-drive`
+    /// before it; commas in paths doubled; nothing without devices.
+    #[test]
+    fn device_arguments() {
+        use crate::devices::{self, Devices, Disk, PortForward, Switch, VmDevices};
+        assert!(device_args(&devices::plan(&Devices::none(3)).unwrap()).is_empty());
+        let d = Devices {
+            vms: vec![
+                VmDevices {
+                    disks: vec![
+                        Disk {
+                            path: PathBuf::from("/i/a,b.img"),
+                            read_only: false,
+                        },
+                        Disk {
+                            path: PathBuf::from("/i/ro.img"),
+                            read_only: true,
+                        },
+                    ],
+                    nics: Vec::new(),
+                    rng: false,
+                },
+                VmDevices {
+                    rng: true,
+                    ..VmDevices::default()
+                },
+            ],
+            switches: vec![Switch {
+                name: "lan".into(),
+                uplink: true,
+                forwards: vec![
+                    PortForward::parse("tcp:8080:80").unwrap(),
+                    PortForward::parse("udp:5353:10.0.2.16:53").unwrap(),
+                ],
+            }],
+        };
+        let plan = devices::plan(&d).unwrap();
+        assert_eq!(
+            device_args(&plan),
+            [
+                "-global",
+                "virtio-mmio.force-legacy=false",
+                "-drive",
+                "file=/i/a,,b.img,format=raw,if=none,id=disk0-0,readonly=off,cache=writeback",
+                "-device",
+                "virtio-blk-device,drive=disk0-0",
+                "-drive",
+                "file=/i/ro.img,format=raw,if=none,id=disk0-1,readonly=on,cache=writeback",
+                "-device",
+                "virtio-blk-device,drive=disk0-1",
+                "-device",
+                "virtio-rng-device",
+                "-netdev",
+                "user,id=uplink0,hostfwd=tcp:127.0.0.1:8080-10.0.2.15:80,hostfwd=udp:127.0.0.1:5353-10.0.2.16:53",
+                "-device",
+                "virtio-net-device,netdev=uplink0,mac=52:54:00:fe:00:01",
+            ]
+        );
+        // After -initrd, before the extra arguments.
+        let mut q =
+            QemuConfig::new(&machine(), Path::new("hv"), Some(Path::new("p"))).with_devices(&plan);
+        q.extra_args = vec!["-d".into(), "guest_errors".into()];
+        let args = q.args();
+        let at = |a: &str| args.iter().position(|x| x == a).unwrap();
+        assert!(at("-initrd") < at("-global"));
+        assert!(at("virtio-net-device,netdev=uplink0,mac=52:54:00:fe:00:01") < at("-d"));
+        // A relative image path is made absolute (QEMU runs in our directory
+        // anyway, but the command line can be pasted elsewhere).
+        let rel = Devices {
+            vms: vec![VmDevices {
+                disks: vec![Disk {
+                    path: PathBuf::from("rel.img"),
+                    read_only: true,
+                }],
+                ..VmDevices::default()
+            }],
+            switches: Vec::new(),
+        };
+        let a = device_args(&devices::plan(&rel).unwrap());
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(
+            a[3],
+            format!(
+                "file={},format=raw,if=none,id=disk0-0,readonly=on,cache=writeback",
+                cwd.join("rel.img").display()
+            )
+        );
     }
 
     #[test]

@@ -299,7 +299,8 @@ pub fn run_case(case: &Case) -> Result<CaseReport, CaseError> {
         .join(format!("{safe}.fvpkg"));
     package::write_atomically(&pkg_path, &built.bytes)
         .map_err(|e| CaseError::Setup(format!("{e:#}")))?;
-    let mut qemu_cfg = QemuConfig::new(&config.machine, &hypervisor, Some(&pkg_path));
+    let mut qemu_cfg =
+        QemuConfig::new(&config.machine, &hypervisor, Some(&pkg_path)).with_devices(&config.plan);
     qemu_cfg.extra_args.clone_from(&case.qemu_args);
 
     let mut seen = vec![false; case.success_patterns.len()];
@@ -379,10 +380,10 @@ pub fn run_case(case: &Case) -> Result<CaseReport, CaseError> {
 
 /// The case's configuration, machine overrides applied.
 fn case_config(case: &Case) -> Result<Config, String> {
-    let (path, mut machine, vms) = match &case.vms {
+    let (path, mut machine, vms, devices) = match &case.vms {
         CaseVms::ConfigFile(p) => {
             let c = config::load(p).map_err(|e| e.to_string())?;
-            (c.path, c.machine, c.vms)
+            (c.path, c.machine, c.vms, c.devices)
         }
         CaseVms::List(vms) => {
             let sum: u64 = vms.iter().map(|v| v.memory_bytes).sum();
@@ -397,6 +398,7 @@ fn case_config(case: &Case) -> Result<Config, String> {
                 PathBuf::from(format!("<case {}>", case.name)),
                 machine,
                 vms.clone(),
+                crate::devices::Devices::none(vms.len()),
             )
         }
     };
@@ -413,7 +415,7 @@ fn case_config(case: &Case) -> Result<Config, String> {
     if m.options.is_some() {
         machine.options = m.options.clone();
     }
-    Config::from_parts(&path, machine, vms).map_err(|e| e.to_string())
+    Config::from_parts_with_devices(&path, machine, vms, devices).map_err(|e| e.to_string())
 }
 
 /// A VM running one test-guest binary (`target/riscv64gc-unknown-none-elf/release/<guest>`).

@@ -1,9 +1,15 @@
 //! `ferrovisor run` and `ferrovisor package` with bad host input: a kernel path
 //! that is a directory, a text file as kernel, an empty kernel, an ELF file for
 //! another machine, an unknown `console:`, a machine too small for its VMs and one larger than this host
-//! can give QEMU. Each must fail at once with a message naming the config file,
-//! the line, the field and the problem, having written no boot package and
-//! started no QEMU. Needs neither QEMU nor any bare-metal build.
+//! can give QEMU; and bad devices: disk images missing, a directory, empty, not
+//! whole sectors, read-only but used read-write, one writable image twice, more
+//! devices than the machine's 8 virtio-mmio slots or a VM's 7, malformed,
+//! multicast, zero and duplicate MACs (also an uplink's), a NIC on an undefined
+//! switch, duplicate or too many switches, port forwards that do not parse, collide, have no
+//! uplink or whose host port is taken. Each must fail at once with a message
+//! naming the config file, the line, the field and the problem, having written
+//! no boot package and started no QEMU. Needs neither QEMU nor any bare-metal
+//! build.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
 use std::fs;
@@ -17,13 +23,23 @@ struct Scratch(PathBuf);
 impl Scratch {
     /// A directory of its own for each test (`tag`): tests run in parallel.
     fn new(tag: &str) -> Scratch {
-        let d = std::env::temp_dir().join(format!("fv-bad-input-{tag}-{}", std::process::id()));
+        // Cargo's temporary directory for integration tests: target/tmp.
+        let d = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("fv-bad-input-{tag}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&d);
         fs::create_dir_all(d.join("kdir")).unwrap();
         fs::write(d.join("notes.txt"), "hello, I am not a kernel\n").unwrap();
         fs::write(d.join("empty.bin"), b"").unwrap();
         fs::write(d.join("x86.elf"), elf_header(62)).unwrap();
         fs::write(d.join("guest.elf"), elf_header(243)).unwrap();
+        // Disk images: 4 sectors, a second one, 1000 bytes, a read-only file.
+        fs::write(d.join("disk.img"), vec![0u8; 2048]).unwrap();
+        fs::write(d.join("disk2.img"), vec![0u8; 2048]).unwrap();
+        fs::write(d.join("odd.img"), vec![0u8; 1000]).unwrap();
+        fs::write(d.join("ro.img"), vec![0u8; 512]).unwrap();
+        let mut perms = fs::metadata(d.join("ro.img")).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o444);
+        fs::set_permissions(d.join("ro.img"), perms).unwrap();
         // Never run: the checks must stop `run` before QEMU would load it.
         fs::write(d.join("hv.bin"), [0x6f, 0, 0, 0]).unwrap();
         Scratch(d)
@@ -93,7 +109,19 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// `run` failed at once with `parts` in its message, before any package or QEMU.
-fn assert_refused(s: &Scratch, name: &str, (out, took): &(Output, Duration), parts: &[&str]) {
+fn assert_refused(s: &Scratch, name: &str, r: &(Output, Duration), parts: &[&str]) {
+    let stderr = String::from_utf8_lossy(&r.0.stderr);
+    assert!(!stderr.contains("does not exist"), "{name}: {stderr}");
+    assert_refused_saying(s, name, r, parts);
+}
+
+/// [`assert_refused`] for a problem that may be that something does not exist.
+fn assert_refused_saying(
+    s: &Scratch,
+    name: &str,
+    (out, took): &(Output, Duration),
+    parts: &[&str],
+) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{name}: {stderr}");
     assert!(
@@ -103,7 +131,6 @@ fn assert_refused(s: &Scratch, name: &str, (out, took): &(Output, Duration), par
     for part in parts {
         assert!(stderr.contains(part), "{name}: no `{part}` in: {stderr}");
     }
-    assert!(!stderr.contains("does not exist"), "{name}: {stderr}");
     // Nothing started: no package built or written, no QEMU command line, no
     // serial log, and back long before the 60 s timeout.
     for never in [
@@ -243,6 +270,328 @@ fn run_refuses_bad_input_before_starting_anything() {
     );
 }
 
+/// The first VM of the device configs: `extra` (lines 5 on) indented as its fields.
+fn vm_a(extra: &str) -> String {
+    format!("vms:\n  - name: a\n    memory: 64M\n    kernel: guest.elf\n{extra}")
+}
+
+/// A second VM `b` after [`vm_a`]'s (its first line is `name`).
+fn vm_b(extra: &str) -> String {
+    format!("  - name: b\n    memory: 64M\n    kernel: guest.elf\n{extra}")
+}
+
+/// Bad disks, NICs, switches and port forwards (issue #9, point 7): refused
+/// with file, line, field and problem, nothing written, no QEMU.
+#[test]
+fn run_refuses_bad_devices_before_starting_anything() {
+    let s = Scratch::new("devices");
+    let disk = |path: &str| format!("    disks:\n      - path: {path}\n");
+
+    let r = s.run("img-missing", &vm_a(&disk("gone.img")));
+    assert_refused_saying(
+        &s,
+        "img-missing",
+        &r,
+        &[
+            "img-missing.yaml:6: `vms[0].disks[0].path`",
+            "disk image file",
+            "gone.img: does not exist",
+        ],
+    );
+    let r = s.run("img-dir", &vm_a(&disk("kdir")));
+    assert_refused(
+        &s,
+        "img-dir",
+        &r,
+        &[
+            "img-dir.yaml:6: `vms[0].disks[0].path`",
+            "kdir is a directory",
+        ],
+    );
+    let r = s.run("img-empty", &vm_a(&disk("empty.bin")));
+    assert_refused(
+        &s,
+        "img-empty",
+        &r,
+        &[
+            "img-empty.yaml:6: `vms[0].disks[0].path`",
+            "empty.bin is empty",
+        ],
+    );
+    let r = s.run("img-odd", &vm_a(&disk("odd.img")));
+    assert_refused(
+        &s,
+        "img-odd",
+        &r,
+        &[
+            "img-odd.yaml:6: `vms[0].disks[0].path`",
+            "odd.img is 1000 bytes, not a whole number of 512-byte sectors",
+        ],
+    );
+    let r = s.run("img-ro", &vm_a(&disk("ro.img")));
+    assert_refused(
+        &s,
+        "img-ro",
+        &r,
+        &[
+            "img-ro.yaml:6: `vms[0].disks[0].path`",
+            "ro.img is a read-only file (mode 0444",
+            "but the disk is read-write",
+            "read_only: true",
+        ],
+    );
+    // The same writable image for two VMs, and twice for one.
+    let yaml = vm_a(&disk("disk.img")) + &vm_b(&disk("./disk.img"));
+    let r = s.run("img-twice", &yaml);
+    assert_refused(
+        &s,
+        "img-twice",
+        &r,
+        &[
+            "img-twice.yaml:11: `vms[1].disks[0].path`",
+            "is already vms[0].disks[0] (VM `a`, read-write), and here read-write again",
+        ],
+    );
+    let r = s.run(
+        "img-twice-one-vm",
+        &vm_a(
+            "    disks:\n      - path: disk.img\n      - path: disk.img\n        read_only: true\n",
+        ),
+    );
+    assert_refused(
+        &s,
+        "img-twice-one-vm",
+        &r,
+        &[
+            "img-twice-one-vm.yaml:7: `vms[0].disks[1].path`",
+            "(VM `a`, read-write), and here read-only",
+        ],
+    );
+
+    // 9 devices for 8 slots: 7 disks, the rng, the uplink.
+    let mut many = String::from("machine:\n  switches: [{ name: lan, uplink: true }]\n");
+    for v in 0..7 {
+        let img = format!("many{v}.img");
+        fs::write(s.0.join(&img), vec![0u8; 512]).unwrap();
+        many.push_str(&format!(
+            "{}    disks: [{{ path: {img} }}]\n",
+            if v == 0 {
+                "vms:\n  - name: v0\n    memory: 32M\n    kernel: guest.elf\n    rng: true\n"
+                    .to_string()
+            } else {
+                format!("  - name: v{v}\n    memory: 32M\n    kernel: guest.elf\n")
+            }
+        ));
+    }
+    let r = s.run("slots-machine", &many);
+    assert_refused(
+        &s,
+        "slots-machine",
+        &r,
+        &[
+            "slots-machine.yaml:2: `machine.switches[0].uplink`",
+            "it has 8 virtio-mmio slots, and this config needs 9: 7 disk(s)",
+            "+ 1 virtio-rng",
+            "+ 1 uplink(s)",
+        ],
+    );
+    // 8 devices for a VM's 7 slots.
+    let nics = "      - switch: lan\n".repeat(7);
+    let r = s.run(
+        "slots-vm",
+        &format!(
+            "machine:\n  switches: [{{ name: lan }}]\n{}",
+            vm_a(&format!("    rng: true\n    nics:\n{nics}"))
+        ),
+    );
+    assert_refused(
+        &s,
+        "slots-vm",
+        &r,
+        &[
+            "slots-vm.yaml:7: `vms[0].rng`",
+            "too many devices for VM `a`: 8 (0 disk(s) + 7 NIC(s) + 1 virtio-rng), but a VM has 7 virtio-mmio slots",
+        ],
+    );
+
+    // MACs.
+    let lan = "machine:\n  switches:\n    - name: lan\n";
+    let nic = |mac: &str| format!("    nics:\n      - switch: lan\n        mac: \"{mac}\"\n");
+    for (name, mac, says) in [
+        (
+            "mac-malformed",
+            "52:54:00:12:34",
+            "`52:54:00:12:34` is not a MAC address",
+        ),
+        (
+            "mac-multicast",
+            "33:33:00:00:00:01",
+            "33:33:00:00:00:01 is a multicast address",
+        ),
+        ("mac-zero", "00:00:00:00:00:00", "all zero"),
+    ] {
+        let r = s.run(name, &format!("{lan}{}", vm_a(&nic(mac))));
+        assert_refused(
+            &s,
+            name,
+            &r,
+            &[&format!("{name}.yaml:10: `vms[0].nics[0].mac`"), says],
+        );
+    }
+    let yaml = format!(
+        "{lan}{}{}",
+        vm_a(&nic("02:00:00:00:00:07")),
+        vm_b(&nic("02:00:00:00:00:07"))
+    );
+    let r = s.run("mac-twice", &yaml);
+    assert_refused(
+        &s,
+        "mac-twice",
+        &r,
+        &[
+            "mac-twice.yaml:16: `vms[1].nics[0].mac`",
+            "duplicate MAC address 02:00:00:00:00:07: vms[0].nics[0] (VM `a`) has it too",
+        ],
+    );
+
+    // Switches.
+    let r = s.run(
+        "switch-undefined",
+        &format!("{lan}{}", vm_a("    nics: [{ switch: wan }]\n")),
+    );
+    assert_refused(
+        &s,
+        "switch-undefined",
+        &r,
+        &[
+            "switch-undefined.yaml:8: `vms[0].nics[0].switch`",
+            "switch `wan` is not defined; machine.switches defines: lan",
+        ],
+    );
+    let r = s.run(
+        "switch-twice",
+        &format!("{lan}    - name: lan\n{}", vm_a("")),
+    );
+    assert_refused(
+        &s,
+        "switch-twice",
+        &r,
+        &[
+            "switch-twice.yaml:4: `machine.switches[1].name`",
+            "duplicate switch name `lan`",
+        ],
+    );
+    let switches: String = (0..17).map(|i| format!("    - name: s{i}\n")).collect();
+    let r = s.run(
+        "switches-17",
+        &format!("machine:\n  switches:\n{switches}{}", vm_a("")),
+    );
+    assert_refused(
+        &s,
+        "switches-17",
+        &r,
+        &[
+            "switches-17.yaml:19: `machine.switches[16]`",
+            "17 switches; a machine may have at most 16",
+        ],
+    );
+    // A VM NIC with the MAC of the machine's uplink virtio-net.
+    let r = s.run(
+        "mac-uplink",
+        &format!(
+            "machine:\n  switches:\n    - {{ name: lan, uplink: true }}\n{}",
+            vm_a(&nic("52:54:00:fe:00:01"))
+        ),
+    );
+    assert_refused(
+        &s,
+        "mac-uplink",
+        &r,
+        &[
+            "mac-uplink.yaml:10: `vms[0].nics[0].mac`",
+            "is that of the machine's virtio-net for an uplink",
+        ],
+    );
+
+    // Port forwards.
+    let fw = |list: &str, uplink: bool| {
+        format!(
+            "machine:\n  switches:\n    - name: lan\n      uplink: {uplink}\n      forwards:\n{list}{}",
+            vm_a("")
+        )
+    };
+    for (name, forward, says) in [
+        (
+            "fw-syntax",
+            "tcp:8080",
+            "`tcp:8080` is not a port forward: expected PROTO:HOSTPORT:GUESTPORT",
+        ),
+        (
+            "fw-proto",
+            "icmp:8080:80",
+            "unknown protocol `icmp`; expected tcp or udp",
+        ),
+        (
+            "fw-port",
+            "tcp:65536:80",
+            "host port `65536` is not a port number 1..=65535",
+        ),
+        (
+            "fw-zero",
+            "udp:53:0",
+            "guest port `0` is not a port number 1..=65535",
+        ),
+    ] {
+        let r = s.run(name, &fw(&format!("        - \"{forward}\"\n"), true));
+        assert_refused(
+            &s,
+            name,
+            &r,
+            &[
+                &format!("{name}.yaml:6: `machine.switches[0].forwards[0]`"),
+                says,
+            ],
+        );
+    }
+    let r = s.run(
+        "fw-collide",
+        &fw("        - tcp:18080:80\n        - tcp:18080:8080\n", true),
+    );
+    assert_refused(
+        &s,
+        "fw-collide",
+        &r,
+        &[
+            "fw-collide.yaml:7: `machine.switches[0].forwards[1]`",
+            "collides with machine.switches[0].forwards[0] (`tcp:18080:80`): host port 18080 (tcp) is forwarded twice",
+        ],
+    );
+    let r = s.run("fw-no-uplink", &fw("        - tcp:18080:80\n", false));
+    assert_refused(
+        &s,
+        "fw-no-uplink",
+        &r,
+        &[
+            "fw-no-uplink.yaml:6: `machine.switches[0].forwards[0]`",
+            "on switch `lan`, which has no uplink",
+        ],
+    );
+    // A host port another program has: refused before QEMU would fail on it.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let r = s.run("fw-busy", &fw(&format!("        - tcp:{port}:80\n"), true));
+    assert_refused(
+        &s,
+        "fw-busy",
+        &r,
+        &[
+            "fw-busy.yaml:6: `machine.switches[0].forwards[0]`",
+            &format!("host port 127.0.0.1:{port} (tcp) of `tcp:{port}:80` cannot be used"),
+        ],
+    );
+    drop(busy);
+}
+
 /// The hypervisor given as a directory says so (and gives no build hint).
 #[test]
 fn run_refuses_a_hypervisor_directory() {
@@ -298,6 +647,20 @@ fn package_refuses_bad_kernels_and_honours_flat() {
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("flat binary entry 0x80200000"), "{stderr}");
     assert!(pkg.is_file());
+
+    // A device problem stops `package` too.
+    let (out, pkg) = package(
+        "pdisk",
+        "name: a\nmemory: 64M\nkernel: guest.elf\ndisks:\n  - path: odd.img\n",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("pdisk.yaml:5: `disks[0].path`")
+            && stderr.contains("not a whole number of 512-byte sectors"),
+        "{stderr}"
+    );
+    assert!(!pkg.exists());
 
     let cfg = s.config("pout", "name: a\nmemory: 64M\nkernel: guest.elf\n");
     let out = Command::new(env!("CARGO_BIN_EXE_ferrovisor"))

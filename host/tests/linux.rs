@@ -17,6 +17,11 @@
 //!   hvc0, output with the VM's prefix, 84 KB of output complete, hvc0 again
 //!   after `reboot`, under a fifth as many MMIO-write exits as bytes printed,
 //!   `poweroff`.
+//! - `devices_example`: `examples/linux-devices.yaml` (its disk images made in
+//!   `target/qemu-cases/`, its forward on a free port) boots to the shell on
+//!   hvc0 with two disks, rng and an uplink on QEMU's command line, the
+//!   hypervisor finds each at the base the host tool planned, and `poweroff`
+//!   ends it cleanly.
 //! - `timeout_is_nonzero`: `ferrovisor run --timeout` kills QEMU and exits 124.
 //! - `perf_stat_counts`: with the initramfs that has `perf`
 //!   (`scripts/fetch-linux.sh --perf`), the kernel's PMU driver is the SBI one
@@ -400,6 +405,78 @@ fn virtio_console() {
         mmio_writes > 0 && mmio_writes * 5 < printed as u64,
         "{mmio_writes} MMIO-write exits for {printed} bytes: not batched"
     );
+}
+
+/// `examples/linux-devices.yaml`, as `scripts/run.sh --config` boots it but
+/// with its disk images in `target/qemu-cases/` and its port forward on a free
+/// port: the shell comes up on hvc0, the hypervisor finds the read-write and
+/// the read-only disk, the rng and the uplink's virtio-net at the bases
+/// `ferrovisor run` printed for them (the host tool's plan, on the modern
+/// transport), and `poweroff` ends the machine cleanly.
+#[test]
+fn devices_example() {
+    linux_files();
+    let example = paths::workspace_root().join("examples/linux-devices.yaml");
+    let text = fs::read_to_string(&example).unwrap();
+    let dir = paths::target_dir().join("qemu-cases/linux-devices-disks");
+    fs::create_dir_all(&dir).unwrap();
+    let mut sector0 = vec![0u8; 512];
+    sector0[..8].copy_from_slice(b"fv-disk!");
+    for (name, sectors) in [("data.img", 4096usize), ("tools.img", 1024)] {
+        let mut img = vec![0u8; sectors * 512];
+        img[..512].copy_from_slice(&sector0);
+        fs::write(dir.join(name), img).unwrap();
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    assert!(text.contains("~/.cache/ferrovisor/disks/") && text.contains("tcp:18080:80"));
+    let yaml = text
+        .replace("~/.cache/ferrovisor/disks/", &format!("{}/", dir.display()))
+        .replace("tcp:18080:80", &format!("tcp:{port}:80"));
+    let config = paths::target_dir().join("qemu-cases/linux-devices.yaml");
+    fs::write(&config, yaml).unwrap();
+    let mut c = Console::start("devices", &config, HARD_LIMIT_S);
+    c.boot_to_prompt(VM, None);
+    assert_eq!(
+        c.sh(VM, "echo dev-$((6 * 7)); tty"),
+        ["dev-42", "/dev/hvc0"]
+    );
+    // What `ferrovisor run` planned (stderr) is what the hypervisor found.
+    for (planned, found) in [
+        (
+            "disk 0 at 0x10002000",
+            "host virtio-blk at 0x10008000 (virtio-mmio v2): 4096 sectors, rw",
+        ),
+        (
+            "disk 1 at 0x10003000",
+            "host virtio-blk at 0x10007000 (virtio-mmio v2): 1024 sectors, ro",
+        ),
+        (
+            "the machine's virtio-rng at 0x10006000",
+            "host virtio-rng at 0x10006000 (virtio-mmio v2)",
+        ),
+        ("the machine's virtio-net at 0x10005000", "at 0x10005000"),
+    ] {
+        assert!(
+            c.stderr.contains(planned),
+            "no `{planned}` in: {}",
+            c.stderr
+        );
+        assert!(
+            c.text
+                .lines()
+                .any(|l| l.starts_with("ferrovisor: host") && l.contains(found)),
+            "the hypervisor did not log `{found}`"
+        );
+    }
+    assert!(c
+        .stderr
+        .contains(&format!("127.0.0.1:{port} (tcp) -> 10.0.2.15:80")));
+    c.poweroff(VM);
+    c.expect_machine_end(true);
 }
 
 /// `ferrovisor run --timeout` stops QEMU and exits non-zero (124) while the VM

@@ -10,7 +10,9 @@
 //! another boots a package with a VM too big for the machine (not created, the
 //! reason logged, the other VM runs). `host_blk` attaches raw disk images
 //! (and a virtio-rng) to QEMU and checks the hypervisor's inventory of the
-//! devices it drives.
+//! devices it drives; `host_blk::config_devices_at_planned_slots` does so for
+//! a config's `disks`, `rng` and uplink, at the slots the host tool's plan
+//! predicts.
 //!
 //! Needs `scripts/build.sh` first (hypervisor and guests, release,
 //! riscv64gc-unknown-none-elf). Run with
@@ -477,6 +479,108 @@ mod host_blk {
             ],
             &["not used:", "unreadable"],
         );
+    }
+
+    /// A config with two VMs: `a` has a read-write and a read-only disk, a NIC
+    /// and rng, `b` the same read-only image (QEMU's image locking lets
+    /// read-only users share it) and rng; the switch has an uplink with a port
+    /// forward. The guests are srst-test (no timing checks, so a loaded
+    /// machine cannot fail it). The host tool puts 3 virtio-blk, one virtio-rng and one
+    /// virtio-net on QEMU's command line, modern transport; the hypervisor
+    /// must find each at the base the plan (`devices::plan`) gave it.
+    #[test]
+    fn config_devices_at_planned_slots() {
+        use ferrovisor::devices::HostDeviceKind;
+
+        let (rw, rw_crc) = image("cfg-dev-rw.img", 2048, 0x11);
+        let (ro, ro_crc) = image("cfg-dev-ro.img", 128, 0x22);
+        let kernel = ferrovisor::paths::bare_metal_binary("srst-test");
+        if let Err(e) = testing::require_built(&kernel) {
+            panic!("{e}");
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let yaml = format!(
+            "machine:
+  cpus: 2
+  memory: 256M
+  switches:
+    - name: lan
+      uplink: true
+      forwards: [\"tcp:{port}:80\"]
+vms:
+  - name: a
+    memory: 32M
+    kernel: {k}
+    disks:
+      - path: {rw}
+      - path: {ro}
+        read_only: true
+    nics: [{{ switch: lan }}]
+    rng: true
+  - name: b
+    memory: 32M
+    kernel: {k}
+    disks: [{{ path: {ro}, read_only: true }}]
+    rng: true
+",
+            k = kernel.display(),
+            rw = rw.display(),
+            ro = ro.display()
+        );
+        let cfg_path = testing::scratch_file("cfg-devices.yaml", yaml.as_bytes()).unwrap();
+        let cfg = ferrovisor::config::load(&cfg_path).unwrap();
+        // The plan: disks first (a's two, b's one), then the rng, then the uplink,
+        // from the top slot down.
+        let mut expect = Vec::new();
+        for d in &cfg.plan.host {
+            let base = d.slot.base;
+            expect.push(match &d.kind {
+                HostDeviceKind::Disk { vm: 0, disk: 0, .. } => format!(
+                    "ferrovisor: host virtio-blk at {base:#x} (virtio-mmio v2): 2048 sectors, rw, sector 0 crc32 {rw_crc:#010x}"
+                ),
+                HostDeviceKind::Disk { .. } => format!(
+                    "ferrovisor: host virtio-blk at {base:#x} (virtio-mmio v2): 128 sectors, ro, sector 0 crc32 {ro_crc:#010x}"
+                ),
+                HostDeviceKind::Rng => {
+                    format!("ferrovisor: host virtio-rng at {base:#x} (virtio-mmio v2)")
+                }
+                // Not driven yet: the hypervisor names the slot either way.
+                HostDeviceKind::Uplink { .. } => format!("at {base:#x}"),
+                HostDeviceKind::Reserved => continue,
+            });
+        }
+        let bases: Vec<u64> = cfg.plan.host.iter().map(|d| d.slot.base).collect();
+        assert_eq!(
+            bases,
+            [
+                0x1000_8000,
+                0x1000_7000,
+                0x1000_6000,
+                0x1000_5000,
+                0x1000_4000
+            ]
+        );
+        expect.push(
+            "ferrovisor: host devices: 3 virtio-blk, 1 virtio-rng (8 virtio-mmio slots, 3 empty)"
+                .into(),
+        );
+        let mut case = Case::new("cfg-devices", CaseVms::ConfigFile(cfg_path));
+        case.timeout = TIMEOUT;
+        case.success_patterns
+            .push(Pattern::LineStart("DONE: srst-test passed=".into()));
+        for e in expect {
+            case.success_patterns.push(Pattern::Contains(e));
+        }
+        for never in ["not used:", "unreadable", "virtio-mmio v1"] {
+            case.failure_patterns.push(Pattern::Contains(never.into()));
+        }
+        if let Err(e) = testing::run_and_report(&case) {
+            panic!("cfg-devices: {e}");
+        }
     }
 
     /// Without a disk no block device is listed (every slot is empty).
