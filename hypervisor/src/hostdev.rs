@@ -2,12 +2,16 @@
 //! point 2: backends are real devices of the machine; no guest ever touches one).
 //!
 //! At boot [`probe`] looks at every virtio-mmio transport the host device tree
-//! lists, skips empty slots (device ID 0), initialises each block device with
-//! `virtio_drivers::device::blk::VirtIOBlk` and each entropy device with
-//! `VirtIORng`, logs one line per device and keeps the working ones in
-//! [`HOST_DEVICES`] for the VMs' virtual devices to be served from (not wired
-//! yet). A device that misbehaves is logged and left out; it never stops the
-//! boot.
+//! lists, skips empty slots (device ID 0), sets up each block and entropy
+//! device with `virtio-drivers`' transport and its raw `VirtQueue` (polled:
+//! no used-buffer interrupts), logs one line per device and keeps the working
+//! ones in [`HOST_DEVICES`]. A VM disk takes its block device out of it
+//! ([`take_blk`]) and gives it requests of several buffers
+//! ([`HostBlk::submit`], completed by token with [`HostBlk::complete`]); VM
+//! entropy devices share a host entropy device's pool ([`claim_rng`],
+//! [`take_entropy`], [`poll_entropy`]). `VirtIOBlk` is not used: it takes one
+//! data buffer per non-blocking request and flushes only by waiting. A device
+//! that misbehaves is logged and left out; it never stops the boot.
 //!
 //! Everything hardware-facing lives here: [`HostHal`], the driver crate's
 //! view of the machine (DMA memory, address translation), and the one place
@@ -25,10 +29,10 @@
 //! Limits of the driver crate (`virtio-drivers` 0.13) that matter here: its
 //! blocking requests (`read_blocks`, `VirtIORng::request_entropy`), its
 //! config-space reads (`read_consistent`) and the modern transport's queue
-//! reset (when a driver is dropped) wait for the device without a bound. The
-//! boot-time read below uses the non-blocking request API with its own
-//! deadline instead, and a device that misses it is leaked rather than dropped
-//! (dropping would wait for it and free DMA memory it may still write).
+//! reset (when a driver is dropped) wait for the device without a bound.
+//! Only the non-blocking queue API is used; the boot-time read below has its
+//! own deadline, and a device that misses it is leaked rather than dropped
+//! (dropping would free DMA memory it may still write).
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
