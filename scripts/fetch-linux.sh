@@ -2,7 +2,9 @@
 # Obtains an unmodified riscv64 Linux guest: Debian's kernel (trixie,
 # linux-image-*-riscv64) and a small gzip initramfs built around Debian's
 # busybox-static (riscv64), with the virtio modules virtio_mmio, virtio_blk,
-# virtio_net (+ failover, net_failover) and virtio-rng.
+# virtio_net (+ failover, net_failover) and virtio-rng, and ext4 (+ jbd2,
+# mbcache, crc16, read from each module's depends=) with crc32c_generic (what
+# mounting a metadata_csum filesystem asks the crypto API for).
 #
 # Packages are fetched with `apt-get download` through a PRIVATE apt
 # configuration (own sources list, lists, state and cache under the cache dir,
@@ -31,7 +33,7 @@
 #   FV_DEBIAN_MIRROR     mirror URL (default: the machine's Debian mirror)
 #   FV_DEBIAN_SUITE      suite (default: trixie)
 #   FV_LINUX_KERNEL_PKG  kernel package (default: what linux-image-riscv64 depends on)
-#   FV_LINUX_MODULES     modules to include (default: virtio_mmio virtio_blk virtio_net virtio_rng)
+#   FV_LINUX_MODULES     modules to include (default: virtio_mmio virtio_blk virtio_net virtio_rng ext4 crc32c_generic)
 # Output (last lines): the paths of the kernel Image and the initramfs, also
 # recorded in <cache>/current.env and as symlinks <cache>/current/{Image,initramfs.cpio.gz}.
 set -euo pipefail
@@ -42,10 +44,11 @@ CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/ferrovisor/linux
 ARCH=riscv64
 SUITE=${FV_DEBIAN_SUITE:-trixie}
 KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
-MODULES_WANTED=${FV_LINUX_MODULES:-virtio_mmio virtio_blk virtio_net virtio_rng}
+MODULES_WANTED=${FV_LINUX_MODULES:-virtio_mmio virtio_blk virtio_net virtio_rng ext4 crc32c_generic}
 LISTS_MAX_AGE_MIN=1440
-# Bump when what extract_kernel writes changes, so cached kernel dirs are redone.
-KERNEL_LAYOUT=2
+# Bump when what extract_kernel writes changes (or the default module set), so
+# cached kernel dirs are redone.
+KERNEL_LAYOUT=3
 
 OFFLINE=0 REFRESH=0 ENV_ONLY=0 QUIET=0 PERF=0
 for arg in "$@"; do
@@ -420,7 +423,7 @@ KERNEL_DIR="$CACHE/kernel/$(vdir "$KERNEL_VER")"
 BUSYBOX_DIR="$CACHE/busybox/$(vdir "$BUSYBOX_VER")"
 # The module set is part of the kernel dir's key (the default keeps the plain name).
 mods_key=$(echo "$MODULES_WANTED" | tr ' ' '\n' | sort | tr '\n' ' ')
-if [ "$mods_key" != "virtio_blk virtio_mmio virtio_net virtio_rng " ]; then
+if [ "$mods_key" != "crc32c_generic ext4 virtio_blk virtio_mmio virtio_net virtio_rng " ]; then
     KERNEL_DIR+="-m$(echo "$mods_key" | sha256sum | cut -c1-8)"
 fi
 

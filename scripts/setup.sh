@@ -97,6 +97,18 @@ else
     say "QEMU $(qemu-system-riscv64 --version | sed -nE '1s/.*version ([^ ]+).*/\1/p'): ok"
 fi
 
+# --- e2fsprogs ----------------------------------------------------------------
+# The disk tests build ext4 images on the host (`mke2fs -d`) and read them back
+# after the machine exits (`debugfs -R 'cat /f'`).
+if command -v mke2fs >/dev/null 2>&1 && command -v debugfs >/dev/null 2>&1; then
+    say "e2fsprogs (mke2fs, debugfs): ok"
+else
+    command -v apt-get >/dev/null 2>&1 || die "e2fsprogs (mke2fs, debugfs) is missing and apt-get is not available"
+    say "e2fsprogs is missing; installing"
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends e2fsprogs
+    command -v mke2fs >/dev/null 2>&1 && command -v debugfs >/dev/null 2>&1 || die "e2fsprogs installed but mke2fs/debugfs not found"
+fi
+
 # --- Rust toolchain -----------------------------------------------------------
 command -v rustup >/dev/null 2>&1 || die "rustup is not installed; it provides the pinned toolchain (rust-toolchain.toml)"
 channel=$(sed -nE 's/^channel *= *"([^"]+)".*/\1/p' rust-toolchain.toml)

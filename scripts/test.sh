@@ -72,7 +72,7 @@ step fmt cargo fmt --all --check
 # --all-targets skips test targets marked `test = false` (the QEMU tests): lint them too.
 clippy_host() {
     cargo clippy --all-targets -- -D warnings &&
-        cargo clippy -p ferrovisor --test qemu --test linux --test containment --test lifecycle --test control --test network -- -D warnings
+        cargo clippy -p ferrovisor --test qemu --test linux --test containment --test lifecycle --test control --test network --test devices -- -D warnings
 }
 
 step clippy-host clippy_host
@@ -93,6 +93,9 @@ step lifecycle-tests cargo test -p ferrovisor --test lifecycle -- --test-threads
 # A running instance managed from other processes: ps, vm, stats, logs, console
 # over the control channel (two Linux VMs).
 step control-tests cargo test -p ferrovisor --test control -- --test-threads=1 --nocapture
+# VM disks (ext4 images, reboot, read-only, two VMs) and virtio-rng, served
+# from QEMU's own devices; the images checked with debugfs afterwards.
+step device-tests cargo test -p ferrovisor --test devices -- --test-threads=1
 
 echo
 echo "=== summary"

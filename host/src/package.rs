@@ -51,6 +51,13 @@ pub struct Built {
 /// slot, a disk or rng with the base of the machine's virtio-mmio device that
 /// serves it, each switch with its uplink's base.
 pub fn build(config: &Config) -> Result<Built> {
+    build_with_devices(config, &[])
+}
+
+/// [`build`], giving VM `i` the device records `devices[i]` instead of the
+/// plan's (VMs past the end get the plan's). For tests that attach the
+/// machine's devices themselves (`testing::Case::vm_devices`).
+pub fn build_with_devices(config: &Config, devices: &[Vec<fv_bootpkg::VmDevice>]) -> Result<Built> {
     let mut builder = PackageBuilder::new();
     for (s, sw) in config.devices.switches.iter().enumerate() {
         let uplink = config
@@ -70,8 +77,11 @@ pub fn build(config: &Config) -> Result<Built> {
     }
     let mut vms = Vec::new();
     for (i, vm) in config.vms.iter().enumerate() {
-        let devices = package_devices(&config.plan, i)
-            .with_context(|| format!("{}: VM `{}`", config.path.display(), vm.name))?;
+        let devices = match devices.get(i) {
+            Some(given) => given.clone(),
+            None => package_devices(&config.plan, i)
+                .with_context(|| format!("{}: VM `{}`", config.path.display(), vm.name))?,
+        };
         let summary = add_vm(&mut builder, vm, &devices)
             .with_context(|| format!("{}: VM `{}`", config.path.display(), vm.name))?;
         vms.push(summary);

@@ -128,6 +128,10 @@ pub struct Case {
     /// `-drive …` `-device virtio-blk-device,…` for tests of the hypervisor's
     /// own drivers). For tests only; no config field sets these.
     pub qemu_args: Vec<String>,
+    /// Device records for the boot package, per VM (index in `vms`): VM
+    /// disks and entropy devices served from the host devices `qemu_args`
+    /// attach. For tests only.
+    pub vm_devices: Vec<Vec<fv_bootpkg::VmDevice>>,
 }
 
 impl Case {
@@ -145,6 +149,7 @@ impl Case {
             hypervisor: None,
             stop_after_success: None,
             qemu_args: Vec::new(),
+            vm_devices: Vec::new(),
         }
     }
 }
@@ -287,7 +292,8 @@ pub fn run_case(case: &Case) -> Result<CaseReport, CaseError> {
             paths::BUILD_COMMAND
         )));
     }
-    let built = package::build(&config).map_err(|e| CaseError::Setup(format!("{e:#}")))?;
+    let built = package::build_with_devices(&config, &case.vm_devices)
+        .map_err(|e| CaseError::Setup(format!("{e:#}")))?;
     let pkg_path = paths::target_dir()
         .join("qemu-cases")
         .join(format!("{safe}.fvpkg"));

@@ -34,6 +34,10 @@
 //!   keeps running (its run time in `stats` grows). After `vm resume` the loop's next line shows the
 //!   guest clock advanced by about one loop period across a pause of 6 s (guest
 //!   time stood still), and the guest's shell answers.
+//! - `disk_survives_destroy_start`: a Linux VM with an ext4 disk (`disks:`)
+//!   writes a file and syncs; `vm destroy` + `vm start`; the new instance
+//!   mounts the disk and reads the file; after poweroff the image file on
+//!   the host holds it (`debugfs`).
 //! - `destroy_recreate`: a Linux VM is destroyed (`vm destroy`, while it runs;
 //!   in the second round while it is paused) and started again (`vm start`)
 //!   three times, next to an idle VM that keeps the machine up; then rebooted
@@ -1152,4 +1156,70 @@ fn overcommit_4_vcpus_1_hart() {
 #[test]
 fn overcommit_5_vcpus_2_harts() {
     overcommit("overcommit-5-on-2", 5, 2, 300);
+}
+
+#[test]
+fn disk_survives_destroy_start() {
+    let dir = ferrovisor::paths::target_dir().join("qemu-cases/lifecycle-disk.d");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("root")).unwrap();
+    std::fs::write(dir.join("root/hello.txt"), "from-the-host\n").unwrap();
+    let img = dir.join("disk.img");
+    let mk = std::process::Command::new("mke2fs")
+        .args(["-F", "-q", "-t", "ext4", "-d"])
+        .arg(dir.join("root"))
+        .arg(&img)
+        .arg("32M")
+        .output()
+        .expect("mke2fs (e2fsprogs) must be installed");
+    assert!(
+        mk.status.success(),
+        "mke2fs: {}",
+        String::from_utf8_lossy(&mk.stderr)
+    );
+    // The keeper keeps the machine up while the disk VM is destroyed.
+    let vms = [
+        Vm::bare("keeper", HOG, 1, "idle"),
+        Vm::linux("disk", 1, 256),
+    ];
+    let config = write_config("disk", 2, &vms);
+    let mut yaml = std::fs::read_to_string(&config).unwrap();
+    // The disk VM is the last entry: its `disks:` go at the end.
+    let _ = write!(yaml, "    disks:\n      - path: {}\n", img.display());
+    std::fs::write(&config, yaml).unwrap();
+    let mut c = Console::start("disk", &config, &vms);
+    c.boot("disk", Instant::now());
+    c.focus(1, "disk");
+    c.send("\n");
+    c.expect_text(&format!("[disk] {PROMPT}"), COMMAND);
+    assert_eq!(
+        c.sh(
+            "disk",
+            "mkdir -p /mnt && mount -t ext4 /dev/vda /mnt && cat /mnt/hello.txt && echo before-destroy > /mnt/persist.txt && sync && echo synced"
+        ),
+        ["from-the-host", "synced"]
+    );
+    c.enter_shell();
+    c.mgmt_expect("vm destroy disk", "VM 'disk' destroyed; its memory is free");
+    c.mgmt_expect("vm start disk", "VM 'disk' started");
+    let started = Instant::now();
+    c.leave_shell();
+    c.boot("disk", started);
+    c.send("\n");
+    c.expect_text(&format!("[disk] {PROMPT}"), COMMAND);
+    assert_eq!(
+        c.sh(
+            "disk",
+            "mkdir -p /mnt && mount -t ext4 /dev/vda /mnt && cat /mnt/persist.txt && umount /mnt && echo unmounted"
+        ),
+        ["before-destroy", "unmounted"]
+    );
+    c.poweroff("disk");
+    c.stop_everything();
+    let out = std::process::Command::new("debugfs")
+        .args(["-R", "cat /persist.txt"])
+        .arg(&img)
+        .output()
+        .expect("debugfs (e2fsprogs) must be installed");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "before-destroy\n");
 }

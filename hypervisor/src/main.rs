@@ -23,6 +23,7 @@ mod pmu;
 mod sbi;
 mod sched;
 mod vconsole;
+mod vdisk;
 mod vm;
 
 use alloc::vec::Vec;
@@ -561,20 +562,32 @@ fn guest_dtb(
         .and_then(|s| Range::new(s.gpa, s.data.len() as u64).ok());
     let cmdline = (!spec.cmdline.is_empty()).then_some(spec.cmdline);
     let seed = guest_rng_seed(plat.rng_seed.as_deref().unwrap_or(&[]), spec.name);
-    let mut virtio_mmio = Vec::new();
-    if spec.flags.contains(fv_bootpkg::VmFlags::CONSOLE_VIRTIO) {
-        virtio_mmio.push(fv_platform::GuestVirtioMmio {
+    // The console in slot 0 (if any), then the devices in slot order: Linux
+    // probes them in device-tree order, so the disk in the lowest slot is vda.
+    let console = spec
+        .flags
+        .contains(fv_bootpkg::VmFlags::CONSOLE_VIRTIO)
+        .then_some(fv_platform::GuestVirtioMmio {
             base: vm::GUEST_VIRTIO_CONSOLE_BASE,
             size: fv_virtio::mmio::MMIO_SIZE,
             irq: vm::GUEST_VIRTIO_CONSOLE_IRQ,
         });
-    }
-    virtio_mmio.extend(nics.iter().map(|n| fv_platform::GuestVirtioMmio {
-        base: vm::virtio_slot_base(n.slot),
-        size: fv_virtio::mmio::MMIO_SIZE,
-        irq: vm::virtio_slot_irq(n.slot),
-    }));
-    let virtio_mmio = virtio_mmio.as_slice();
+    let mut slots: Vec<u8> = spec
+        .devices()
+        .filter(|d| !matches!(d.kind, fv_bootpkg::DeviceKind::Net { .. }))
+        .map(|d| d.slot)
+        .chain(nics.iter().map(|n| n.slot))
+        .collect();
+    slots.sort_unstable();
+    let virtio: Vec<fv_platform::GuestVirtioMmio> = console
+        .into_iter()
+        .chain(slots.into_iter().map(|s| fv_platform::GuestVirtioMmio {
+            base: vm::virtio_slot_base(s),
+            size: fv_virtio::mmio::MMIO_SIZE,
+            irq: vm::virtio_slot_irq(s),
+        }))
+        .collect();
+    let virtio_mmio: &[fv_platform::GuestVirtioMmio] = &virtio;
     let cfg = fv_platform::GuestFdtConfig {
         vcpus: spec.vcpus,
         memory,

@@ -787,6 +787,9 @@ pub fn device_side_effects_local(vm: &Vm, inner: &mut crate::vm::VmInner) {
     if let Some(hvc) = inner.hvc {
         hvc_side_effects(vm, inner, hvc);
     }
+    if !inner.disks.is_empty() || !inner.rngs.is_empty() {
+        crate::vdisk::service(vm, inner);
+    }
     if let Some(uart) = inner.uart {
         // Feed queued console input as the receive FIFO makes room (unless
         // the virtio-console takes it).
@@ -944,12 +947,16 @@ pub fn hvc_flush(vm: &Vm, inner: &mut crate::vm::VmInner) {
     }
 }
 
-/// Finishes virtio-console work [`device_side_effects`] left (boot hart,
-/// every console poll): a guest that spins on its transmitq without exiting
-/// still gets its output out.
+/// Finishes virtio work [`device_side_effects`] left (boot hart, every
+/// console poll): a guest that spins on its transmitq without exiting still
+/// gets its output out, and host disk completions and fresh entropy reach
+/// VMs that do not exit.
 pub fn service_virtio() {
+    crate::hostdev::poll_entropy();
     for vm in vms() {
-        if vm.hvc_pending.load(Ordering::Acquire) && !vm.is_stopped() {
+        let pending =
+            vm.hvc_pending.load(Ordering::Acquire) || vm.io_pending.load(Ordering::Acquire);
+        if pending && !vm.is_stopped() {
             let mut inner = vm.inner.lock();
             device_side_effects(vm, &mut inner);
         }
@@ -1080,6 +1087,7 @@ fn stopped(vm: &Vm, reason: StopReason) {
         );
     }
     report_nics(vm);
+    crate::vdisk::report(vm, &mut vm.inner.lock());
     if !reason.is_clean() {
         ANY_FAILURE.store(true, Ordering::Release);
     }

@@ -230,6 +230,10 @@ pub struct VmInner {
     pub history: Ring,
     /// Why the VM stopped, once it has.
     pub stop_reason: Option<StopReason>,
+    /// Its disks (virtio-blk served from host block devices).
+    pub disks: Vec<crate::vdisk::VmDisk>,
+    /// Its entropy devices (virtio-rng fed by host entropy devices).
+    pub rngs: Vec<crate::vdisk::VmRng>,
     /// Counters.
     pub stats: VmStats,
 }
@@ -286,6 +290,10 @@ pub struct Vm {
     /// `device_side_effects` left (done by whoever can take its lock next:
     /// a sender, or the boot hart's poll).
     pub net_pending: AtomicBool,
+    /// Its disks or entropy devices have work left: requests at a host
+    /// device, waiting for one, or waiting for entropy (polled from the boot
+    /// hart's loop: `sched::service_virtio`).
+    pub io_pending: AtomicBool,
 }
 
 /// Why creating a VM failed.
@@ -297,6 +305,14 @@ pub enum CreateError {
     Memory(MemoryError),
     /// A bad boot package entry.
     BadImage(&'static str),
+    /// A device the VM's record asks for cannot be made (e.g. its host
+    /// device is missing, of another type, or taken).
+    Device {
+        /// The guest slot of the device.
+        slot: u8,
+        /// Why.
+        why: &'static str,
+    },
 }
 
 impl core::fmt::Display for CreateError {
@@ -305,6 +321,7 @@ impl core::fmt::Display for CreateError {
             CreateError::OutOfMemory => f.write_str("no heap left for the VM's descriptors"),
             CreateError::Memory(e) => write!(f, "{e}"),
             CreateError::BadImage(what) => write!(f, "bad boot package entry: {what}"),
+            CreateError::Device { slot, why } => write!(f, "device in guest slot {slot}: {why}"),
         }
     }
 }
@@ -373,6 +390,10 @@ impl Vm {
         let hgatp = memory.hgatp(vmid);
         let hsm = HsmStates::new(spec.vcpus as usize, 0)
             .map_err(|_| CreateError::BadImage("bad vCPU count"))?;
+        let history = Ring::with_capacity(HISTORY_BYTES).map_err(|_| CreateError::OutOfMemory)?;
+        // Last of what can fail: host devices taken here go back to the
+        // registry if this fails, and nothing after it fails.
+        let (disks, rngs) = crate::vdisk::create(&spec, &mut devices)?;
         let vcpus = (0..spec.vcpus)
             .map(|_| VcpuShared {
                 cpu: AtomicUsize::new(cpus()),
@@ -411,9 +432,10 @@ impl Vm {
                 hvc,
                 nics,
                 input: VecDeque::new(),
-                history: Ring::with_capacity(HISTORY_BYTES)
-                    .map_err(|_| CreateError::OutOfMemory)?,
+                history,
                 stop_reason: None,
+                disks,
+                rngs,
                 stats: VmStats::default(),
             }),
             dtb,
@@ -421,6 +443,7 @@ impl Vm {
             images_pending: AtomicBool::new(true),
             hvc_pending: AtomicBool::new(false),
             net_pending: AtomicBool::new(false),
+            io_pending: AtomicBool::new(false),
         };
         let tables = vm
             .inner
@@ -482,6 +505,12 @@ impl Vm {
         // handed to someone else: every hart fences before anything is freed.
         crate::sched::fence_gstage_all_harts();
         let mut inner = self.inner.lock();
+        // The host disks may still write this RAM: it goes only once they
+        // handed every request back (else it is leaked, never reused).
+        if !crate::vdisk::drain(self, &mut inner) {
+            core::mem::forget(inner.memory.take());
+            return 0;
+        }
         // No vCPU of this VM runs, and each fences its VMID before it runs
         // again (see `Vm::recreate`), so the frames can go at once.
         inner.memory.take().map_or(0, VmMemory::release)
@@ -550,6 +579,14 @@ impl Vm {
         let mut inner = self.inner.lock();
         crate::sched::device_side_effects(self, &mut inner);
         crate::sched::hvc_flush(self, &mut inner);
+        // Nothing the host disks still do may land in the RAM about to be
+        // reloaded: wait for them (a disk that never answers stays with it).
+        if !crate::vdisk::drain(self, &mut inner) {
+            crate::log!(
+                "VM '{}': reset while a host disk holds its requests",
+                self.name
+            );
+        }
         inner.devices.reset();
         inner.input.clear();
         if let Some(id) = inner.hvc {

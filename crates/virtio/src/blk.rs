@@ -20,18 +20,28 @@
 //! The used length is the number of bytes written into the writable part:
 //! the data read from the disk plus the status byte.
 //!
-//! Requests are carried out synchronously, a sector at a time, through a
-//! 512-byte bounce buffer: the time one request takes grows with its length,
-//! which the checks above bound by the disk's capacity. Splitting long
-//! requests across `process` calls, and handing guest buffers to a physical
-//! device without copying, come with the real backends.
+//! Two models share those checks:
+//!
+//! * [`Blk`] carries requests out synchronously over a [`BlockBackend`], a
+//!   sector at a time through a 512-byte bounce buffer (tests, host tools).
+//! * [`AsyncBlk`] hands reads, writes and flushes to a physical disk as
+//!   [`BlkRequest`]s whose data are the guest's own buffers (guest-physical
+//!   segments, for [`crate::dma::host_segments`]), and completes each when
+//!   the disk has ([`AsyncBlk::finish`]). The hypervisor serves VM disks
+//!   with it.
 
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
+
+use fv_addr::GuestPhysAddr;
 use fv_vm::GuestMemory;
 
-use crate::buffer::{Buffer, BufferError, Writer};
+use crate::buffer::{Buffer, BufferError, Reader, Segment, Writer};
 use crate::device::{DeviceError, Handled, VirtioDevice};
 use crate::device_id;
+use crate::dma::{byte_at, sub_segments};
 use crate::feature::bit;
+use crate::mmio::MmioTransport;
 
 /// Feature bit: maximum size of any single segment is in `size_max`.
 pub const VIRTIO_BLK_F_SIZE_MAX: u32 = 1;
@@ -201,6 +211,61 @@ impl BlockBackend for MemDisk {
     }
 }
 
+/// Sectors `sector .. sector + len/512` lie on a disk of `capacity`
+/// sectors and `len` is a multiple of 512; else `VIRTIO_BLK_S_IOERR`.
+fn check_range(capacity: u64, sector: u64, len: u64) -> Result<(), u8> {
+    if !len.is_multiple_of(SECTOR_SIZE) {
+        return Err(VIRTIO_BLK_S_IOERR);
+    }
+    let end = sector
+        .checked_add(len / SECTOR_SIZE)
+        .ok_or(VIRTIO_BLK_S_IOERR)?;
+    if end > capacity {
+        return Err(VIRTIO_BLK_S_IOERR);
+    }
+    Ok(())
+}
+
+/// Reads the request header: (type, sector). A short header is `IOERR`.
+fn read_header(r: &mut Reader<'_>, mem: &mut dyn GuestMemory) -> Result<(u32, u64), Fail> {
+    let mut hdr = [0u8; HEADER_LEN];
+    match r.read_exact(mem, &mut hdr) {
+        Err(BufferError::ShortRead) => return Err(Fail::Status(VIRTIO_BLK_S_IOERR)),
+        other => other?,
+    }
+    let [t0, t1, t2, t3, _, _, _, _, s0, s1, s2, s3, s4, s5, s6, s7] = hdr;
+    Ok((
+        u32::from_le_bytes([t0, t1, t2, t3]),
+        u64::from_le_bytes([s0, s1, s2, s3, s4, s5, s6, s7]),
+    ))
+}
+
+/// Device-specific features of a disk (read-only or not).
+fn features(read_only: bool) -> u64 {
+    let ro = if read_only { bit(VIRTIO_BLK_F_RO) } else { 0 };
+    ro | bit(VIRTIO_BLK_F_FLUSH) | bit(VIRTIO_BLK_F_SEG_MAX)
+}
+
+/// `struct virtio_blk_config` of a disk of `capacity` sectors taking
+/// `seg_max` data segments per request, `data.len()` bytes at `offset`.
+fn read_config(capacity: u64, seg_max: u32, offset: u32, data: &mut [u8]) {
+    let mut cfg = [0u8; CONFIG_LEN as usize];
+    let fields: [(usize, &[u8]); 2] = [
+        (CONFIG_CAPACITY, &capacity.to_le_bytes()),
+        (CONFIG_SEG_MAX, &seg_max.to_le_bytes()),
+    ];
+    for (off, bytes) in fields {
+        if let Some(dst) = cfg.get_mut(off..off + bytes.len()) {
+            dst.copy_from_slice(bytes);
+        }
+    }
+    let start = offset as usize;
+    match cfg.get(start..start.saturating_add(data.len())) {
+        Some(src) => data.copy_from_slice(src),
+        None => data.fill(0),
+    }
+}
+
 /// Counters of refused requests, by status given.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BlkStats {
@@ -255,19 +320,8 @@ impl<B: BlockBackend> Blk<B> {
         &self.stats
     }
 
-    /// Sectors `sector .. sector + len/512` if `len` is a multiple of 512 and
-    /// they lie on the disk.
     fn check_range(&self, sector: u64, len: u64) -> Result<(), Fail> {
-        if !len.is_multiple_of(SECTOR_SIZE) {
-            return Err(Fail::Status(VIRTIO_BLK_S_IOERR));
-        }
-        let end = sector
-            .checked_add(len / SECTOR_SIZE)
-            .ok_or(Fail::Status(VIRTIO_BLK_S_IOERR))?;
-        if end > self.backend.capacity() {
-            return Err(Fail::Status(VIRTIO_BLK_S_IOERR));
-        }
-        Ok(())
+        check_range(self.backend.capacity(), sector, len).map_err(Fail::Status)
     }
 
     fn request(
@@ -277,14 +331,7 @@ impl<B: BlockBackend> Blk<B> {
         mem: &mut dyn GuestMemory,
     ) -> Result<(), Fail> {
         let mut r = buffer.reader();
-        let mut hdr = [0u8; HEADER_LEN];
-        match r.read_exact(mem, &mut hdr) {
-            Err(BufferError::ShortRead) => return Err(Fail::Status(VIRTIO_BLK_S_IOERR)),
-            other => other?,
-        }
-        let [t0, t1, t2, t3, _, _, _, _, s0, s1, s2, s3, s4, s5, s6, s7] = hdr;
-        let ty = u32::from_le_bytes([t0, t1, t2, t3]);
-        let sector = u64::from_le_bytes([s0, s1, s2, s3, s4, s5, s6, s7]);
+        let (ty, sector) = read_header(&mut r, mem)?;
         let io = |_| Fail::Status(VIRTIO_BLK_S_IOERR);
         let mut sec = [0u8; SECTOR_SIZE as usize];
         match ty {
@@ -328,12 +375,7 @@ impl<B: BlockBackend> VirtioDevice for Blk<B> {
     }
 
     fn features(&self) -> u64 {
-        let ro = if self.backend.read_only() {
-            bit(VIRTIO_BLK_F_RO)
-        } else {
-            0
-        };
-        ro | bit(VIRTIO_BLK_F_FLUSH) | bit(VIRTIO_BLK_F_SEG_MAX)
+        features(self.backend.read_only())
     }
 
     fn num_queues(&self) -> u16 {
@@ -349,21 +391,7 @@ impl<B: BlockBackend> VirtioDevice for Blk<B> {
     }
 
     fn read_config(&self, offset: u32, data: &mut [u8]) {
-        let mut cfg = [0u8; CONFIG_LEN as usize];
-        let fields: [(usize, &[u8]); 2] = [
-            (CONFIG_CAPACITY, &self.backend.capacity().to_le_bytes()),
-            (CONFIG_SEG_MAX, &SEG_MAX.to_le_bytes()),
-        ];
-        for (off, bytes) in fields {
-            if let Some(dst) = cfg.get_mut(off..off + bytes.len()) {
-                dst.copy_from_slice(bytes);
-            }
-        }
-        let start = offset as usize;
-        match cfg.get(start..start.saturating_add(data.len())) {
-            Some(src) => data.copy_from_slice(src),
-            None => data.fill(0),
-        }
+        read_config(self.backend.capacity(), SEG_MAX, offset, data);
     }
 
     fn handle(
@@ -395,6 +423,287 @@ impl<B: BlockBackend> VirtioDevice for Blk<B> {
         }
         status.write_all(mem, &[code])?;
         Ok(Handled::Used(data.written().saturating_add(1)))
+    }
+}
+
+/// What an asynchronous request asks of the physical disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlkOp {
+    /// `VIRTIO_BLK_T_IN`: read into the data segments (device-writable).
+    Read,
+    /// `VIRTIO_BLK_T_OUT`: write the data segments (device-readable).
+    Write,
+    /// `VIRTIO_BLK_T_FLUSH`: no data.
+    Flush,
+}
+
+/// A checked request [`AsyncBlk`] took, for a physical disk to carry out
+/// (its data by DMA straight to or from the guest's buffers) and for
+/// [`AsyncBlk::finish`] to return afterwards.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlkRequest {
+    /// The chain's head index.
+    pub head: u16,
+    /// The transport epoch it was taken under ([`MmioTransport::epoch`]).
+    pub epoch: u64,
+    /// What to do.
+    pub op: BlkOp,
+    /// First sector (range already checked against the capacity).
+    pub sector: u64,
+    /// The data, guest-physical, a multiple of 512 bytes in total (none for a flush).
+    pub data: Vec<Segment>,
+    /// Bytes of `data`.
+    pub data_len: u64,
+    /// Where the status byte goes.
+    pub status: GuestPhysAddr,
+}
+
+/// A virtio-blk device whose reads, writes and flushes go to a physical disk
+/// asynchronously, without copying (issue #9 point 2).
+///
+/// [`handle`](VirtioDevice::handle) parses and checks each request as the
+/// synchronous [`Blk`] does, answers what needs no disk itself (bad header,
+/// range or length, writes to a read-only disk, `GET_ID`, unsupported
+/// types, empty reads and writes), and queues the rest as [`BlkRequest`]s
+/// ([`Handled::InFlight`]). The hypervisor takes them with
+/// [`take_submitted`](Self::take_submitted), gives them to the disk and, when
+/// the disk is done, calls [`finish`](Self::finish), which writes the status
+/// byte and completes the chain through the transport.
+///
+/// At most [`QUEUE_SIZE`] requests are outstanding (queued or at the disk):
+/// beyond that the device answers [`Handled::Later`] and the chains wait in
+/// the ring, so a guest can never make the hypervisor hold more than that.
+/// A reset forgets the queued ones and starts a new epoch: requests still at
+/// the disk complete into nothing ([`MmioTransport::complete`] drops them).
+#[derive(Debug)]
+pub struct AsyncBlk {
+    capacity: u64,
+    read_only: bool,
+    id: [u8; ID_LEN],
+    seg_max: u32,
+    epoch: u64,
+    outstanding: u32,
+    submitted: VecDeque<BlkRequest>,
+    stats: BlkStats,
+}
+
+impl AsyncBlk {
+    /// A disk of `capacity` sectors, read-only or not, with ID string `id`.
+    pub fn new(capacity: u64, read_only: bool, id: [u8; ID_LEN]) -> Self {
+        Self {
+            capacity,
+            read_only,
+            id,
+            seg_max: SEG_MAX,
+            epoch: 0,
+            outstanding: 0,
+            submitted: VecDeque::new(),
+            stats: BlkStats::default(),
+        }
+    }
+
+    /// Offers `seg_max` (1 ..= [`SEG_MAX`]) data segments per request
+    /// instead of [`SEG_MAX`] (a physical disk that takes fewer descriptors);
+    /// a request with more is answered `VIRTIO_BLK_S_IOERR`.
+    pub fn with_seg_max(mut self, seg_max: u32) -> Self {
+        self.seg_max = seg_max.clamp(1, SEG_MAX);
+        self
+    }
+
+    /// Refused requests.
+    pub fn stats(&self) -> &BlkStats {
+        &self.stats
+    }
+
+    /// Whether the disk is read-only (`VIRTIO_BLK_F_RO`).
+    pub fn read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// Requests taken since the last call and not yet given to the disk,
+    /// oldest first (call after every `process`).
+    pub fn take_submitted(&mut self) -> impl Iterator<Item = BlkRequest> + '_ {
+        self.submitted.drain(..)
+    }
+
+    /// Whether requests wait for [`take_submitted`](Self::take_submitted).
+    pub fn has_submitted(&self) -> bool {
+        !self.submitted.is_empty()
+    }
+
+    /// Requests queued or at the disk in the current epoch.
+    pub fn outstanding(&self) -> u32 {
+        self.outstanding
+    }
+
+    fn parse(&mut self, buffer: &Buffer, mem: &mut dyn GuestMemory) -> Result<Parsed, Fail> {
+        let mut r = buffer.reader();
+        let (ty, sector) = read_header(&mut r, mem)?;
+        let segs = buffer.segments();
+        let readable = u64::from(buffer.readable_len());
+        let writable = u64::from(buffer.writable_len());
+        // The status byte is the last writable byte (checked by the caller).
+        let data_w = writable.saturating_sub(1);
+        let (op, data) = match ty {
+            VIRTIO_BLK_T_IN => {
+                check_range(self.capacity, sector, data_w).map_err(Fail::Status)?;
+                (BlkOp::Read, sub_segments(segs, readable, data_w))
+            }
+            VIRTIO_BLK_T_OUT => {
+                if self.read_only {
+                    self.stats.read_only_writes += 1;
+                    return Err(Fail::Status(VIRTIO_BLK_S_IOERR));
+                }
+                let len = readable.saturating_sub(HEADER_LEN as u64);
+                check_range(self.capacity, sector, len).map_err(Fail::Status)?;
+                (BlkOp::Write, sub_segments(segs, HEADER_LEN as u64, len))
+            }
+            VIRTIO_BLK_T_FLUSH => (BlkOp::Flush, Vec::new()),
+            VIRTIO_BLK_T_GET_ID => {
+                let (mut data, _) = buffer.writer().split_at(data_w);
+                data.write(mem, &self.id)?;
+                return Ok(Parsed::Done(data.written()));
+            }
+            _ => return Err(Fail::Status(VIRTIO_BLK_S_UNSUPP)),
+        };
+        if data.len() > self.seg_max as usize {
+            return Err(Fail::Status(VIRTIO_BLK_S_IOERR));
+        }
+        let data_len: u64 = data.iter().map(|s| u64::from(s.len)).sum();
+        if op != BlkOp::Flush && data_len == 0 {
+            // Nothing to move: done (a physical device takes no empty buffer).
+            return Ok(Parsed::Done(0));
+        }
+        Ok(Parsed::Disk(op, sector, data, data_len))
+    }
+
+    /// Completes `req` (which the disk finished with status `status`,
+    /// `VIRTIO_BLK_S_*`) into the guest's rings: writes the status byte and
+    /// returns the chain with the data length read plus 1 (or 1 for anything
+    /// but a successful read). A request of an older epoch is dropped (the
+    /// device was reset meanwhile; its pages were never anyone else's).
+    pub fn finish(
+        transport: &mut MmioTransport<AsyncBlk>,
+        req: &BlkRequest,
+        status: u8,
+        mem: &mut dyn GuestMemory,
+    ) -> bool {
+        if req.epoch != transport.epoch() {
+            transport.complete(REQUESTQ, req.head, 0, req.epoch, mem);
+            return false;
+        }
+        let dev = transport.device_mut();
+        dev.outstanding = dev.outstanding.saturating_sub(1);
+        if status == VIRTIO_BLK_S_IOERR {
+            dev.stats.ioerr += 1;
+        }
+        let len = match (status, req.op) {
+            (VIRTIO_BLK_S_OK, BlkOp::Read) => {
+                u32::try_from(req.data_len.saturating_add(1)).unwrap_or(u32::MAX)
+            }
+            _ => 1,
+        };
+        let len = if mem.write(req.status, &[status]).is_ok() {
+            len
+        } else {
+            0
+        };
+        let done = transport.complete(REQUESTQ, req.head, len, req.epoch, mem);
+        // A slot is free again: chains held back by the limit may go now.
+        transport.notify(REQUESTQ);
+        done
+    }
+}
+
+/// What `AsyncBlk::parse` made of a request.
+enum Parsed {
+    /// Answered here: this many data bytes written.
+    Done(u32),
+    /// For the disk.
+    Disk(BlkOp, u64, Vec<Segment>, u64),
+}
+
+/// Index of the request queue.
+pub const REQUESTQ: u16 = 0;
+
+impl VirtioDevice for AsyncBlk {
+    fn device_id(&self) -> u32 {
+        device_id::BLOCK
+    }
+
+    fn features(&self) -> u64 {
+        features(self.read_only)
+    }
+
+    fn num_queues(&self) -> u16 {
+        1
+    }
+
+    fn queue_max_size(&self, _queue: u16) -> u16 {
+        QUEUE_SIZE
+    }
+
+    fn config_len(&self) -> u32 {
+        CONFIG_LEN
+    }
+
+    fn read_config(&self, offset: u32, data: &mut [u8]) {
+        read_config(self.capacity, self.seg_max, offset, data);
+    }
+
+    fn handle(
+        &mut self,
+        queue: u16,
+        buffer: &Buffer,
+        mem: &mut dyn GuestMemory,
+    ) -> Result<Handled, DeviceError> {
+        if queue != REQUESTQ {
+            return Err(DeviceError::BadQueue);
+        }
+        if self.outstanding >= u32::from(QUEUE_SIZE) {
+            return Ok(Handled::Later);
+        }
+        let Some(status_off) = u64::from(buffer.writable_len()).checked_sub(1) else {
+            return Err(DeviceError::NoWritable);
+        };
+        let readable = u64::from(buffer.readable_len());
+        let status_gpa = byte_at(buffer.segments(), readable.saturating_add(status_off))
+            .ok_or(DeviceError::NoWritable)?;
+        let (code, written) = match self.parse(buffer, mem) {
+            Ok(Parsed::Disk(op, sector, data, data_len)) => {
+                self.outstanding += 1;
+                self.submitted.push_back(BlkRequest {
+                    head: buffer.head(),
+                    epoch: self.epoch,
+                    op,
+                    sector,
+                    data,
+                    data_len,
+                    status: status_gpa,
+                });
+                return Ok(Handled::InFlight);
+            }
+            Ok(Parsed::Done(n)) => (VIRTIO_BLK_S_OK, n),
+            Err(Fail::Status(s)) => (s, 0),
+            Err(Fail::Buffer(BufferError::Memory(e))) => {
+                return Err(DeviceError::Buffer(BufferError::Memory(e)))
+            }
+            Err(Fail::Buffer(_)) => (VIRTIO_BLK_S_IOERR, 0),
+        };
+        match code {
+            VIRTIO_BLK_S_IOERR => self.stats.ioerr += 1,
+            VIRTIO_BLK_S_UNSUPP => self.stats.unsupp += 1,
+            _ => {}
+        }
+        mem.write(status_gpa, &[code])
+            .map_err(|e| DeviceError::Buffer(BufferError::Memory(e)))?;
+        Ok(Handled::Used(written.saturating_add(1)))
+    }
+
+    fn reset(&mut self) {
+        self.epoch = self.epoch.wrapping_add(1);
+        self.outstanding = 0;
+        self.submitted.clear();
     }
 }
 

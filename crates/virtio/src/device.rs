@@ -13,6 +13,11 @@ pub enum Handled {
     /// Nothing to put in it yet (e.g. no console input): leave the chain
     /// available and stop processing this queue until the next notification.
     Later,
+    /// Taken: the device carries the request out asynchronously (a physical
+    /// device) and returns the chain later with
+    /// [`crate::mmio::MmioTransport::complete`]. Nothing is added to the used
+    /// ring now.
+    InFlight,
 }
 
 /// A device could not handle a chain. The transport returns the chain with a

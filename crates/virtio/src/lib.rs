@@ -16,9 +16,14 @@
 //!   only: the register file, feature negotiation, device status, queue set-up,
 //!   interrupt status, and the device-specific configuration space at `0x100`.
 //! * Device models: [`rng`] (virtio-rng, §5.4), [`console`] (virtio-console,
-//!   §5.3, one port), [`blk`] (virtio-blk request handling, §5.2) over a
-//!   [`blk::BlockBackend`] and [`net`] (virtio-net, §5.1, no offloads) over a
-//!   [`net::NetBackend`] (a switch port).
+//!   §5.3, one port), [`blk`] (virtio-blk request handling, §5.2): over a
+//!   synchronous [`blk::BlockBackend`] ([`blk::Blk`]), or handing checked
+//!   requests to a physical disk and completing them later
+//!   ([`blk::AsyncBlk`], [`device::Handled::InFlight`],
+//!   [`mmio::MmioTransport::complete`]), and [`net`] (virtio-net, §5.1, no
+//!   offloads) over a [`net::NetBackend`] (a switch port).
+//! * [`dma`]: a request's data as guest-physical segments, translated into
+//!   host-physical ones for a physical device to use without copying.
 //!
 //! # Guest memory
 //!
@@ -53,8 +58,7 @@
 //! Packed virtqueues (`VIRTIO_F_RING_PACKED`), `VIRTIO_F_RING_RESET`,
 //! `VIRTIO_F_NOTIFICATION_DATA`, shared memory regions, the legacy (version 1)
 //! MMIO interface, virtio-net offloads (checksum, TSO, mergeable receive
-//! buffers, multiqueue), and zero-copy hand-over of guest buffers to
-//! physical devices.
+//! buffers, multiqueue).
 #![no_std]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -68,6 +72,7 @@ pub mod blk;
 pub mod buffer;
 pub mod console;
 pub mod device;
+pub mod dma;
 pub mod mmio;
 pub mod net;
 pub mod queue;

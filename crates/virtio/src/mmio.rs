@@ -204,6 +204,9 @@ pub struct TransportStats {
     pub queue_errors: u64,
     /// Chains completed (used elements added).
     pub chains: u64,
+    /// Asynchronous completions dropped: the device was reset (or broken)
+    /// while the request was in flight.
+    pub stale_completions: u64,
 }
 
 /// A virtio-mmio device: the transport registers in front of device `D`.
@@ -221,6 +224,9 @@ pub struct MmioTransport<D> {
     interrupt_status: u32,
     config_generation: u32,
     pending: u64,
+    /// Bumped on every reset: a chain taken ([`Handled::InFlight`]) under an
+    /// older epoch is never completed into the new rings.
+    epoch: u64,
     stats: TransportStats,
 }
 
@@ -246,6 +252,7 @@ impl<D: VirtioDevice> MmioTransport<D> {
             interrupt_status: 0,
             config_generation: 0,
             pending: 0,
+            epoch: 0,
             stats: TransportStats::default(),
         })
     }
@@ -309,10 +316,58 @@ impl<D: VirtioDevice> MmioTransport<D> {
         self.queue_sel = 0;
         self.interrupt_status = 0;
         self.pending = 0;
+        self.epoch = self.epoch.wrapping_add(1);
         for q in &mut self.queues {
             q.reset();
         }
         self.device.reset();
+    }
+
+    /// The current epoch: moves on every reset. A chain the device took
+    /// ([`Handled::InFlight`]) is completed with the epoch it was taken under.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Returns chain `head` of queue `queue`, taken earlier as
+    /// [`Handled::InFlight`] under `epoch`, to the driver with `len` bytes
+    /// written, and raises the used-buffer interrupt if the driver wants one.
+    /// A chain of an older epoch (the device was reset since) is dropped:
+    /// its rings are gone. Returns whether it was added to the used ring.
+    pub fn complete(
+        &mut self,
+        queue: u16,
+        head: u16,
+        len: u32,
+        epoch: u64,
+        mem: &mut dyn GuestMemory,
+    ) -> bool {
+        if epoch != self.epoch
+            || self.status & status::DRIVER_OK == 0
+            || self.status & status::DEVICE_NEEDS_RESET != 0
+        {
+            self.stats.stale_completions += 1;
+            return false;
+        }
+        let Some(q) = self.queues.get_mut(usize::from(queue)) else {
+            return false;
+        };
+        let done = q
+            .add_used(mem, head, len)
+            .and_then(|()| q.needs_interrupt(mem));
+        match done {
+            Ok(irq) => {
+                self.stats.chains += 1;
+                if irq {
+                    self.interrupt_status |= VIRTIO_MMIO_INT_VRING;
+                }
+                true
+            }
+            Err(e) => {
+                self.queue_broken(e);
+                false
+            }
+        }
     }
 
     /// Tells the guest the configuration space changed (ConfigGeneration
@@ -628,6 +683,7 @@ impl<D: VirtioDevice> MmioTransport<D> {
                         more = false;
                         break;
                     }
+                    Ok(Handled::InFlight) => continue,
                     Err(_) => {
                         self.stats.device_errors += 1;
                         0

@@ -51,6 +51,12 @@
 //!   frames: runts, oversize frames, frames with another source MAC, headers
 //!   asking for a checksum offload that was not negotiated and valid
 //!   broadcasts, now and then with a storm of notifications; then reset;
+//! - `vblk` (boot vCPU only): every virtio-blk the DTB lists gets a driver
+//!   gone bad: buffers outside this VM's RAM, overflowing lengths, sectors
+//!   past the end, looping and over-long chains, writes to a read-only disk,
+//!   bad queue sizes, a reset and a renegotiation mid-request, a
+//!   notification storm, beside good requests that must work (see
+//!   `vblk.rs`);
 //! - `spin`: every vCPU masks interrupts (`csrci sstatus, 2`) and loops
 //!   forever (for `spin_ms` with `spin_ms=N`);
 //! - `die`: the other vCPUs spin, then the boot vCPU shuts the VM down with SBI
@@ -79,6 +85,7 @@ mod net;
 mod rng;
 mod sbicalls;
 mod smp;
+mod vblk;
 mod wild;
 
 use core::arch::asm;
@@ -126,10 +133,12 @@ pub enum Phase {
     Console = 10,
     /// Bad frames through this VM's virtio-net NICs.
     Net = 11,
+    /// A virtio-blk driver gone bad.
+    Vblk = 12,
 }
 
 impl Phase {
-    const ALL: [Phase; 11] = [
+    const ALL: [Phase; 12] = [
         Phase::Wild,
         Phase::Sbi,
         Phase::Ipi,
@@ -141,6 +150,7 @@ impl Phase {
         Phase::Mmio,
         Phase::Console,
         Phase::Net,
+        Phase::Vblk,
     ];
 
     /// The name used on the command line and in progress lines.
@@ -157,6 +167,7 @@ impl Phase {
             Phase::Mmio => "mmio",
             Phase::Console => "console",
             Phase::Net => "net",
+            Phase::Vblk => "vblk",
         }
     }
 
@@ -492,7 +503,7 @@ fn worker(_me: usize, phase: usize) {
             SPINNING.fetch_add(1, Ordering::SeqCst);
             spin_forever()
         }
-        Some(Phase::Hsm | Phase::Net) | None => {}
+        Some(Phase::Hsm | Phase::Net | Phase::Vblk) | None => {}
     }
     FINISHED.fetch_add(1, Ordering::SeqCst);
 }
@@ -737,6 +748,13 @@ fn main(p: &'static Platform, r: &'static Reporter) {
                     console::reset_stats();
                     let (n, fin) = on_all_vcpus(ph, console::body);
                     console::report(round, n, fin);
+                }
+                Phase::Vblk => {
+                    if !strict {
+                        println!("INFO: hostile-test: phase vblk done: round {round}, skipped (not Ferrovisor: the devices are real)");
+                        continue;
+                    }
+                    vblk::phase(round);
                 }
                 Phase::Ipi => {
                     smp::storm_prepare(cfg.storm_ms);

@@ -70,8 +70,11 @@ fn offset(rng: &mut Rng, r: Region) -> usize {
     off % len
 }
 
-/// virtio-mmio register offsets (VirtIO 1.2 §4.2.2).
-mod reg {
+/// virtio-mmio register offsets (VirtIO 1.2 §4.2.2), also for `vblk`.
+pub(crate) mod reg {
+    pub const DEVICE_ID: usize = 0x008;
+    pub const DEVICE_FEATURES: usize = 0x010;
+    pub const DEVICE_FEATURES_SEL: usize = 0x014;
     pub const DRIVER_FEATURES: usize = 0x020;
     pub const DRIVER_FEATURES_SEL: usize = 0x024;
     pub const QUEUE_SEL: usize = 0x030;
@@ -85,6 +88,8 @@ mod reg {
     pub const QUEUE_DEVICE_LOW: usize = 0x0a0;
     /// End of the queue address registers (QueueDeviceHigh + 4).
     pub const QUEUE_ADDR_END: usize = 0x0a8;
+    /// virtio-blk's `capacity` (le64) in the configuration space.
+    pub const CAPACITY: usize = 0x100;
 }
 
 /// Words of the scratch buffer rings may point into (16 KiB: a 64-entry
