@@ -534,7 +534,8 @@ vms:
         let cfg_path = testing::scratch_file("cfg-devices.yaml", yaml.as_bytes()).unwrap();
         let cfg = ferrovisor::config::load(&cfg_path).unwrap();
         // The plan: disks first (a's two, b's one), then the rng, then the uplink,
-        // from the top slot down.
+        // from the top slot down, then the control channel's (empty here:
+        // only `ferrovisor run` adds it).
         let mut expect = Vec::new();
         for d in &cfg.plan.host {
             let base = d.slot.base;
@@ -561,7 +562,8 @@ vms:
                 0x1000_7000,
                 0x1000_6000,
                 0x1000_5000,
-                0x1000_4000
+                0x1000_4000,
+                0x1000_3000
             ]
         );
         expect.push(
