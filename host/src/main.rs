@@ -103,6 +103,11 @@ enum Command {
         /// repetitions.
         #[arg(long, requires = "linux")]
         no_warmup: bool,
+        /// Run QEMU with `-icount shift=0` on both sides (not with --sched): the
+        /// guest's clock counts instructions, so the figures the guest times
+        /// itself (and their ratios) repeat exactly; wall times stay noisy.
+        #[arg(long, conflicts_with = "sched")]
+        icount: bool,
     },
 }
 
@@ -123,8 +128,16 @@ fn main() -> ExitCode {
             timeout,
             linux: false,
             sched: false,
+            icount,
             ..
-        } => bench(runs, hypervisor, json, guest, timeout.unwrap_or(120)),
+        } => bench(
+            runs,
+            hypervisor,
+            json,
+            guest,
+            timeout.unwrap_or(120),
+            icount,
+        ),
         Command::Bench {
             runs,
             hypervisor,
@@ -147,9 +160,10 @@ fn main() -> ExitCode {
             initrd,
             reps,
             no_warmup,
+            icount,
             ..
         } => bench_linux(
-            runs, reps, !no_warmup, hypervisor, json, kernel, initrd, timeout,
+            runs, reps, !no_warmup, hypervisor, json, kernel, initrd, timeout, icount,
         ),
     };
     match result {
@@ -400,10 +414,12 @@ fn bench(
     json: Option<PathBuf>,
     guest: Option<PathBuf>,
     timeout: u64,
+    icount: bool,
 ) -> Result<ExitCode> {
     let defaults = benchmark::Options::new();
     let opts = benchmark::Options {
         runs: runs as usize,
+        icount,
         hypervisor: hypervisor.unwrap_or(defaults.hypervisor),
         guest: guest.unwrap_or(defaults.guest),
         timeout: Duration::from_secs(timeout),
@@ -484,10 +500,12 @@ fn bench_linux(
     kernel: Option<PathBuf>,
     initrd: Option<PathBuf>,
     timeout: Option<u64>,
+    icount: bool,
 ) -> Result<ExitCode> {
     let defaults = benchmark::linux::Options::new();
     let opts = benchmark::linux::Options {
         runs: runs as usize,
+        icount,
         reps: reps as usize,
         warmup,
         hypervisor: hypervisor.unwrap_or(defaults.hypervisor),
