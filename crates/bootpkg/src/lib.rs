@@ -5,15 +5,15 @@
 //! and calls [`Package::parse`]. Parsing validates everything up front (with checked
 //! arithmetic and without allocating), so iterating afterwards cannot fail.
 //!
-//! # Format, version 1 (all integers little-endian)
+//! # Format, version 2 (all integers little-endian)
 //!
 //! ```text
 //! offset  size  header
 //!      0     8  magic b"FVBOOTPK"
-//!      8     4  version (1)
+//!      8     4  version (2; version 1 had a CRC-32 as its checksum)
 //!     12     4  vm_count (1..=MAX_VMS)
 //!     16     8  total_size: bytes of the package (the input may be longer; the rest is ignored)
-//!     24     4  checksum: CRC-32 (IEEE, as in zlib) of bytes [0, total_size) with this field as zero
+//!     24     4  checksum: [`checksum`] (a 64-bit word hash folded to 32 bits) of bytes [0, total_size) with this field as zero
 //!     28     4  reserved, zero
 //!     32        vm_count VM records of VM_RECORD_SIZE (128) bytes each
 //!
@@ -62,8 +62,8 @@ extern crate alloc;
 #[cfg(any(test, feature = "alloc"))]
 mod builder;
 mod check;
-mod crc;
 mod error;
+mod sum;
 
 use core::fmt;
 
@@ -71,13 +71,13 @@ pub use fv_addr::GuestPhysAddr;
 
 #[cfg(any(test, feature = "alloc"))]
 pub use builder::{PackageBuilder, VmDescriptor};
-pub use crc::{crc32, Crc32};
 pub use error::{BootPkgError, Part};
+pub use sum::checksum;
 
 /// The 8 bytes every package starts with.
 pub const MAGIC: [u8; 8] = *b"FVBOOTPK";
 /// The format version this crate reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// Size of the package header in bytes.
 pub const HEADER_SIZE: usize = 32;
 /// Scheduling weight of a VM that asks for none.
@@ -338,21 +338,9 @@ fn vm_index(i: usize) -> u32 {
     u32::try_from(i).unwrap_or(u32::MAX)
 }
 
-/// CRC-32 of the package with the checksum field taken as zero.
+/// The package's checksum ([`checksum`]) with the checksum field taken as zero.
 pub(crate) fn package_checksum(bytes: &[u8]) -> u32 {
-    let mut crc = Crc32::new();
-    match (
-        bytes.get(..CHECKSUM_OFFSET),
-        bytes.get(CHECKSUM_OFFSET + 4..),
-    ) {
-        (Some(head), Some(tail)) => {
-            crc.update(head);
-            crc.update(&[0; 4]);
-            crc.update(tail);
-        }
-        _ => crc.update(bytes),
-    }
-    crc.finish()
+    sum::checksum_without(bytes, CHECKSUM_OFFSET)
 }
 
 pub(crate) fn read_u32(b: &[u8], off: usize) -> Result<u32, BootPkgError> {

@@ -231,12 +231,12 @@ fn blobs_are_congruent_to_their_gpa_and_zero_padded() {
 fn header_layout_is_pinned() {
     let bytes = build_sample();
     assert_eq!(&bytes[0..8], b"FVBOOTPK");
-    assert_eq!(read_u32(&bytes, 8).unwrap(), 1);
+    assert_eq!(read_u32(&bytes, 8).unwrap(), 2);
     assert_eq!(read_u32(&bytes, 12).unwrap(), 2);
     assert_eq!(get64(&bytes, 16), bytes.len() as u64);
     let mut zeroed = bytes.clone();
     put32(&mut zeroed, 24, 0);
-    assert_eq!(read_u32(&bytes, 24).unwrap(), crc32(&zeroed));
+    assert_eq!(read_u32(&bytes, 24).unwrap(), checksum(&zeroed));
     // VM record fields.
     assert_eq!(read_u32(&bytes, VM0 + 32).unwrap(), 4); // vcpus
     assert_eq!(read_u32(&bytes, VM0 + 36).unwrap(), 0b11); // flags
@@ -304,8 +304,13 @@ fn header_errors() {
     b[0] = b'X';
     assert_eq!(Package::parse(&b).unwrap_err(), BootPkgError::BadMagic);
     assert_eq!(
-        parse_edited(|b| put32(b, 8, 2)),
-        Err(BootPkgError::UnsupportedVersion(2))
+        parse_edited(|b| put32(b, 8, 3)),
+        Err(BootPkgError::UnsupportedVersion(3))
+    );
+    // Version 1 (CRC-32) packages are refused, not misread.
+    assert_eq!(
+        parse_edited(|b| put32(b, 8, 1)),
+        Err(BootPkgError::UnsupportedVersion(1))
     );
     assert_eq!(parse_edited(|b| put32(b, 12, 0)), Err(BootPkgError::NoVms));
     assert_eq!(
@@ -772,8 +777,9 @@ fn walk(pkg: &Package<'_>) -> usize {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
-    /// Any corruption of 1..=4 bytes is caught (the CRC-32 detects every error
-    /// burst up to 32 bits, and random multi-byte damage with probability 1 - 2^-32).
+    /// Any corruption of 1..=4 bytes is caught (the checksum sees every change
+    /// of a single 64-bit word, and random damage to several with probability
+    /// about 1 - 2^-32).
     #[test]
     fn flipped_bytes_are_rejected(
         flips in prop::collection::vec((any::<prop::sample::Index>(), 1u8..=255), 1..=4)
