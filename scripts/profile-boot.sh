@@ -5,14 +5,12 @@
 # side, plus the wall time of each guest phase. Re-runnable: see
 # docs/PERFORMANCE.md for what it found.
 #
-#   scripts/profile-boot.sh [--runs N] [--quiet] [--earlycon] [--floor] [--top N]
+#   scripts/profile-boot.sh [--runs N] [--quiet] [--earlycon] [--top N]
 #                           [--out DIR] [--hypervisor PATH]
 #
 #   --runs N      boots per side, interleaved (default 1); the table sums them
 #   --quiet       add `quiet` to the kernel command line (default: console=ttyS0 only)
 #   --earlycon    add earlycon=sbi (the early log through SBI: every phase visible)
-#   --floor       boot the VM with the experimental floor configuration
-#                 (docs/PERFORMANCE.md, "The floor")
 #   --top N       rows of the function table (default 25)
 #   --out DIR     where the perf data, logs and tables go (default target/profile-boot)
 #
@@ -28,7 +26,6 @@ RUNS=1
 TOP=25
 OUT="$ROOT/target/profile-boot"
 CMDLINE="console=ttyS0"
-FLOOR=0
 HV="$ROOT/target/riscv64gc-unknown-none-elf/release/ferrovisor-hv"
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -37,9 +34,8 @@ while [ $# -gt 0 ]; do
         --out) OUT=$2; shift 2 ;;
         --quiet) CMDLINE="$CMDLINE quiet"; shift ;;
         --earlycon) CMDLINE="earlycon=sbi $CMDLINE"; shift ;;
-        --floor) FLOOR=1; shift ;;
         --hypervisor) HV=$2; shift 2 ;;
-        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
         *) echo "profile-boot: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -62,8 +58,6 @@ TOOL="$ROOT/target/release/ferrovisor"
 [ -x "$TOOL" ] || { say "building the host tool"; cargo build --release -p ferrovisor; }
 
 mkdir -p "$OUT"
-FLOOR_LINE=""
-[ "$FLOOR" = 1 ] && FLOOR_LINE="    experimental_floor: true"
 cat >"$OUT/linux.yaml" <<EOF
 machine:
   arch: riscv64
@@ -76,7 +70,6 @@ vms:
     kernel: $KERNEL
     initrd: $INITRD
     command_line: "$CMDLINE"
-$FLOOR_LINE
 EOF
 "$TOOL" package --config "$OUT/linux.yaml" --output "$OUT/linux.fvpkg" >/dev/null
 

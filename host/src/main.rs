@@ -103,10 +103,10 @@ enum Command {
         /// repetitions.
         #[arg(long, requires = "linux")]
         no_warmup: bool,
-        /// Run QEMU with `-icount shift=0` on both sides (not with --sched): the
-        /// guest's clock counts instructions, so the figures the guest times
-        /// itself (and their ratios) repeat exactly; wall times stay noisy.
-        #[arg(long, conflicts_with = "sched")]
+        /// Run QEMU with `-icount shift=0` on both sides: the guest's clock
+        /// counts instructions, so the figures the guest times itself (and
+        /// their ratios) repeat exactly; wall times stay noisy.
+        #[arg(long)]
         icount: bool,
     },
 }
@@ -147,8 +147,11 @@ fn main() -> ExitCode {
             linux_vms,
             kernel,
             initrd,
+            icount,
             ..
-        } => bench_sched(runs, hypervisor, json, kernel, initrd, timeout, linux_vms),
+        } => bench_sched(
+            runs, hypervisor, json, kernel, initrd, timeout, linux_vms, icount,
+        ),
         Command::Bench {
             runs,
             hypervisor,
@@ -456,6 +459,7 @@ fn report_bench(
     Ok(ExitCode::SUCCESS)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn bench_sched(
     runs: u32,
     hypervisor: Option<PathBuf>,
@@ -464,9 +468,11 @@ fn bench_sched(
     initrd: Option<PathBuf>,
     timeout: Option<u64>,
     linux_vms: u32,
+    icount: bool,
 ) -> Result<ExitCode> {
     let defaults = benchmark::sched::Options::new();
     let opts = benchmark::sched::Options {
+        icount,
         runs: runs as usize,
         hypervisor: hypervisor.unwrap_or(defaults.hypervisor),
         kernel: kernel.unwrap_or(defaults.kernel),
