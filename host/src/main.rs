@@ -103,7 +103,7 @@ enum Command {
         /// repetitions.
         #[arg(long, requires = "linux")]
         no_warmup: bool,
-        /// Run QEMU with `-icount shift=0` on both sides: the guest's clock
+        /// Run QEMU with `-icount shift=0,sleep=off` on both sides: the guest's clock
         /// counts instructions, so the figures the guest times itself (and
         /// their ratios) repeat exactly; wall times stay noisy.
         #[arg(long)]

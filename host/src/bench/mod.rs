@@ -55,17 +55,19 @@ pub const VM_NAME: &str = "bench";
 pub const LOG_SUBDIR: &str = "bench-logs";
 
 /// QEMU's deterministic instruction-count mode (`--icount`): guest time counts
-/// executed instructions (one instruction = 1 ns of guest time, MTTCG off), so
-/// figures the guest times with its own clock repeat to four digits and their
-/// ratio is the hypervisor's instruction overhead, free of the host's noise. It
+/// executed instructions (one instruction = 1 ns of guest time, MTTCG off), and
+/// with `sleep=off` an idle machine's clock jumps to the next timer instead of
+/// following the host's, so figures the guest times with its own clock repeat
+/// and their ratio is the hypervisor's instruction overhead, free of the
+/// host's noise. It
 /// hides what TCG itself pays in wall time for V=1 (TLB flushes, two-stage
 /// walks): report it beside the wall-time figures, never instead of them.
-pub const ICOUNT_ARGS: [&str; 2] = ["-icount", "shift=0"];
+pub const ICOUNT_ARGS: [&str; 2] = ["-icount", "shift=0,sleep=off"];
 
 /// The line a report under [`ICOUNT_ARGS`] starts its table with.
 pub fn icount_note() -> String {
     format!(
-        "QEMU {}: guest time counts instructions (1 ns = 1 instruction, one host thread); wall times are not comparable with a run without it",
+        "QEMU {}: guest time counts instructions (1 ns = 1 instruction, one host thread; idle time skipped); wall times are not comparable with a run without it",
         ICOUNT_ARGS.join(" ")
     )
 }
@@ -745,6 +747,12 @@ pub fn bytes(v: f64) -> String {
 }
 
 /// A ratio as `6.65×`, or `n/a`.
+/// A ratio with `decimals` places (instruction-count ratios need 4).
+pub fn times_to(r: Option<f64>, decimals: usize) -> String {
+    r.map_or_else(|| "n/a".into(), |r| format!("{r:.decimals$}×"))
+}
+
+/// A ratio, 2 decimals (1 from 10×).
 pub fn times(r: Option<f64>) -> String {
     match r {
         Some(r) if r >= 10.0 => format!("{r:.1}×"),
@@ -1083,7 +1091,10 @@ mod tests {
         let mut q = QemuConfig::new(&m, Path::new("k"), None);
         q.extra_args = vec!["-append".into(), "x".into()];
         let a = with_icount(q, true).args();
-        assert_eq!(a[a.len() - 4..], ["-append", "x", "-icount", "shift=0"]);
+        assert_eq!(
+            a[a.len() - 4..],
+            ["-append", "x", "-icount", "shift=0,sleep=off"]
+        );
     }
 
     #[test]

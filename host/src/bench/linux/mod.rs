@@ -36,7 +36,7 @@ use crate::bench::json::Json;
 use crate::bench::parse::{parse_bench_line, parse_hypervisor_output, LineError};
 use crate::bench::stats::{ratio, Stat};
 use crate::bench::{
-    check_file, icount_note, num, prepare_log_dir, qemu_version, spread, times, utc_date,
+    check_file, icount_note, num, prepare_log_dir, qemu_version, spread, times, times_to, utc_date,
     with_icount, write_package, BenchError, Side, LOG_SUBDIR,
 };
 use crate::config::{Arch, Machine, VmConfig};
@@ -981,13 +981,14 @@ fn report(
 // ---------------------------------------------------------------------------
 // Output.
 
-fn verdict(row: &Row) -> String {
+fn verdict(row: &Row, decimals: usize) -> String {
     match (row.met(), row.ratio) {
         (Some(true), _) => "yes".into(),
         (Some(false), Some(r)) => format!(
-            "NO, by {:.2}× ({:.0}% over)",
+            "NO, by {:.decimals$}× ({:.prec$}% over)",
             r - row.target,
-            (r / row.target - 1.0) * 100.0
+            (r / row.target - 1.0) * 100.0,
+            prec = decimals.saturating_sub(2)
         ),
         _ => "n/a".into(),
     }
@@ -1042,8 +1043,16 @@ pub fn render(r: &Report) -> String {
         "   {:<19} {:>4}  {:>22}  {:>22}  {:>6}  {:>7}  {:>7}  met? (by the ratio of medians)",
         "figure", "unit", "ferrovisor", "bare QEMU", "ratio", "of min", "target"
     );
+    // Instruction counts repeat exactly: show them (and their ratios) to the
+    // digits that the 1.001× target needs.
+    let rd = if opts.icount { 4 } else { 2 };
     for row in &r.rows {
-        let decimals = if row.unit == "s" { 2 } else { 0 };
+        let decimals = match (row.unit == "s", opts.icount) {
+            (true, true) => 4,
+            (true, false) => 2,
+            (false, true) => 3,
+            (false, false) => 0,
+        };
         let _ = writeln!(
             w,
             "   {:<19} {:>4}  {:>22}  {:>22}  {:>6}  {:>7}  {:>7}  {}",
@@ -1051,10 +1060,10 @@ pub fn render(r: &Report) -> String {
             row.unit,
             fixed(&row.ferrovisor, decimals),
             fixed(&row.bare, decimals),
-            times(row.ratio),
-            times(row.ratio_of_minima),
-            format!("≤{:.2}×", row.target),
-            verdict(row)
+            times_to(row.ratio, rd),
+            times_to(row.ratio_of_minima, rd),
+            format!("≤{:.prec$}×", row.target, prec = rd.max(3) - 1),
+            verdict(row, rd)
         );
     }
     let (met, judged) = r.targets_met();
@@ -1360,11 +1369,11 @@ mod tests {
         assert_eq!(up.met(), Some(false));
         // 1.25 vs 1.15: 0.10× over, 9 % over.
         assert_eq!(up.ratio, Some(1.25));
-        assert_eq!(verdict(up), "NO, by 0.10× (9% over)");
+        assert_eq!(verdict(up, 2), "NO, by 0.10× (9% over)");
         assert_eq!(r.targets_met(), (2, 3));
         let none = Row::new("x", "x", "s", s(&[1.0]), s(&[0.0]), 1.0);
         assert_eq!(none.met(), None);
-        assert_eq!(verdict(&none), "n/a");
+        assert_eq!(verdict(&none, 2), "n/a");
     }
 
     #[test]
@@ -1468,7 +1477,7 @@ mod tests {
             for boot in [Boot::Console, Boot::Quiet] {
                 let a = qemu_config(&o, side, boot, pkg).args();
                 let at = a.iter().position(|x| x == "-icount").unwrap();
-                assert_eq!(a[at + 1], "shift=0", "{side} {boot}");
+                assert_eq!(a[at + 1], "shift=0,sleep=off", "{side} {boot}");
             }
         }
         // The bare side still gets its command line.
@@ -1665,7 +1674,8 @@ mod tests {
         let ri = report(&oi, &records, |_, _| String::new()).unwrap();
         assert_eq!(ri.row("cpu_loop").unwrap().target, ICOUNT_LOOP_TARGET);
         assert_eq!(ri.row("boot_wall_quiet").unwrap().target, BOOT_TARGET);
-        assert!(render(&ri).contains("-icount shift=0"));
+        assert!(render(&ri).contains("-icount shift=0,sleep=off"));
+        assert!(render(&ri).contains(&times_to(ri.row("cpu_loop").unwrap().ratio, 4)));
         assert!(!render(&r).contains("-icount"));
     }
 
