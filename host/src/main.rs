@@ -153,6 +153,11 @@ enum Command {
         /// repetitions.
         #[arg(long, requires = "linux")]
         no_warmup: bool,
+        /// Run QEMU with `-icount shift=0,sleep=off` on both sides: the guest's clock
+        /// counts instructions, so the figures the guest times itself (and
+        /// their ratios) repeat exactly; wall times stay noisy.
+        #[arg(long)]
+        icount: bool,
     },
 }
 
@@ -271,8 +276,16 @@ fn main() -> ExitCode {
             timeout,
             linux: false,
             sched: false,
+            icount,
             ..
-        } => bench(runs, hypervisor, json, guest, timeout.unwrap_or(120)),
+        } => bench(
+            runs,
+            hypervisor,
+            json,
+            guest,
+            timeout.unwrap_or(120),
+            icount,
+        ),
         Command::Bench {
             runs,
             hypervisor,
@@ -282,8 +295,11 @@ fn main() -> ExitCode {
             linux_vms,
             kernel,
             initrd,
+            icount,
             ..
-        } => bench_sched(runs, hypervisor, json, kernel, initrd, timeout, linux_vms),
+        } => bench_sched(
+            runs, hypervisor, json, kernel, initrd, timeout, linux_vms, icount,
+        ),
         Command::Bench {
             runs,
             hypervisor,
@@ -295,9 +311,10 @@ fn main() -> ExitCode {
             initrd,
             reps,
             no_warmup,
+            icount,
             ..
         } => bench_linux(
-            runs, reps, !no_warmup, hypervisor, json, kernel, initrd, timeout,
+            runs, reps, !no_warmup, hypervisor, json, kernel, initrd, timeout, icount,
         ),
     };
     match result {
@@ -613,10 +630,12 @@ fn bench(
     json: Option<PathBuf>,
     guest: Option<PathBuf>,
     timeout: u64,
+    icount: bool,
 ) -> Result<ExitCode> {
     let defaults = benchmark::Options::new();
     let opts = benchmark::Options {
         runs: runs as usize,
+        icount,
         hypervisor: hypervisor.unwrap_or(defaults.hypervisor),
         guest: guest.unwrap_or(defaults.guest),
         timeout: Duration::from_secs(timeout),
@@ -653,6 +672,7 @@ fn report_bench(
     Ok(ExitCode::SUCCESS)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn bench_sched(
     runs: u32,
     hypervisor: Option<PathBuf>,
@@ -661,9 +681,11 @@ fn bench_sched(
     initrd: Option<PathBuf>,
     timeout: Option<u64>,
     linux_vms: u32,
+    icount: bool,
 ) -> Result<ExitCode> {
     let defaults = benchmark::sched::Options::new();
     let opts = benchmark::sched::Options {
+        icount,
         runs: runs as usize,
         hypervisor: hypervisor.unwrap_or(defaults.hypervisor),
         kernel: kernel.unwrap_or(defaults.kernel),
@@ -697,10 +719,12 @@ fn bench_linux(
     kernel: Option<PathBuf>,
     initrd: Option<PathBuf>,
     timeout: Option<u64>,
+    icount: bool,
 ) -> Result<ExitCode> {
     let defaults = benchmark::linux::Options::new();
     let opts = benchmark::linux::Options {
         runs: runs as usize,
+        icount,
         reps: reps as usize,
         warmup,
         hypervisor: hypervisor.unwrap_or(defaults.hypervisor),

@@ -85,6 +85,11 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     fatal(format_args!("panic: {}", info))
 }
 
+/// `ticks` of a `timebase` Hz clock in µs.
+pub fn ticks_to_us(ticks: u64, timebase: u64) -> u64 {
+    ticks.saturating_mul(1_000_000) / timebase.max(1)
+}
+
 fn enable_host_fpu() {
     // SAFETY: turning the FPU on (FS = Initial) lets the world switch save and
     // restore guest FP registers; the hypervisor itself uses no FP.
@@ -268,6 +273,7 @@ pub extern "C" fn rust_main(hartid: u64, dtb_pa: u64, start_time: u64) -> ! {
 
     // SAFETY: the package's frames are reserved above and never written.
     let pkg_bytes = unsafe { mem::static_slice(pkg_range.start, pkg_range.size) };
+    let checked_from = csr::time();
     let pkg = match fv_bootpkg::Package::parse(pkg_bytes) {
         Ok(p) => p,
         Err(e) => fatal(format_args!(
@@ -275,6 +281,14 @@ pub extern "C" fn rust_main(hartid: u64, dtb_pa: u64, start_time: u64) -> ! {
             pkg_range.start, e
         )),
     };
+    log!(
+        "boot package: {} KiB checked in {} us",
+        pkg.as_bytes().len() >> 10,
+        ticks_to_us(
+            csr::time().saturating_sub(checked_from),
+            plat.timebase_frequency
+        )
+    );
 
     // VMIDs: VM i gets VMID i + 1. With too few VMID bits for every VM, run
     // without VMIDs and flush G-stage translations on every VM switch instead.

@@ -11,7 +11,7 @@ use fv_addr::GuestPhysAddr;
 use fv_arch_riscv64::csr;
 use fv_arch_riscv64::firmware::{self, ShutdownReason};
 use fv_arch_riscv64::regs::{num, Irq};
-use fv_arch_riscv64::vcpu::{HartFeatures, RiscvVcpu};
+use fv_arch_riscv64::vcpu::{HartCsrs, HartFeatures, RiscvVcpu};
 use fv_devices::uart16550::Uart16550;
 use fv_guest_sbi::SbiCall;
 use fv_mgmt::{CounterKey, ExitReason, IrqKind};
@@ -176,7 +176,7 @@ pub fn run_hart(cpu: usize) -> ! {
     // SAFETY: enables interrupt sources; sstatus.SIE stays 0 so the hypervisor
     // itself is never interrupted (they only cause exits from the guest).
     unsafe { csr::set::<{ num::SIE }>((Irq::SSI | Irq::STI).bits()) };
-    let mut last: Option<(usize, usize)> = None;
+    let mut last = HartHistory::new(vms().len());
     let queue = &QUEUES[cpu];
     // The boot hart evens out the harts' loads every `balance_period` ticks.
     let balance_period = (host().timebase / BALANCE_HZ).max(1);
@@ -550,42 +550,92 @@ fn refresh(slot: &mut Slot, now: u64, rq: &mut RunQueue) {
     }
 }
 
+/// What one hart ran, for the fences and CSR writes a vCPU switch needs.
+struct HartHistory {
+    /// The (VM, vCPU) that ran last.
+    last: Option<(usize, usize)>,
+    /// Per VM (its index), which of its vCPUs ran last on this hart: with
+    /// VMIDs, the VS-stage TLB entries here tagged with that VM's VMID are
+    /// that vCPU's, and only another vCPU of the same VM needs them dropped.
+    by_vm: Vec<Option<usize>>,
+    /// What the hart's non-per-vCPU CSRs hold.
+    csrs: HartCsrs,
+}
+
+impl HartHistory {
+    fn new(vms: usize) -> Self {
+        HartHistory {
+            last: None,
+            by_vm: alloc::vec![None; vms],
+            csrs: HartCsrs::default(),
+        }
+    }
+
+    /// Whether `me` must drop the VS-stage entries on this hart before it
+    /// runs: another vCPU ran since that may have left entries `me` must not
+    /// use. With VMIDs (`vmids`), `hfence.vvma` and the entries are per VMID, so
+    /// only another vCPU of the same VM counts; without, any other vCPU does.
+    /// (A vCPU that moved harts and came back is fenced through its
+    /// `VcpuFences` instead, see `moved`.)
+    fn needs_vs_flush(&self, me: (usize, usize), vmids: bool) -> bool {
+        if vmids {
+            self.by_vm.get(me.0).is_none_or(|v| *v != Some(me.1))
+        } else {
+            self.last != Some(me)
+        }
+    }
+
+    fn ran(&mut self, me: (usize, usize)) {
+        self.last = Some(me);
+        if let Some(v) = self.by_vm.get_mut(me.0) {
+            *v = Some(me.1);
+        }
+    }
+}
+
 /// Runs one vCPU on this hart until its slice ends at `slice_end`, it blocks,
 /// stops, or its VM changes state. Returns why it came back.
-fn run_slot(
-    slot: &mut Slot,
-    last: &mut Option<(usize, usize)>,
-    slice_end: u64,
-    wake: Option<u64>,
-) -> Next {
+fn run_slot(slot: &mut Slot, last: &mut HartHistory, slice_end: u64, wake: Option<u64>) -> Next {
     // A waiting vCPU's timer ends the slice early: it is woken and the
     // scheduler (which credits waking vCPUs) decides who runs.
     let slice_end = wake.map_or(slice_end, |w| w.min(slice_end));
     let Some(vm) = vms().get(slot.vm) else {
         return Next::Stopped;
     };
-    if let Err(e) = vm.load_pending_images() {
-        log!("VM '{}': cannot load its images: {}", vm.name, e);
-        stop_vm(vm, StopReason::Fault);
-        return Next::Stopped;
+    let loading_from = csr::time();
+    match vm.load_pending_images() {
+        Ok(0) => {}
+        Ok(bytes) => log!(
+            "VM '{}': {} KiB of images loaded in {} us",
+            vm.name,
+            bytes >> 10,
+            crate::ticks_to_us(csr::time().saturating_sub(loading_from), host().timebase)
+        ),
+        Err(e) => {
+            log!("VM '{}': cannot load its images: {}", vm.name, e);
+            stop_vm(vm, StopReason::Fault);
+            return Next::Stopped;
+        }
     }
     let sh = &vm.vcpus[slot.vcpu];
     let me = (slot.vm, slot.vcpu);
-    let flush_gstage = core::mem::take(&mut slot.gfence)
-        || (host().features.vmid_bits == 0 && last.map(|l| l.0) != Some(slot.vm));
+    let vmids = host().features.vmid_bits != 0;
+    let table_changed = core::mem::take(&mut slot.gfence);
+    let flush_gstage = table_changed || (!vmids && last.last.map(|l| l.0) != Some(slot.vm));
+    let flush_vs = table_changed || last.needs_vs_flush(me, vmids);
     // SeqCst: a stopper or rebooter changes the VM state and then reads
     // `running`; this side stores `running` and then reads the state (in the
     // loop below). Only sequential consistency keeps both from missing each
     // other (RISC-V may perform a load before an earlier store otherwise).
     sh.running.store(true, Ordering::SeqCst);
-    slot.arch.load(*last != Some(me), flush_gstage);
-    *last = Some(me);
+    slot.arch.load(&mut last.csrs, flush_vs, flush_gstage);
+    last.ran(me);
     if !FIRST_ENTRY.swap(true, Ordering::AcqRel) {
         let ticks = csr::time().saturating_sub(crate::BOOT_TIME.load(Ordering::Relaxed));
         log!(
             "first guest entry {} ticks ({} us) after the hypervisor's first instruction",
             ticks,
-            ticks.saturating_mul(1_000_000) / host().timebase.max(1)
+            crate::ticks_to_us(ticks, host().timebase)
         );
     }
     let mut end = Next::Yield;
@@ -647,7 +697,7 @@ fn run_slot(
             break;
         }
     }
-    slot.arch.put();
+    slot.arch.put(&mut last.csrs);
     sh.running.store(false, Ordering::SeqCst);
     end
 }

@@ -465,35 +465,39 @@ impl Vm {
         images(&self.spec, &self.dtb)
     }
 
-    /// Copies the kernel segments, initrd and DTB into guest RAM (boot and reboot).
-    pub fn load_images(&self) -> Result<(), CreateError> {
+    /// Copies the kernel segments, initrd and DTB into guest RAM (boot and
+    /// reboot). Returns the bytes copied.
+    pub fn load_images(&self) -> Result<u64, CreateError> {
         self.copy_images(&mut self.inner.lock())
     }
 
     /// Loads the images if creation left them for the first run (called by
     /// the hart about to run the boot vCPU; once per VM, whoever comes first).
-    pub fn load_pending_images(&self) -> Result<(), CreateError> {
+    /// Returns the bytes copied (0: nothing was pending).
+    pub fn load_pending_images(&self) -> Result<u64, CreateError> {
         if !self.images_pending.load(Ordering::Acquire) {
-            return Ok(());
+            return Ok(0);
         }
         let mut inner = self.inner.lock();
         // Checked again under the lock: a reboot may have loaded them.
         if !self.images_pending.load(Ordering::Acquire) {
-            return Ok(());
+            return Ok(0);
         }
         self.copy_images(&mut inner)
     }
 
-    fn copy_images(&self, inner: &mut VmInner) -> Result<(), CreateError> {
+    fn copy_images(&self, inner: &mut VmInner) -> Result<u64, CreateError> {
         let memory = inner
             .memory
             .as_mut()
             .ok_or(CreateError::Memory(MemoryError::NotRam))?;
+        let mut copied = 0;
         for (gpa, data, mem_size) in self.images() {
             fill(memory, gpa, data, mem_size)?;
+            copied += data.len() as u64;
         }
         self.images_pending.store(false, Ordering::Release);
-        Ok(())
+        Ok(copied)
     }
 
     /// Frees the VM's guest RAM and G-stage tables, the unused part of its

@@ -34,6 +34,49 @@ pub unsafe fn store_zero(addr: u64, len: u64) {
     }
 }
 
+/// Copies `len` bytes from `src` to `dst` 64 bytes (eight 64-bit loads, then
+/// eight stores) per loop step. `memcpy`'s word loop costs about 5
+/// instructions per 8 bytes, this about 2.4, which matters under emulation
+/// for the tens of MiB of images copied before a guest's first instruction.
+///
+/// # Safety
+/// Both ranges must be 8-byte aligned memory the caller may read (`src`) and
+/// owns (`dst`), not overlapping; `len` must be a multiple of 64.
+pub unsafe fn copy_blocks(dst: u64, src: u64, len: u64) {
+    let (d, s) = (dst as *mut u64, src as *const u64);
+    let mut i = 0usize;
+    let n = (len / 8) as usize;
+    while i + 8 <= n {
+        // SAFETY: i + 8 <= len / 8 words of both ranges, per the contract.
+        // Volatile keeps the compiler from turning the loop back into a
+        // word-at-a-time `memcpy` call.
+        unsafe {
+            let (s, d) = (s.add(i), d.add(i));
+            let (w0, w1, w2, w3) = (
+                s.read_volatile(),
+                s.add(1).read_volatile(),
+                s.add(2).read_volatile(),
+                s.add(3).read_volatile(),
+            );
+            let (w4, w5, w6, w7) = (
+                s.add(4).read_volatile(),
+                s.add(5).read_volatile(),
+                s.add(6).read_volatile(),
+                s.add(7).read_volatile(),
+            );
+            d.write_volatile(w0);
+            d.add(1).write_volatile(w1);
+            d.add(2).write_volatile(w2);
+            d.add(3).write_volatile(w3);
+            d.add(4).write_volatile(w4);
+            d.add(5).write_volatile(w5);
+            d.add(6).write_volatile(w6);
+            d.add(7).write_volatile(w7);
+        }
+        i += 8;
+    }
+}
+
 /// Whether `cbo.zero` works in S-mode here: executes it on `scratch` (one
 /// block the caller owns) with a trap guard.
 ///

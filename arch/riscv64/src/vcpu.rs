@@ -68,6 +68,29 @@ pub struct HartFeatures {
     pub ssaia: bool,
 }
 
+/// What one hart's CSRs that [`RiscvVcpu::load`] writes but that are not
+/// per-vCPU state hold: one per hart, owned by its run loop, so a vCPU switch
+/// writes only what changes. `Default` = nothing known (the first load writes
+/// everything).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HartCsrs {
+    /// `hedeleg`, `hideleg`, `hcounteren` and `hstateen0..3` hold the values
+    /// every vCPU runs with.
+    constant: bool,
+    /// What `hgatp` holds, if a load wrote it.
+    hgatp: Option<u64>,
+    /// What `henvcfg` holds, if a load wrote it.
+    henvcfg: Option<u64>,
+}
+
+impl HartCsrs {
+    /// Forgets what the hart holds (someone else wrote these CSRs): the next
+    /// load writes them all.
+    pub fn forget(&mut self) {
+        *self = HartCsrs::default();
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default)]
 struct VsCsrs {
     vsstatus: u64,
@@ -163,37 +186,52 @@ impl RiscvVcpu {
     /// guest's VS-stage TLB entries on this hart to be dropped (another vCPU of
     /// the same VMID ran here since, or the vCPU moved harts); `flush_gstage`
     /// drops the G-stage entries of this VMID (the hart has no VMIDs and ran
-    /// another VM, or the table changed).
+    /// another VM, or the table changed). `hart` is what the hart's CSRs that
+    /// are the same for every vCPU (delegation, `hcounteren`, `hstateen*`) and
+    /// `hgatp`/`henvcfg` hold: only values that change are written, since under
+    /// emulation every CSR write costs.
     ///
     /// Context: the hart that will run the vCPU, interrupts masked, no other
-    /// vCPU loaded.
-    pub fn load(&mut self, flush_vs: bool, flush_gstage: bool) {
+    /// vCPU loaded; `hart` belongs to this hart and saw every earlier load on it.
+    pub fn load(&mut self, hart: &mut HartCsrs, flush_vs: bool, flush_gstage: bool) {
         let f = self.features;
+        let henvcfg = f.henvcfg | self.fwft_henvcfg;
         // SAFETY: these CSRs only shape VS/VU-mode execution; hgatp was vouched
         // for in `new`. None of them affects HS-mode memory accesses.
         unsafe {
-            csr::write::<{ num::HGATP }>(self.hgatp);
-            csr::write::<{ num::HEDELEG }>(regs::HEDELEG_GUEST);
-            csr::write::<{ num::HIDELEG }>(regs::HIDELEG_GUEST);
-            // Only `time` is read directly; cycle/instret reads trap and see
-            // this vCPU's own virtual counters.
-            csr::write::<{ num::HCOUNTEREN }>(Counteren::TM.bits());
+            if hart.hgatp != Some(self.hgatp) {
+                csr::write::<{ num::HGATP }>(self.hgatp);
+                hart.hgatp = Some(self.hgatp);
+            }
+            if !hart.constant {
+                csr::write::<{ num::HEDELEG }>(regs::HEDELEG_GUEST);
+                csr::write::<{ num::HIDELEG }>(regs::HIDELEG_GUEST);
+                // Only `time` is read directly; cycle/instret reads trap and see
+                // this vCPU's own virtual counters.
+                csr::write::<{ num::HCOUNTEREN }>(Counteren::TM.bits());
+                if f.hstateen {
+                    csr::write::<{ num::HSTATEEN0 }>(
+                        (regs::Hstateen0::SE0 | regs::Hstateen0::ENVCFG).bits(),
+                    );
+                    // sstateen1..3 stay closed to VS-mode (virtual instruction).
+                    if f.hstateen_123 & 1 != 0 {
+                        csr::write::<{ num::HSTATEEN1 }>(0);
+                    }
+                    if f.hstateen_123 & 2 != 0 {
+                        csr::write::<{ num::HSTATEEN2 }>(0);
+                    }
+                    if f.hstateen_123 & 4 != 0 {
+                        csr::write::<{ num::HSTATEEN3 }>(0);
+                    }
+                }
+                hart.constant = true;
+            }
             csr::write::<{ num::HTIMEDELTA }>(self.htimedelta);
-            csr::write::<{ num::HENVCFG }>(f.henvcfg | self.fwft_henvcfg);
+            if hart.henvcfg != Some(henvcfg) {
+                csr::write::<{ num::HENVCFG }>(henvcfg);
+                hart.henvcfg = Some(henvcfg);
+            }
             if f.hstateen {
-                csr::write::<{ num::HSTATEEN0 }>(
-                    (regs::Hstateen0::SE0 | regs::Hstateen0::ENVCFG).bits(),
-                );
-                // sstateen1..3 stay closed to VS-mode (virtual instruction).
-                if f.hstateen_123 & 1 != 0 {
-                    csr::write::<{ num::HSTATEEN1 }>(0);
-                }
-                if f.hstateen_123 & 2 != 0 {
-                    csr::write::<{ num::HSTATEEN2 }>(0);
-                }
-                if f.hstateen_123 & 4 != 0 {
-                    csr::write::<{ num::HSTATEEN3 }>(0);
-                }
                 csr::write::<{ num::SSTATEEN0 }>(self.vs.sstateen0);
             }
             if f.scontext {
@@ -228,10 +266,13 @@ impl RiscvVcpu {
     }
 
     /// Saves the live state back into the vCPU so the hart can run another one.
+    /// `hart` (the one [`RiscvVcpu::load`] got) learns what `henvcfg` holds now
+    /// ([`RiscvVcpu::set_fwft_henvcfg`] may have changed it while loaded).
     ///
     /// Context: the hart this vCPU is loaded on.
-    pub fn put(&mut self) {
+    pub fn put(&mut self, hart: &mut HartCsrs) {
         let f = self.features;
+        hart.henvcfg = Some(f.henvcfg | self.fwft_henvcfg);
         self.vs = VsCsrs {
             vsstatus: csr::read::<{ num::VSSTATUS }>(),
             vsie: csr::read::<{ num::VSIE }>(),
@@ -690,8 +731,9 @@ impl Vcpu for RiscvVcpu {
         self.fwft_henvcfg = 0;
         self.fwft_locked = 0;
         if self.loaded {
-            // Re-load so the live CSRs match the reset state.
-            self.load(true, false);
+            // Re-load so the live CSRs match the reset state, writing all of
+            // them (the hart's record learns `henvcfg` again at `put`).
+            self.load(&mut HartCsrs::default(), true, false);
         }
     }
 

@@ -62,7 +62,7 @@ pub enum BootPkgError {
     BadMagic,
     /// The format version is not [`crate::FORMAT_VERSION`].
     UnsupportedVersion(u32),
-    /// The CRC-32 in the header does not match the package's bytes.
+    /// The checksum in the header does not match the package's bytes.
     ChecksumMismatch {
         /// The checksum stored in the header.
         stored: u32,

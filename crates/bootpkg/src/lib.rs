@@ -10,10 +10,10 @@
 //! ```text
 //! offset  size  header
 //!      0     8  magic b"FVBOOTPK"
-//!      8     4  version (2)
+//!      8     4  version (2; version 1 had a CRC-32 as its checksum and no device or switch tables)
 //!     12     4  vm_count (1..=MAX_VMS)
 //!     16     8  total_size: bytes of the package (the input may be longer; the rest is ignored)
-//!     24     4  checksum: CRC-32 (IEEE, as in zlib) of bytes [0, total_size) with this field as zero
+//!     24     4  checksum: [`checksum`] (a 64-bit word hash folded to 32 bits) of bytes [0, total_size) with this field as zero
 //!     28     4  switch_count (0..=MAX_SWITCHES)
 //!     32     8  switch table offset (0 when switch_count is 0): switch_count records (see `devices`)
 //!     40     8  reserved, zero
@@ -45,7 +45,8 @@
 //! ```
 //!
 //! Version 2 added the device and switch tables (VirtIO devices served from the
-//! machine's own, issue #9); version 1 packages are refused.
+//! machine's own, issue #9) and replaced version 1's CRC-32 with a faster word
+//! hash (issue #12); version 1 packages are refused.
 //!
 //! Everything a VM record points at (strings, segment and device tables, blobs) lies after the
 //! VM table and inside `total_size`. Records may point at the same blob: VMs
@@ -69,9 +70,9 @@ extern crate alloc;
 #[cfg(any(test, feature = "alloc"))]
 mod builder;
 mod check;
-mod crc;
 mod devices;
 mod error;
+mod sum;
 
 use core::fmt;
 
@@ -79,13 +80,13 @@ pub use fv_addr::GuestPhysAddr;
 
 #[cfg(any(test, feature = "alloc"))]
 pub use builder::{PackageBuilder, VmDescriptor};
-pub use crc::{crc32, Crc32};
 pub use devices::{
     mac_is_valid, slot_gpa, DeviceKind, DeviceRule, SwitchRule, SwitchSpec, VmDevice, CONSOLE_SLOT,
     DEVICE_RECORD_SIZE, GUEST_VIRTIO_BASE, GUEST_VIRTIO_FIRST_IRQ, GUEST_VIRTIO_SLOTS,
     GUEST_VIRTIO_STRIDE, MAX_DEVICES, MAX_SWITCHES, SWITCH_RECORD_SIZE,
 };
 pub use error::{BootPkgError, Part};
+pub use sum::checksum;
 
 /// The 8 bytes every package starts with.
 pub const MAGIC: [u8; 8] = *b"FVBOOTPK";
@@ -409,21 +410,9 @@ fn vm_index(i: usize) -> u32 {
     u32::try_from(i).unwrap_or(u32::MAX)
 }
 
-/// CRC-32 of the package with the checksum field taken as zero.
+/// The package's checksum ([`checksum`]) with the checksum field taken as zero.
 pub(crate) fn package_checksum(bytes: &[u8]) -> u32 {
-    let mut crc = Crc32::new();
-    match (
-        bytes.get(..CHECKSUM_OFFSET),
-        bytes.get(CHECKSUM_OFFSET + 4..),
-    ) {
-        (Some(head), Some(tail)) => {
-            crc.update(head);
-            crc.update(&[0; 4]);
-            crc.update(tail);
-        }
-        _ => crc.update(bytes),
-    }
-    crc.finish()
+    sum::checksum_without(bytes, CHECKSUM_OFFSET)
 }
 
 pub(crate) fn read_u32(b: &[u8], off: usize) -> Result<u32, BootPkgError> {

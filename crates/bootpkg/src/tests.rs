@@ -238,7 +238,7 @@ fn header_layout_is_pinned() {
     assert_eq!(get64(&bytes, 16), bytes.len() as u64);
     let mut zeroed = bytes.clone();
     put32(&mut zeroed, 24, 0);
-    assert_eq!(read_u32(&bytes, 24).unwrap(), crc32(&zeroed));
+    assert_eq!(read_u32(&bytes, 24).unwrap(), checksum(&zeroed));
     // VM record fields.
     assert_eq!(read_u32(&bytes, VM0 + 32).unwrap(), 4); // vcpus
     assert_eq!(read_u32(&bytes, VM0 + 36).unwrap(), 0b11); // flags
@@ -305,6 +305,11 @@ fn header_errors() {
     let mut b = build_sample();
     b[0] = b'X';
     assert_eq!(Package::parse(&b).unwrap_err(), BootPkgError::BadMagic);
+    assert_eq!(
+        parse_edited(|b| put32(b, 8, 3)),
+        Err(BootPkgError::UnsupportedVersion(3))
+    );
+    // Version 1 (CRC-32) packages are refused, not misread.
     assert_eq!(
         parse_edited(|b| put32(b, 8, 1)),
         Err(BootPkgError::UnsupportedVersion(1))
@@ -774,8 +779,9 @@ fn walk(pkg: &Package<'_>) -> usize {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
-    /// Any corruption of 1..=4 bytes is caught (the CRC-32 detects every error
-    /// burst up to 32 bits, and random multi-byte damage with probability 1 - 2^-32).
+    /// Any corruption of 1..=4 bytes is caught (the checksum sees every change
+    /// of a single 64-bit word, and random damage to several with probability
+    /// about 1 - 2^-32).
     #[test]
     fn flipped_bytes_are_rejected(
         flips in prop::collection::vec((any::<prop::sample::Index>(), 1u8..=255), 1..=4)

@@ -54,6 +54,33 @@ pub const VM_NAME: &str = "bench";
 /// Where the logs (and boot packages) go, under the target directory.
 pub const LOG_SUBDIR: &str = "bench-logs";
 
+/// QEMU's deterministic instruction-count mode (`--icount`): guest time counts
+/// executed instructions (one instruction = 1 ns of guest time, MTTCG off), and
+/// with `sleep=off` an idle machine's clock jumps to the next timer instead of
+/// following the host's, so figures the guest times with its own clock repeat
+/// and their ratio is the hypervisor's instruction overhead, free of the
+/// host's noise. It
+/// hides what TCG itself pays in wall time for V=1 (TLB flushes, two-stage
+/// walks): report it beside the wall-time figures, never instead of them.
+pub const ICOUNT_ARGS: [&str; 2] = ["-icount", "shift=0,sleep=off"];
+
+/// The line a report under [`ICOUNT_ARGS`] starts its table with.
+pub fn icount_note() -> String {
+    format!(
+        "QEMU {}: guest time counts instructions (1 ns = 1 instruction, one host thread; idle time skipped); wall times are not comparable with a run without it",
+        ICOUNT_ARGS.join(" ")
+    )
+}
+
+/// `cfg` with [`ICOUNT_ARGS`] appended when `icount` is set.
+pub fn with_icount(mut cfg: QemuConfig, icount: bool) -> QemuConfig {
+    if icount {
+        cfg.extra_args
+            .extend(ICOUNT_ARGS.iter().map(|a| a.to_string()));
+    }
+    cfg
+}
+
 /// What to run.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Options {
@@ -73,6 +100,8 @@ pub struct Options {
     pub vm_memory_bytes: u64,
     /// VMs in the run that shows memory growth per VM (≥ 2).
     pub multi_vms: usize,
+    /// Run every QEMU under [`ICOUNT_ARGS`] (guest ticks count instructions).
+    pub icount: bool,
 }
 
 impl Options {
@@ -88,6 +117,7 @@ impl Options {
             cpus: 1,
             vm_memory_bytes: 256 * MIB,
             multi_vms: 4,
+            icount: false,
         }
     }
 
@@ -219,6 +249,8 @@ pub struct Report {
     pub date: String,
     /// Runs per side.
     pub runs: usize,
+    /// Whether QEMU ran under [`ICOUNT_ARGS`] (guest ticks count instructions).
+    pub icount: bool,
     /// `qemu-system-riscv64 --version`'s first line, if it answered.
     pub qemu_version: Option<String>,
     /// The machine of the single-VM and bare runs.
@@ -500,8 +532,11 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report, Ben
     let image = elf::image_size(&image_bytes)
         .map_err(|e| BenchError::Setup(format!("hypervisor {}: {e}", opts.hypervisor.display())))?;
     let (pkg, machine) = package_for(opts, 1)?;
-    let fv_cfg = QemuConfig::new(&machine, &opts.hypervisor, Some(&pkg));
-    let bare_cfg = QemuConfig::new(&machine, &opts.guest, None);
+    let fv_cfg = with_icount(
+        QemuConfig::new(&machine, &opts.hypervisor, Some(&pkg)),
+        opts.icount,
+    );
+    let bare_cfg = with_icount(QemuConfig::new(&machine, &opts.guest, None), opts.icount);
 
     let mut fv_guest = Vec::new();
     let mut fv_hv: Vec<HypervisorFigures> = Vec::new();
@@ -541,7 +576,10 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report, Ben
     }
 
     let (multi_pkg, multi_machine) = package_for(opts, opts.multi_vms)?;
-    let multi_cfg = QemuConfig::new(&multi_machine, &opts.hypervisor, Some(&multi_pkg));
+    let multi_cfg = with_icount(
+        QemuConfig::new(&multi_machine, &opts.hypervisor, Some(&multi_pkg)),
+        opts.icount,
+    );
     let multi_log = opts
         .log_dir
         .join(format!("ferrovisor-{}vms.log", opts.multi_vms));
@@ -630,6 +668,7 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report, Ben
     };
 
     Ok(Report {
+        icount: opts.icount,
         date: utc_date(SystemTime::now()),
         runs: opts.runs,
         qemu_version: qemu_version(&fv_cfg.binary),
@@ -708,6 +747,12 @@ pub fn bytes(v: f64) -> String {
 }
 
 /// A ratio as `6.65×`, or `n/a`.
+/// A ratio with `decimals` places (instruction-count ratios need 4).
+pub fn times_to(r: Option<f64>, decimals: usize) -> String {
+    r.map_or_else(|| "n/a".into(), |r| format!("{r:.decimals$}×"))
+}
+
+/// A ratio, 2 decimals (1 from 10×).
 pub fn times(r: Option<f64>) -> String {
     match r {
         Some(r) if r >= 10.0 => format!("{r:.1}×"),
@@ -756,6 +801,9 @@ pub fn render(r: &Report) -> String {
         1,
         r.vm_memory_bytes / MIB
     );
+    if r.icount {
+        let _ = writeln!(w, "{}", icount_note());
+    }
     let timebase = r.row("timebase").map_or(0.0, |t| t.ferrovisor.median);
 
     let _ = writeln!(
@@ -923,6 +971,7 @@ pub fn to_json(r: &Report) -> Json {
     Json::obj([
         ("date", Json::str(r.date.clone())),
         ("runs_per_side", Json::Num(r.runs as f64)),
+        ("icount", Json::Bool(r.icount)),
         (
             "qemu_version",
             r.qemu_version.clone().map_or(Json::Null, Json::Str),
@@ -1034,6 +1083,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn icount_appends_the_deterministic_clock_only_when_asked() {
+        let o = Options::new();
+        let m = o.machine(1);
+        let plain = with_icount(QemuConfig::new(&m, Path::new("k"), None), false).args();
+        assert!(!plain.iter().any(|a| a == "-icount"));
+        let mut q = QemuConfig::new(&m, Path::new("k"), None);
+        q.extra_args = vec!["-append".into(), "x".into()];
+        let a = with_icount(q, true).args();
+        assert_eq!(
+            a[a.len() - 4..],
+            ["-append", "x", "-icount", "shift=0,sleep=off"]
+        );
+    }
+
+    #[test]
     fn dates() {
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         assert_eq!(civil_from_days(-1), (1969, 12, 31));
@@ -1120,6 +1184,7 @@ mod tests {
             })
             .collect();
         Report {
+            icount: false,
             date: "2026-11-20".into(),
             runs: 3,
             qemu_version: Some("QEMU emulator version 10.0.2".into()),

@@ -36,8 +36,8 @@ use crate::bench::json::Json;
 use crate::bench::parse::{parse_bench_line, parse_hypervisor_output, LineError};
 use crate::bench::stats::{ratio, Stat};
 use crate::bench::{
-    check_file, num, prepare_log_dir, qemu_version, spread, times, utc_date, write_package,
-    BenchError, Side, LOG_SUBDIR,
+    check_file, icount_note, num, prepare_log_dir, qemu_version, spread, times, times_to, utc_date,
+    with_icount, write_package, BenchError, Side, LOG_SUBDIR,
 };
 use crate::config::{Arch, Machine, VmConfig};
 use crate::qemu::QemuConfig;
@@ -56,8 +56,13 @@ pub const FETCH_COMMAND: &str = "scripts/fetch-linux.sh";
 /// The kernel command line of the verbose boot (both sides).
 pub const CONSOLE_COMMAND_LINE: &str = "console=ttyS0";
 
-/// Boot-time targets: Ferrovisor / bare at most this.
+/// Boot-time target of the quiet boot: Ferrovisor / bare at most this.
 pub const BOOT_TARGET: f64 = 1.15;
+/// Boot-time target of the verbose `console=ttyS0` boot (issue 12).
+pub const CONSOLE_BOOT_TARGET: f64 = 1.25;
+/// Target of every in-guest benchmark under `-icount shift=0`: counted in
+/// instructions, the loops must cost the hypervisor (almost) nothing.
+pub const ICOUNT_LOOP_TARGET: f64 = 1.001;
 
 /// One in-guest benchmark: a shell command timed by the guest.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -164,6 +169,10 @@ pub struct Options {
     pub guest_memory_bytes: u64,
     /// The machine's memory under Ferrovisor.
     pub machine_memory_bytes: u64,
+    /// Run both sides under [`crate::bench::ICOUNT_ARGS`]: the guest's clock
+    /// counts instructions, so its figures (uptime, in-guest benchmarks) are
+    /// deterministic; the wall times still are wall times.
+    pub icount: bool,
 }
 
 impl Options {
@@ -184,6 +193,7 @@ impl Options {
             cpus: 2,
             guest_memory_bytes: 512 * MIB,
             machine_memory_bytes: 1024 * MIB,
+            icount: false,
         }
     }
 
@@ -235,6 +245,14 @@ impl Boot {
         match self {
             Boot::Console => "console",
             Boot::Quiet => "quiet",
+        }
+    }
+
+    /// Ferrovisor / bare at most this for this boot's figures.
+    pub fn target(self) -> f64 {
+        match self {
+            Boot::Console => CONSOLE_BOOT_TARGET,
+            Boot::Quiet => BOOT_TARGET,
         }
     }
 }
@@ -417,7 +435,7 @@ fn package_for(opts: &Options, boot: Boot) -> Result<PathBuf, BenchError> {
 
 /// The QEMU command for `side` and `boot`.
 fn qemu_config(opts: &Options, side: Side, boot: Boot, pkg: &Path) -> QemuConfig {
-    match side {
+    let cfg = match side {
         Side::Ferrovisor => {
             QemuConfig::new(&opts.ferrovisor_machine(), &opts.hypervisor, Some(pkg))
         }
@@ -426,7 +444,8 @@ fn qemu_config(opts: &Options, side: Side, boot: Boot, pkg: &Path) -> QemuConfig
             q.extra_args = vec!["-append".into(), boot.command_line()];
             q
         }
-    }
+    };
+    with_icount(cfg, opts.icount)
 }
 
 /// The lines' texts.
@@ -847,7 +866,7 @@ fn report(
             "s",
             stat(&col(&f, &|r| r.wall_to_marker_s), "wall time to the marker")?,
             stat(&col(&b, &|r| r.wall_to_marker_s), "wall time to the marker")?,
-            BOOT_TARGET,
+            boot.target(),
         ));
         rows.push(Row::new(
             format!("boot_uptime_{}", boot.tag()),
@@ -855,7 +874,7 @@ fn report(
             "s",
             stat(&col(&f, &|r| r.status.uptime_s), "the guest's uptime")?,
             stat(&col(&b, &|r| r.status.uptime_s), "the guest's uptime")?,
-            BOOT_TARGET,
+            boot.target(),
         ));
     }
     for (k, bench) in GUEST_BENCHES.iter().enumerate() {
@@ -872,7 +891,11 @@ fn report(
             "ms",
             stat(&pool(Side::Ferrovisor), bench.name)?,
             stat(&pool(Side::Bare), bench.name)?,
-            bench.target,
+            if opts.icount {
+                ICOUNT_LOOP_TARGET
+            } else {
+                bench.target
+            },
         );
         let warm = |side: Side| -> Vec<f64> {
             select(side, Boot::Quiet)
@@ -958,13 +981,14 @@ fn report(
 // ---------------------------------------------------------------------------
 // Output.
 
-fn verdict(row: &Row) -> String {
+fn verdict(row: &Row, decimals: usize) -> String {
     match (row.met(), row.ratio) {
         (Some(true), _) => "yes".into(),
         (Some(false), Some(r)) => format!(
-            "NO, by {:.2}× ({:.0}% over)",
+            "NO, by {:.decimals$}× ({:.prec$}% over)",
             r - row.target,
-            (r / row.target - 1.0) * 100.0
+            (r / row.target - 1.0) * 100.0,
+            prec = decimals.saturating_sub(2)
         ),
         _ => "n/a".into(),
     }
@@ -1001,6 +1025,13 @@ pub fn render(r: &Report) -> String {
         opts.cpus,
         opts.guest_memory_bytes / MIB
     );
+    if opts.icount {
+        let _ = writeln!(
+            w,
+            "{}: uptime and in-guest figures are instruction counts (ns = instructions), wall times stay wall times",
+            icount_note()
+        );
+    }
     let _ = writeln!(
         w,
         "in-guest benchmarks: after the quiet boot, {}{} repetition(s) each per boot, timed by the guest's clock;\nmedian over runs (× repetitions)  [min–max]; ratio = ferrovisor median / bare median\n",
@@ -1012,8 +1043,16 @@ pub fn render(r: &Report) -> String {
         "   {:<19} {:>4}  {:>22}  {:>22}  {:>6}  {:>7}  {:>7}  met? (by the ratio of medians)",
         "figure", "unit", "ferrovisor", "bare QEMU", "ratio", "of min", "target"
     );
+    // Instruction counts repeat exactly: show them (and their ratios) to the
+    // digits that the 1.001× target needs.
+    let rd = if opts.icount { 4 } else { 2 };
     for row in &r.rows {
-        let decimals = if row.unit == "s" { 2 } else { 0 };
+        let decimals = match (row.unit == "s", opts.icount) {
+            (true, true) => 4,
+            (true, false) => 2,
+            (false, true) => 3,
+            (false, false) => 0,
+        };
         let _ = writeln!(
             w,
             "   {:<19} {:>4}  {:>22}  {:>22}  {:>6}  {:>7}  {:>7}  {}",
@@ -1021,10 +1060,10 @@ pub fn render(r: &Report) -> String {
             row.unit,
             fixed(&row.ferrovisor, decimals),
             fixed(&row.bare, decimals),
-            times(row.ratio),
-            times(row.ratio_of_minima),
-            format!("≤{:.2}×", row.target),
-            verdict(row)
+            times_to(row.ratio, rd),
+            times_to(row.ratio_of_minima, rd),
+            format!("≤{:.prec$}×", row.target, prec = rd.max(3) - 1),
+            verdict(row, rd)
         );
     }
     let (met, judged) = r.targets_met();
@@ -1150,6 +1189,7 @@ pub fn to_json(r: &Report) -> Json {
         ("runs_per_side", Json::Num(r.runs as f64)),
         ("repetitions_per_boot", Json::Num(r.reps as f64)),
         ("warmup_run_per_boot", Json::Bool(o.warmup)),
+        ("icount", Json::Bool(o.icount)),
         (
             "qemu_version",
             r.qemu_version.clone().map_or(Json::Null, Json::Str),
@@ -1329,11 +1369,11 @@ mod tests {
         assert_eq!(up.met(), Some(false));
         // 1.25 vs 1.15: 0.10× over, 9 % over.
         assert_eq!(up.ratio, Some(1.25));
-        assert_eq!(verdict(up), "NO, by 0.10× (9% over)");
+        assert_eq!(verdict(up, 2), "NO, by 0.10× (9% over)");
         assert_eq!(r.targets_met(), (2, 3));
         let none = Row::new("x", "x", "s", s(&[1.0]), s(&[0.0]), 1.0);
         assert_eq!(none.met(), None);
-        assert_eq!(verdict(&none), "n/a");
+        assert_eq!(verdict(&none, 2), "n/a");
     }
 
     #[test]
@@ -1422,6 +1462,27 @@ mod tests {
         assert!(fv.contains(&"1024M".to_string()));
         assert!(fv.contains(&"p.fvpkg".to_string()));
         assert!(!fv.contains(&"-append".to_string()));
+        assert!(!fv.iter().any(|a| a == "-icount"));
+        assert!(!bare.iter().any(|a| a == "-icount"));
+    }
+
+    #[test]
+    fn icount_mode_runs_both_sides_counting_instructions() {
+        let o = Options {
+            icount: true,
+            ..Options::new()
+        };
+        let pkg = Path::new("p.fvpkg");
+        for side in [Side::Ferrovisor, Side::Bare] {
+            for boot in [Boot::Console, Boot::Quiet] {
+                let a = qemu_config(&o, side, boot, pkg).args();
+                let at = a.iter().position(|x| x == "-icount").unwrap();
+                assert_eq!(a[at + 1], "shift=0,sleep=off", "{side} {boot}");
+            }
+        }
+        // The bare side still gets its command line.
+        let bare = qemu_config(&o, Side::Bare, Boot::Quiet, pkg).args();
+        assert!(bare.contains(&"console=ttyS0 quiet".to_string()));
     }
 
     #[test]
@@ -1572,6 +1633,8 @@ mod tests {
         };
         let r = report(&o, &records, |side, boot| format!("{side} {boot}")).unwrap();
         let wall = r.row("boot_wall_console").unwrap();
+        assert_eq!(wall.target, CONSOLE_BOOT_TARGET);
+        assert_eq!(r.row("boot_wall_quiet").unwrap().target, BOOT_TARGET);
         assert_eq!(wall.ferrovisor.runs, vec![7.0, 7.4]);
         assert_eq!(wall.bare.runs, vec![6.5, 6.7]);
         assert_eq!(wall.ratio, Some(7.2 / 6.6));
@@ -1604,6 +1667,16 @@ mod tests {
         odd[3].status.release = "6.1".into();
         let e = report(&o, &odd, |_, _| String::new()).unwrap_err();
         assert!(matches!(e, BenchError::Inconsistent(_)), "{e}");
+
+        // Under -icount the loops are judged against the instruction-count
+        // target, the boots keep theirs.
+        let oi = Options { icount: true, ..o };
+        let ri = report(&oi, &records, |_, _| String::new()).unwrap();
+        assert_eq!(ri.row("cpu_loop").unwrap().target, ICOUNT_LOOP_TARGET);
+        assert_eq!(ri.row("boot_wall_quiet").unwrap().target, BOOT_TARGET);
+        assert!(render(&ri).contains("-icount shift=0,sleep=off"));
+        assert!(render(&ri).contains(&times_to(ri.row("cpu_loop").unwrap().ratio, 4)));
+        assert!(!render(&r).contains("-icount"));
     }
 
     #[test]

@@ -33,8 +33,8 @@ use crate::bench::linux::console::Console;
 use crate::bench::linux::parse::{guest_lines, is_marker, parse_boot};
 use crate::bench::stats::{ratio, Stat};
 use crate::bench::{
-    check_file, prepare_log_dir, qemu_version, run_once, spread, times, utc_date, BenchError, Side,
-    LOG_SUBDIR,
+    check_file, prepare_log_dir, qemu_version, run_once, spread, times, utc_date, with_icount,
+    BenchError, Side, LOG_SUBDIR,
 };
 use crate::config::{self, Arch, Machine, VmConfig};
 use crate::qemu::QemuConfig;
@@ -76,6 +76,9 @@ pub struct Options {
     pub kernel: PathBuf,
     /// The initramfs.
     pub initrd: PathBuf,
+    /// Run every QEMU under [`crate::bench::ICOUNT_ARGS`]: the probes' gaps
+    /// and null calls are then counted in instructions (1 ns = 1 instruction).
+    pub icount: bool,
 }
 
 impl Options {
@@ -96,6 +99,7 @@ impl Options {
             linux_memory_bytes: 128 * MIB,
             kernel: current.join("Image"),
             initrd: current.join("initramfs.cpio.gz"),
+            icount: false,
         }
     }
 
@@ -320,7 +324,7 @@ fn probe_configs(opts: &Options) -> Result<Vec<(usize, QemuConfig)>, BenchError>
     let bare_machine = opts.machine(1, 128 * MIB);
     let mut bare = QemuConfig::new(&bare_machine, &opts.guest, None);
     bare.extra_args = vec!["-append".into(), opts.probe_args()];
-    out.push((0, bare));
+    out.push((0, with_icount(bare, opts.icount)));
     for &n in &opts.shares {
         let machine = opts.machine(
             1,
@@ -343,7 +347,13 @@ fn probe_configs(opts: &Options) -> Result<Vec<(usize, QemuConfig)>, BenchError>
             })
             .collect();
         let pkg = write_package(opts, &machine, vms, &format!("probe-{n}vm.fvpkg"))?;
-        out.push((n, QemuConfig::new(&machine, &opts.hypervisor, Some(&pkg))));
+        out.push((
+            n,
+            with_icount(
+                QemuConfig::new(&machine, &opts.hypervisor, Some(&pkg)),
+                opts.icount,
+            ),
+        ));
     }
     Ok(out)
 }
@@ -392,14 +402,23 @@ fn linux_configs(opts: &Options) -> Result<[(QemuConfig, Vec<String>); 3], Bench
         names.iter().cloned().map(vm).collect(),
         &format!("linux-{}vm.fvpkg", opts.linux_vms),
     )?;
+    let ic = |q: QemuConfig| with_icount(q, opts.icount);
     Ok([
-        (bare, vec![String::new()]),
+        (ic(bare), vec![String::new()]),
         (
-            QemuConfig::new(&machine(1), &opts.hypervisor, Some(&alone_pkg)),
+            ic(QemuConfig::new(
+                &machine(1),
+                &opts.hypervisor,
+                Some(&alone_pkg),
+            )),
             vec!["linux".into()],
         ),
         (
-            QemuConfig::new(&machine(opts.linux_vms), &opts.hypervisor, Some(&all_pkg)),
+            ic(QemuConfig::new(
+                &machine(opts.linux_vms),
+                &opts.hypervisor,
+                Some(&all_pkg),
+            )),
             names,
         ),
     ])
@@ -654,6 +673,9 @@ pub fn render(r: &Report) -> String {
             .as_deref()
             .unwrap_or("QEMU (version unknown)")
     );
+    if opts.icount {
+        let _ = writeln!(w, "{}", crate::bench::icount_note());
+    }
     let _ = writeln!(
         w,
         "scheduler: period {} µs, min slice {} µs; probes: cpu-hog `{}` on -smp 1, 32 MiB per VM",
