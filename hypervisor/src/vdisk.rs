@@ -142,14 +142,6 @@ pub struct VmRng {
     starved: bool,
 }
 
-/// The guest address and PLIC source of slot `slot`.
-pub fn slot_place(slot: u8) -> (GuestPhysAddr, u32) {
-    let base = GuestPhysAddr::new(
-        fv_bootpkg::GUEST_VIRTIO_BASE.raw() + u64::from(slot) * fv_bootpkg::GUEST_VIRTIO_STRIDE,
-    );
-    (base, fv_bootpkg::GUEST_VIRTIO_FIRST_IRQ + u32::from(slot))
-}
-
 /// The ID string a VM disk answers `GET_ID` with: `fv-vd<slot>`.
 fn disk_id(slot: u8) -> [u8; fv_virtio::blk::ID_LEN] {
     let mut id = [0u8; fv_virtio::blk::ID_LEN];
@@ -189,7 +181,7 @@ fn create_into(
     rngs: &mut Vec<VmRng>,
 ) -> Result<(), CreateError> {
     for d in spec.devices() {
-        let (base, irq) = slot_place(d.slot);
+        let (base, irq) = (d.gpa(), d.irq());
         let fail = |why| CreateError::Device { slot: d.slot, why };
         match d.kind {
             DeviceKind::Block {
