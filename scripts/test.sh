@@ -72,7 +72,7 @@ step fmt cargo fmt --all --check
 # --all-targets skips test targets marked `test = false` (the QEMU tests): lint them too.
 clippy_host() {
     cargo clippy --all-targets -- -D warnings &&
-        cargo clippy -p ferrovisor --test qemu --test linux --test containment --test lifecycle --test control -- -D warnings
+        cargo clippy -p ferrovisor --test qemu --test linux --test containment --test lifecycle --test control --test rest -- -D warnings
 }
 
 step clippy-host clippy_host
@@ -91,6 +91,10 @@ step lifecycle-tests cargo test -p ferrovisor --test lifecycle -- --test-threads
 # A running instance managed from other processes: ps, vm, stats, logs, console
 # over the control channel (two Linux VMs).
 step control-tests cargo test -p ferrovisor --test control -- --test-threads=1 --nocapture
+# The REST API of a running instance: HTTP on http.sock and loopback TCP,
+# tokens, JSON errors, OpenAPI, events, /metrics (promtool when installed;
+# required under CI), audit log, a 20-client load test (two Linux VMs).
+step rest-tests cargo test -p ferrovisor --test rest -- --test-threads=1 --nocapture
 
 echo
 echo "=== summary"

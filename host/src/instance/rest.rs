@@ -72,8 +72,9 @@ impl Role {
 pub struct Peer(String);
 
 impl Connected<axum::serve::IncomingStream<'_, tokio::net::UnixListener>> for Peer {
-    fn connect_info(s: axum::serve::IncomingStream<'_, tokio::net::UnixListener>) -> Peer {
-        Peer(match s.io().peer_cred() {
+    fn connect_info(incoming: axum::serve::IncomingStream<'_, tokio::net::UnixListener>) -> Peer {
+        let stream = axum::serve::IncomingStream::io(&incoming);
+        Peer(match stream.peer_cred() {
             Ok(c) => format!(
                 "unix:uid={},pid={}",
                 c.uid(),
@@ -289,13 +290,16 @@ async fn vm_action(
         )
     })?;
     let a: ActionRequest = serde_json::from_slice(&body).map_err(|e| {
+        let what = match e.classify() {
+            serde_json::error::Category::Eof => "incomplete JSON",
+            serde_json::error::Category::Data => "wrong field or type",
+            _ => "malformed JSON",
+        };
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "bad-request",
             &req,
-            format!(
-                "body: {e} (expected {{\"action\": \"pause|resume|stop|reboot|destroy|start\"}})"
-            ),
+            format!("body: {what}: {e} (expected {{\"action\": \"pause|resume|stop|reboot|destroy|start\"}})"),
         )
     })?;
     vm_name(&req, &name)?;
@@ -670,7 +674,10 @@ impl Rest {
         let mut bound = None;
         if let Some(addr) = tcp {
             let l = rt.block_on(tokio::net::TcpListener::bind(addr))?;
-            bound = Some(l.local_addr()?);
+            let a = l.local_addr()?;
+            // Clients (and tests) find the port here when it was 0.
+            std::fs::write(dir.http_addr_file(), format!("{a}\n"))?;
+            bound = Some(a);
             rt.spawn(async move {
                 let _ = axum::serve(l, app.into_make_service_with_connect_info::<Peer>()).await;
             });

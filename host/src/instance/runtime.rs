@@ -119,6 +119,11 @@ impl InstanceDir {
         self.dir.join("http.sock")
     }
 
+    /// The REST API's loopback TCP address (`--http`), when it has one.
+    pub fn http_addr_file(&self) -> PathBuf {
+        self.dir.join("http.addr")
+    }
+
     /// The REST API's audit log (JSON lines).
     pub fn audit_log(&self) -> PathBuf {
         self.dir.join("audit.log")

@@ -264,6 +264,17 @@ impl Console {
     /// ([`standard_failure_patterns`]), `Kernel panic`, `Oops`, `Unable to
     /// handle kernel` and a VM `stopped by the hypervisor`.
     pub fn spawn(name: &str, config: &Path, timeout_s: u64, vms: &[Vm]) -> Console {
+        Console::spawn_with(name, config, timeout_s, vms, &[])
+    }
+
+    /// [`Console::spawn`] with `extra` arguments to `run` (e.g. `--http`).
+    pub fn spawn_with(
+        name: &str,
+        config: &Path,
+        timeout_s: u64,
+        vms: &[Vm],
+        extra: &[&str],
+    ) -> Console {
         let logs = paths::qemu_log_dir();
         fs::create_dir_all(&logs).unwrap();
         let transcript_path = logs.join(format!("{name}.log"));
@@ -280,6 +291,7 @@ impl Console {
             .arg(config)
             .arg("--timeout")
             .arg(timeout_s.to_string())
+            .args(extra)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
