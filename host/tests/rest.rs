@@ -14,7 +14,8 @@
 //!   an unknown field, a wrong type, an unknown action and a bad VM name 400,
 //!   a 100 KiB body 413.
 //! - `GET /v1/events` shows `a` paused, then running; `GET /v1/vms/a` shows
-//!   it paused in between.
+//!   it paused in between. An action whose client vanishes at once still
+//!   happens (b paused) and is audited.
 //! - `/metrics` passes the Rust-side format check (and `promtool check
 //!   metrics` when promtool is installed; required when `CI` is set) and has
 //!   a's exits, the harts' busy time and the VMs' states.
@@ -496,6 +497,24 @@ fn rest_api() {
     audited += 1;
     let seen = events.wait_for(r#""state":"running""#);
     assert!(seen.last().unwrap().contains(r#""vm":"a""#), "{seen:?}");
+    // A client that goes away right after sending an action: the action
+    // still happens, and is audited.
+    let mut vanishing = tcp.connect().unwrap();
+    vanishing
+        .write_all(&request_text(
+            "POST",
+            "/v1/vms/b/actions",
+            Some(&token),
+            Some(br#"{"action": "pause"}"#),
+        ))
+        .unwrap();
+    drop(vanishing);
+    audited += 1;
+    // (The event's keys come sorted.)
+    events.wait_for(r#""state":"paused","vm":"b""#);
+    assert_eq!(act(&unix, &token, "b", "resume").status, 200);
+    audited += 1;
+    events.wait_for(r#""state":"running","vm":"b""#);
 
     // Metrics.
     let m = http(&unix, "GET", "/metrics", Some(&ro), None);

@@ -172,6 +172,13 @@ async fn call(st: &St, request: &str, line: String) -> Result<Vec<Record>, ApiEr
     .await;
     match r {
         Ok(r) => r.map_err(|e| ApiError::from_ctl(request, e)),
+        // The runtime is shutting down: `run` is ending.
+        Err(e) if e.is_cancelled() => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "gone",
+            request,
+            "the instance is ending",
+        )),
         Err(e) => Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
@@ -536,11 +543,15 @@ async fn auth(State(st): State<St>, req: Request, next: Next) -> Response {
     if method == Method::GET {
         return next.run(req).await;
     }
-    let resp = next.run(req).await;
-    let status = resp.status().as_u16();
-    let result = if resp.status().is_success() {
-        "ok".to_string()
-    } else {
+    // A mutating request runs to its end and is audited even when its
+    // client goes away meanwhile (which drops this future).
+    let task = tokio::spawn(async move {
+        let resp = next.run(req).await;
+        let status = resp.status().as_u16();
+        if resp.status().is_success() {
+            write_audit(&st, role.id(), &peer, &what, vm.as_deref(), status, "ok");
+            return resp;
+        }
         // The error's message, for the log.
         let (parts, body) = resp.into_parts();
         let bytes = axum::body::to_bytes(body, 64 * 1024)
@@ -551,10 +562,25 @@ async fn auth(State(st): State<St>, req: Request, next: Next) -> Response {
             .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
             .unwrap_or_else(|| "error".into());
         write_audit(&st, role.id(), &peer, &what, vm.as_deref(), status, &msg);
-        return Response::from_parts(parts, axum::body::Body::from(bytes));
-    };
-    write_audit(&st, role.id(), &peer, &what, vm.as_deref(), status, &result);
-    resp
+        Response::from_parts(parts, axum::body::Body::from(bytes))
+    });
+    match task.await {
+        Ok(resp) => resp,
+        Err(e) if e.is_cancelled() => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "gone",
+            "the request",
+            "the instance is ending",
+        )
+        .into_response(),
+        Err(e) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the request",
+            e.to_string(),
+        )
+        .into_response(),
+    }
 }
 
 fn write_audit(
