@@ -498,8 +498,8 @@ async fn auth(State(st): State<St>, req: Request, next: Next) -> Response {
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     let role = match presented {
-        Some(t) if t == st.token => Some(Role::Operator),
-        Some(t) if t == st.token_ro => Some(Role::ReadOnly),
+        Some(t) if same_secret(t, &st.token) => Some(Role::Operator),
+        Some(t) if same_secret(t, &st.token_ro) => Some(Role::ReadOnly),
         _ => None,
     };
     let vm = path
@@ -581,6 +581,17 @@ async fn auth(State(st): State<St>, req: Request, next: Next) -> Response {
         )
         .into_response(),
     }
+}
+
+/// Compares a presented token with a secret in time that does not depend
+/// on where they first differ.
+fn same_secret(presented: &str, secret: &str) -> bool {
+    presented.len() == secret.len()
+        && presented
+            .bytes()
+            .zip(secret.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
 }
 
 fn write_audit(
@@ -744,6 +755,14 @@ mod tests {
         documented.sort();
         routed.sort();
         assert_eq!(documented, routed);
+    }
+
+    #[test]
+    fn secrets_compare_whole() {
+        assert!(same_secret("abc", "abc"));
+        assert!(!same_secret("abd", "abc"));
+        assert!(!same_secret("ab", "abc"));
+        assert!(!same_secret("", "abc"));
     }
 
     #[test]
