@@ -109,6 +109,21 @@ else
     command -v mke2fs >/dev/null 2>&1 && command -v debugfs >/dev/null 2>&1 || die "e2fsprogs installed but mke2fs/debugfs not found"
 fi
 
+# --- promtool (the REST test checks /metrics with `promtool check metrics`) ---
+if command -v promtool >/dev/null 2>&1; then
+    say "promtool: ok ($(command -v promtool))"
+else
+    command -v apt-get >/dev/null 2>&1 || die "promtool is missing and apt-get is not available; install Prometheus's promtool by hand"
+    codename=""
+    # shellcheck disable=SC1091
+    [ -r /etc/os-release ] && codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+    apt_update_if_stale "$codename"
+    say "promtool is missing; installing the prometheus package (it provides promtool)"
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus
+    command -v promtool >/dev/null 2>&1 || die "after installing prometheus, promtool is still missing"
+    say "promtool: ok"
+fi
+
 # --- Rust toolchain -----------------------------------------------------------
 command -v rustup >/dev/null 2>&1 || die "rustup is not installed; it provides the pinned toolchain (rust-toolchain.toml)"
 channel=$(sed -nE 's/^channel *= *"([^"]+)".*/\1/p' rust-toolchain.toml)

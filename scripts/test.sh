@@ -72,7 +72,7 @@ step fmt cargo fmt --all --check
 # --all-targets skips test targets marked `test = false` (the QEMU tests): lint them too.
 clippy_host() {
     cargo clippy --all-targets -- -D warnings &&
-        cargo clippy -p ferrovisor --test qemu --test linux --test containment --test lifecycle --test control --test network --test devices -- -D warnings
+        cargo clippy -p ferrovisor --test qemu --test linux --test containment --test lifecycle --test control --test network --test devices --test rest -- -D warnings
 }
 
 step clippy-host clippy_host
@@ -96,6 +96,10 @@ step control-tests cargo test -p ferrovisor --test control -- --test-threads=1 -
 # VM disks (ext4 images, reboot, read-only, two VMs) and virtio-rng, served
 # from QEMU's own devices; the images checked with debugfs afterwards.
 step device-tests cargo test -p ferrovisor --test devices -- --test-threads=1
+# The REST API of a running instance: HTTP on http.sock and loopback TCP,
+# tokens, JSON errors, OpenAPI, events, /metrics (promtool when installed;
+# required under CI), audit log, a 20-client load test (two Linux VMs).
+step rest-tests cargo test -p ferrovisor --test rest -- --test-threads=1 --nocapture
 
 echo
 echo "=== summary"

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
-use ferrovisor::instance::{cli, runtime, server};
+use ferrovisor::instance::{cli, rest, runtime, server};
 use ferrovisor::qemu::{self, Control, Input, QemuConfig, RunOptions, Stream};
 use ferrovisor::{bench as benchmark, config, devices, package, paths, ALL_VMS_STOPPED, MIB};
 
@@ -48,6 +48,11 @@ enum Command {
         /// `console` from other terminals (default: the config file's name).
         #[arg(long)]
         name: Option<String>,
+        /// Also serve the REST API on this loopback TCP address (IP:PORT,
+        /// e.g. 127.0.0.1:8080; port 0 picks a free one). It is always
+        /// served on the instance's `http.sock`.
+        #[arg(long, value_name = "IP:PORT")]
+        http: Option<String>,
     },
     /// List the running instances (`ferrovisor run`s) of this user.
     Ps {
@@ -245,7 +250,8 @@ fn main() -> ExitCode {
             timeout,
             hypervisor,
             name,
-        } => run(config, timeout, hypervisor, name),
+            http,
+        } => run(config, timeout, hypervisor, name, http),
         Command::Ps { json } => return ctl(cli::ps(json)),
         Command::Vm { action, target } => {
             return ctl(cli::command(
@@ -413,9 +419,14 @@ fn run(
     timeout: Option<u64>,
     hypervisor: Option<PathBuf>,
     name: Option<String>,
+    http: Option<String>,
 ) -> Result<ExitCode> {
     let t0 = Instant::now();
     let name = instance_name(name, &config_path)?;
+    let http = http
+        .map(|a| rest::check_http_addr(&a))
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
     // Everything that can be checked is, before a package is written or QEMU
     // started: the config (files, formats, devices, the machine's memory), the
     // host's memory and ports, the hypervisor binary.
@@ -522,6 +533,18 @@ fn run(
             dir.api_socket().display()
         )
     })?;
+    let mut rest_server = rest::Rest::start(dir.clone(), dir.token()?, http)
+        .with_context(|| format!("serving instance `{name}`'s REST API"))?;
+    eprintln!(
+        "ferrovisor: REST API on {}{} (bearer tokens: {}, read-only {})",
+        dir.http_socket().display(),
+        rest_server
+            .tcp
+            .map(|a| format!(" and http://{a}"))
+            .unwrap_or_default(),
+        dir.token_file().display(),
+        dir.token_ro_file().display()
+    );
     qemu_cfg
         .extra_args
         .extend(qemu::control_device_args(&dir.qemu_socket()));
@@ -580,6 +603,7 @@ fn run(
         },
     )?;
     server.shutdown();
+    rest_server.shutdown();
     // The console may have stopped mid-line.
     eprintln!();
     eprintln!("ferrovisor: serial log at {}", outcome.log_path.display());

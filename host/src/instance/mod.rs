@@ -7,14 +7,17 @@
 //! hypervisor ([`server`]): it relays requests from clients, keeps every VM's
 //! console output in `logs/<vm>.log` and streams console output and events
 //! to subscribers. Other `ferrovisor` commands (`ps`, `vm`, `stats`, `logs`,
-//! `console`) are clients ([`client`]); a future REST server in the `run`
-//! process would call the same relay.
+//! `console`) are clients ([`client`]); the REST API ([`rest`], on
+//! `http.sock` and optionally loopback TCP) is one too, inside the `run`
+//! process, with Prometheus metrics ([`metrics`]).
 //!
 //! Both sockets speak `fv_ctrl` frames; replies are `fv_mgmt`'s machine line
 //! protocol (or its human form), parsed by [`records`].
 
 pub mod cli;
 pub mod client;
+pub mod metrics;
 pub mod records;
+pub mod rest;
 pub mod runtime;
 pub mod server;

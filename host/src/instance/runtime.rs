@@ -109,6 +109,26 @@ impl InstanceDir {
             .find_map(|l| l.strip_prefix(key)?.strip_prefix('=').map(str::to_string))
     }
 
+    /// The read-only token of the REST API (GETs only).
+    pub fn token_ro_file(&self) -> PathBuf {
+        self.dir.join("token.ro")
+    }
+
+    /// The REST API's unix socket.
+    pub fn http_socket(&self) -> PathBuf {
+        self.dir.join("http.sock")
+    }
+
+    /// The REST API's loopback TCP address (`--http`), when it has one.
+    pub fn http_addr_file(&self) -> PathBuf {
+        self.dir.join("http.addr")
+    }
+
+    /// The REST API's audit log (JSON lines).
+    pub fn audit_log(&self) -> PathBuf {
+        self.dir.join("audit.log")
+    }
+
     /// The token, if readable.
     pub fn token(&self) -> io::Result<String> {
         let mut s = String::new();
@@ -188,7 +208,8 @@ fn make_private_dir(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
-fn random_token() -> io::Result<String> {
+/// 16 random bytes as hex (a token).
+pub fn random_token() -> io::Result<String> {
     let mut b = [0u8; 16];
     fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
     Ok(b.iter().map(|x| format!("{x:02x}")).collect())

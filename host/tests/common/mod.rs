@@ -274,6 +274,17 @@ impl Console {
     /// ([`standard_failure_patterns`]), `Kernel panic`, `Oops`, `Unable to
     /// handle kernel` and a VM `stopped by the hypervisor`.
     pub fn spawn(name: &str, config: &Path, timeout_s: u64, vms: &[Vm]) -> Console {
+        Console::spawn_with(name, config, timeout_s, vms, &[])
+    }
+
+    /// [`Console::spawn`] with `extra` arguments to `run` (e.g. `--http`).
+    pub fn spawn_with(
+        name: &str,
+        config: &Path,
+        timeout_s: u64,
+        vms: &[Vm],
+        extra: &[&str],
+    ) -> Console {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferrovisor"));
         // Instances of these tests live under this worktree's target
         // directory (unless the test chose a place), so test runs of other
@@ -285,7 +296,8 @@ impl Console {
             .arg("--config")
             .arg(config)
             .arg("--timeout")
-            .arg(timeout_s.to_string());
+            .arg(timeout_s.to_string())
+            .args(extra);
         let what = format!("ferrovisor run --config {}", config.display());
         Console::spawn_command(name, cmd, &what, vms)
     }
