@@ -38,12 +38,16 @@ fn files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// Host-like words in `text`: a run of `[A-Za-z0-9.-]` with at least one
+/// Host-like words in `text`: a run of `[A-Za-z0-9._-]` with at least one
 /// dot whose last label is one of [`TLDS`] and whose other labels are
 /// non-empty and start with a letter or digit.
 fn host_like(text: &str) -> Vec<String> {
     let mut found = Vec::new();
-    for word in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == '-')) {
+    // `_` never occurs in a host name but does in identifiers: keeping it in
+    // the word makes `vm.net_pending` one word whose last label is no TLD.
+    for word in
+        text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_'))
+    {
         let word = word.trim_matches('.');
         let labels: Vec<&str> = word.split('.').collect();
         if labels.len() < 2 {
@@ -89,6 +93,8 @@ fn host_like_finds_hosts_and_not_code() {
     let text = format!("see mirror{dot}example{dot}org/x and a{dot}b{dot}net");
     assert_eq!(host_like(&text).len(), 2, "{:?}", host_like(&text));
     assert!(host_like("self.dev.read(); std::io::Error; file.rs; v0.1.0").is_empty());
+    // Fields whose name starts with a TLD are code, not hosts.
+    assert!(host_like("vm.net_pending.load(); vm.io_pending.store(x)").is_empty());
 }
 
 #[test]
