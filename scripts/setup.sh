@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building and testing Ferrovisor needs, and nothing else:
-#   - QEMU >= 8 for riscv64 with OpenSBI firmware (Debian 12: from bookworm-backports;
-#     never from trixie/sid, which would upgrade the base system),
+#   - QEMU >= 8 for riscv64 with OpenSBI firmware and for aarch64 (Debian 12: from
+#     bookworm-backports; never from trixie/sid, which would upgrade the base system),
+#   - e2fsprogs (disk tests), prometheus's promtool (metrics test), chromium and
+#     chromium-driver (the dashboard test drives a headless browser over WebDriver),
 #   - the Rust toolchain pinned in rust-toolchain.toml, with its components and targets.
 # Idempotent: when everything is present it only checks and returns quickly.
 set -euo pipefail
@@ -20,14 +22,16 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 qemu_major() {
-    command -v qemu-system-riscv64 >/dev/null 2>&1 || { echo 0; return; }
-    qemu-system-riscv64 --version | sed -nE '1s/.*version ([0-9]+)\..*/\1/p'
+    local bin=${1:-qemu-system-riscv64}
+    command -v "$bin" >/dev/null 2>&1 || { echo 0; return; }
+    "$bin" --version | sed -nE '1s/.*version ([0-9]+)\..*/\1/p'
 }
 
 qemu_ok() {
-    local major
-    major=$(qemu_major)
-    [ "${major:-0}" -ge "$QEMU_MIN_MAJOR" ] && [ -e "$FIRMWARE" ]
+    local major arm
+    major=$(qemu_major qemu-system-riscv64)
+    arm=$(qemu_major qemu-system-aarch64)
+    [ "${major:-0}" -ge "$QEMU_MIN_MAJOR" ] && [ "${arm:-0}" -ge "$QEMU_MIN_MAJOR" ] && [ -e "$FIRMWARE" ]
 }
 
 # apt's lists are refreshed only when missing or older than a day.
@@ -78,7 +82,7 @@ install_qemu() {
     else
         apt_update_if_stale "$codename"
     fi
-    local pkgs=(qemu-system-misc qemu-system-data opensbi)
+    local pkgs=(qemu-system-misc qemu-system-arm qemu-system-data opensbi)
     # QEMU 10 packages riscv separately; older QEMU has it in qemu-system-misc.
     if apt-cache show "${target[@]}" qemu-system-riscv >/dev/null 2>&1; then
         pkgs+=(qemu-system-riscv)
@@ -91,9 +95,9 @@ install_qemu() {
 if qemu_ok; then
     say "QEMU $(qemu-system-riscv64 --version | sed -nE '1s/.*version ([^ ]+).*/\1/p') with OpenSBI firmware: ok"
 else
-    say "QEMU >= $QEMU_MIN_MAJOR for riscv64 (or its OpenSBI firmware) is missing; installing"
+    say "QEMU >= $QEMU_MIN_MAJOR for riscv64 and aarch64 (or the OpenSBI firmware) is missing; installing"
     install_qemu
-    qemu_ok || die "after installing, qemu-system-riscv64 is version $(qemu_major) (need >= $QEMU_MIN_MAJOR) or $FIRMWARE is missing"
+    qemu_ok || die "after installing, qemu-system-riscv64 is version $(qemu_major qemu-system-riscv64) and qemu-system-aarch64 version $(qemu_major qemu-system-aarch64) (need >= $QEMU_MIN_MAJOR for both), or $FIRMWARE is missing"
     say "QEMU $(qemu-system-riscv64 --version | sed -nE '1s/.*version ([^ ]+).*/\1/p'): ok"
 fi
 
@@ -122,6 +126,21 @@ else
     "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus
     command -v promtool >/dev/null 2>&1 || die "after installing prometheus, promtool is still missing"
     say "promtool: ok"
+fi
+
+# --- chromium + chromium-driver (the dashboard test drives headless chromium over WebDriver) ---
+if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then
+    say "chromium and chromedriver: ok"
+else
+    command -v apt-get >/dev/null 2>&1 || die "chromium/chromedriver are missing and apt-get is not available"
+    codename=""
+    # shellcheck disable=SC1091
+    [ -r /etc/os-release ] && codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+    apt_update_if_stale "$codename"
+    say "chromium or chromedriver is missing; installing chromium and chromium-driver (about 100 MB)"
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium chromium-driver fonts-dejavu-core
+    command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || die "after installing, chromium or chromedriver is still missing"
+    say "chromium and chromedriver: ok"
 fi
 
 # --- Rust toolchain -----------------------------------------------------------
